@@ -1,0 +1,335 @@
+//! A scenario's CAN bus as the harness sees it: the bus itself, a recorder tape, and an injector.
+//!
+//! For the userspace transport, [`ScenarioBus::start`] embeds a [`vcan::hub::Hub`] listening on a Unix socket
+//! in the scenario's scratch directory (and on TCP where the environment needs it). The harness then joins
+//! the bus like any node, through [`vcan::open`]: a *recorder* node that sees every frame (hub timestamp and
+//! sequence number included) and an *injector* node that only sends. Because both go through bus endpoints,
+//! the same code drives a real adapter (`socketcan:can0`) on a bench host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use vcan::candump::{TraceRecord, TraceWriter};
+use vcan::hub::{Hub, HubConfig, HubStats};
+use vcan::{CanSocket, Endpoint, Filter, Frame, OpenOptions};
+
+use crate::env::InfraError;
+
+/// Where an environment's workloads reach one bus.
+#[derive(Debug, Clone)]
+pub struct BusInfo {
+    pub name: String,
+    pub unix_path: Option<PathBuf>,
+    pub tcp_addr: Option<SocketAddr>,
+}
+
+/// One frame on the tape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedFrame {
+    /// Host wall-clock nanoseconds since the Unix epoch (hub timestamp).
+    pub timestamp_ns: u64,
+    /// Bus sequence number, where the bus provides one.
+    pub seq: Option<u64>,
+    pub frame: Frame,
+}
+
+/// The growing recording of a bus, shared between the recorder thread and the steps.
+#[derive(Default)]
+pub struct Tape {
+    frames: Mutex<Vec<TracedFrame>>,
+    grew: Notify,
+    failed: Mutex<Option<String>>,
+}
+
+impl Tape {
+    pub fn len(&self) -> usize {
+        self.frames.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Frames from index `from` on.
+    pub fn since(&self, from: usize) -> Vec<TracedFrame> {
+        self.frames
+            .lock()
+            .map(|f| f.get(from..).map(<[_]>::to_vec).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    pub fn all(&self) -> Vec<TracedFrame> {
+        self.since(0)
+    }
+
+    /// Why recording stopped early, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn push(&self, frame: TracedFrame) {
+        if let Ok(mut frames) = self.frames.lock() {
+            frames.push(frame);
+        }
+        self.grew.notify_waiters();
+    }
+
+    /// Waits until `done` says yes about the frames from `from` on, or until `deadline`; returns the
+    /// last answer. `done` is re-evaluated every time the tape grows.
+    pub async fn wait<T>(
+        &self,
+        from: usize,
+        deadline: tokio::time::Instant,
+        mut done: impl FnMut(&[TracedFrame]) -> Option<T>,
+    ) -> Option<T> {
+        loop {
+            let grew = self.grew.notified();
+            tokio::pin!(grew);
+            grew.as_mut().enable();
+            {
+                let frames = self.frames.lock().ok()?;
+                if let Some(answer) = done(frames.get(from..).unwrap_or(&[])) {
+                    return Some(answer);
+                }
+            }
+            if tokio::time::timeout_at(deadline, grew).await.is_err() {
+                let frames = self.frames.lock().ok()?;
+                return done(frames.get(from..).unwrap_or(&[]));
+            }
+        }
+    }
+}
+
+/// Now as nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    system_time_ns(SystemTime::now())
+}
+
+/// A wall-clock time as nanoseconds since the Unix epoch.
+pub fn system_time_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A bus of one scenario.
+pub struct ScenarioBus {
+    name: String,
+    hub: Option<Hub>,
+    info: BusInfo,
+    tape: Arc<Tape>,
+    injector: Mutex<Box<dyn CanSocket>>,
+    recorder: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicU64>,
+}
+
+/// What is left of a bus after the scenario.
+pub struct BusSummary {
+    pub name: String,
+    pub frames: Vec<TracedFrame>,
+    pub stats: Option<HubStats>,
+    pub recorder_failure: Option<String>,
+}
+
+impl ScenarioBus {
+    /// Starts an embedded hub for bus `name` with its socket in `dir`, optionally also on TCP at `tcp_ip`,
+    /// and joins the recorder and injector.
+    pub fn start(name: &str, dir: &Path, tcp_ip: Option<IpAddr>) -> Result<ScenarioBus, InfraError> {
+        let bus_err = |reason: String| InfraError::Bus {
+            bus: name.to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| bus_err(format!("cannot create {}: {e}", dir.display())))?;
+        let unix_path = dir.join(format!("{name}.sock"));
+        let hub = Hub::start(HubConfig {
+            name: name.to_string(),
+            unix_path: Some(unix_path.clone()),
+            tcp_addr: tcp_ip.map(|ip| SocketAddr::new(ip, 0)),
+            ..HubConfig::default()
+        })
+        .map_err(|e| bus_err(e.to_string()))?;
+        let tcp_addr = match hub.tcp_endpoint() {
+            Some(Endpoint::Tcp(addr)) => Some(addr),
+            _ => None,
+        };
+        let info = BusInfo {
+            name: name.to_string(),
+            unix_path: Some(unix_path.clone()),
+            tcp_addr,
+        };
+        Self::join(name, Endpoint::Unix(unix_path), Some(hub), info)
+    }
+
+    /// Joins an existing bus (a bench adapter such as `socketcan:can0`, or a remote hub).
+    pub fn attach(name: &str, endpoint: Endpoint, info: BusInfo) -> Result<ScenarioBus, InfraError> {
+        Self::join(name, endpoint, None, info)
+    }
+
+    fn join(
+        name: &str,
+        endpoint: Endpoint,
+        hub: Option<Hub>,
+        info: BusInfo,
+    ) -> Result<ScenarioBus, InfraError> {
+        let bus_err = |reason: String| InfraError::Bus {
+            bus: name.to_string(),
+            reason,
+        };
+        let recorder_opts = OpenOptions {
+            node_name: "harness-recorder".into(),
+            want_errors: true,
+            fd: true,
+            ..OpenOptions::default()
+        };
+        let mut recorder_socket =
+            vcan::open(&endpoint, &recorder_opts).map_err(|e| bus_err(e.to_string()))?;
+        let injector_opts = OpenOptions {
+            node_name: "harness".into(),
+            fd: true,
+            // Accept nothing: an inverted all-matching filter.
+            filters: vec![Filter::inverted(0, 0)],
+            ..OpenOptions::default()
+        };
+        let injector = vcan::open(&endpoint, &injector_opts).map_err(|e| bus_err(e.to_string()))?;
+        let tape = Arc::new(Tape::default());
+        let stop = Arc::new(AtomicU64::new(RECORDING));
+        let recorder = {
+            let tape = tape.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("recorder-{name}"))
+                .spawn(move || record(&mut *recorder_socket, &tape, &stop))
+                .map_err(|e| bus_err(format!("cannot start the recorder thread: {e}")))?
+        };
+        Ok(ScenarioBus {
+            name: name.to_string(),
+            hub,
+            info,
+            tape,
+            injector: Mutex::new(injector),
+            recorder: Some(recorder),
+            stop,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn info(&self) -> BusInfo {
+        self.info.clone()
+    }
+
+    pub fn tape(&self) -> &Arc<Tape> {
+        &self.tape
+    }
+
+    /// Current hub counters (userspace bus only).
+    pub fn stats(&self) -> Option<HubStats> {
+        self.hub.as_ref().map(Hub::stats)
+    }
+
+    /// Puts a frame on the bus from the harness node.
+    pub fn send(&self, frame: &Frame) -> Result<(), InfraError> {
+        let mut injector = self.injector.lock().map_err(|_| InfraError::Bus {
+            bus: self.name.clone(),
+            reason: "injector lock poisoned".into(),
+        })?;
+        injector.send(frame).map_err(|e| InfraError::Bus {
+            bus: self.name.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Stops recording (after the recorder has taped everything the bus already ordered) and the hub.
+    pub fn finish(mut self) -> BusSummary {
+        let last_seq = self.hub.as_ref().map(|h| h.stats().frames).unwrap_or(0);
+        self.stop.store(last_seq, Ordering::SeqCst);
+        if let Some(handle) = self.recorder.take() {
+            let _ = handle.join();
+        }
+        let stats = self.hub.take().map(Hub::shutdown);
+        BusSummary {
+            name: self.name.clone(),
+            frames: self.tape.all(),
+            stats,
+            recorder_failure: self.tape.failure(),
+        }
+    }
+}
+
+impl Drop for ScenarioBus {
+    fn drop(&mut self) {
+        self.stop.store(0, Ordering::SeqCst);
+        if let Some(handle) = self.recorder.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Recorder value of `stop` while recording; any other value means "stop once the frame with this sequence
+/// number (0: none) has been taped, or after [`DRAIN_LIMIT`]".
+const RECORDING: u64 = u64::MAX;
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
+fn record(socket: &mut dyn CanSocket, tape: &Tape, stop: &AtomicU64) {
+    let mut last_seq = 0u64;
+    let mut drain_deadline = None;
+    loop {
+        let target = stop.load(Ordering::SeqCst);
+        if target != RECORDING {
+            let deadline = *drain_deadline.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+            if last_seq >= target || std::time::Instant::now() >= deadline {
+                // Take whatever is already buffered, then stop.
+                while let Ok(Some(rx)) = socket.recv(Some(Duration::ZERO)) {
+                    tape.push(TracedFrame {
+                        timestamp_ns: rx.timestamp_ns,
+                        seq: rx.seq,
+                        frame: rx.frame,
+                    });
+                }
+                return;
+            }
+        }
+        match socket.recv(Some(Duration::from_millis(20))) {
+            Ok(Some(rx)) => {
+                last_seq = rx.seq.unwrap_or(last_seq);
+                tape.push(TracedFrame {
+                    timestamp_ns: rx.timestamp_ns,
+                    seq: rx.seq,
+                    frame: rx.frame,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if stop.load(Ordering::SeqCst) == RECORDING {
+                    tracing::warn!(bus = socket.bus_name(), error = %e, "recorder stopped");
+                    if let Ok(mut failed) = tape.failed.lock() {
+                        *failed = Some(e.to_string());
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Writes a tape as a candump `-l` log with the bus name as interface.
+pub fn write_candump(path: &Path, interface: &str, frames: &[TracedFrame]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut writer = TraceWriter::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    for f in frames {
+        writer.write(&TraceRecord {
+            timestamp_ns: f.timestamp_ns,
+            interface: interface.to_string(),
+            frame: f.frame.clone(),
+        })?;
+    }
+    writer.flush()
+}

@@ -1,0 +1,148 @@
+//! Environments: where a workload runs and how CAN reaches it.
+//!
+//! Every environment implements [`Environment`]: deploy a pod from its manifest onto the scenario's buses,
+//! and hand back one [`Instance`] per container that the step library can stop, kill, restart, probe and
+//! read logs from. Restart policy and readiness are decided by the harness in the same way for every
+//! environment ([`crate::supervisor`], [`crate::readiness`]), so the environments differ only in how a
+//! process is started ([`crate::supervisor::Launcher`]) and how the bus endpoint is reached.
+//!
+//! Adding an environment means one new module here plus one line in [`registry`].
+
+pub mod native;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::bus::BusInfo;
+use crate::manifest::{ContainerSpec, WorkloadSpec};
+use crate::supervisor::Supervisor;
+use crate::workload::WorkloadCatalog;
+
+/// Why an environment could not do its part; reported as an infra-error, not a test failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InfraError {
+    #[error("environment `{env}` is unavailable: {reason}")]
+    Unavailable { env: String, reason: String },
+    #[error("cannot build workload `{workload}`: {reason}")]
+    Build { workload: String, reason: String },
+    #[error("cannot start `{workload}`: {reason}")]
+    Launch { workload: String, reason: String },
+    #[error("`{workload}` exited ({status}) before becoming ready{}", tail_suffix(.log_tail))]
+    ExitedBeforeReady {
+        workload: String,
+        status: String,
+        log_tail: String,
+    },
+    #[error("`{workload}` did not become ready within {waited_ms} ms ({probe}){}", tail_suffix(.log_tail))]
+    NeverReady {
+        workload: String,
+        waited_ms: u128,
+        probe: String,
+        log_tail: String,
+    },
+    #[error("bus `{bus}`: {reason}")]
+    Bus { bus: String, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last log lines:\n{tail}")
+    }
+}
+
+/// What one run shares with every deployment of an environment.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Run id, also the marker every process/container of this run carries for leak sweeps.
+    pub run_id: String,
+    /// Scratch directory of this run (sockets, per-instance working directories).
+    pub state_dir: PathBuf,
+    /// Where workload binaries come from.
+    pub catalog: Arc<WorkloadCatalog>,
+}
+
+/// Everything needed to deploy one pod.
+pub struct DeployRequest<'a> {
+    pub workload: &'a WorkloadSpec,
+    /// The scenario's buses this pod joins, in manifest order.
+    pub buses: Vec<BusInfo>,
+    /// Directory for this pod's logs in the report.
+    pub log_dir: &'a Path,
+    /// Scratch directory for this scenario.
+    pub scratch_dir: &'a Path,
+}
+
+/// How CAN reaches the workload in an environment, as shown in reports.
+pub type Transport = String;
+
+/// One environment of the matrix.
+#[async_trait]
+pub trait Environment: Send + Sync {
+    /// Column name in reports: `native`, `container`, `vm`, `board:<name>`.
+    fn name(&self) -> &str;
+
+    /// How CAN reaches the workload here (shown in reports).
+    fn transport(&self) -> Transport;
+
+    /// Whether scenarios' buses need a TCP listener (environments whose workloads cannot reach a Unix socket).
+    fn needs_tcp_bus(&self) -> bool {
+        false
+    }
+
+    /// One-time preparation before the first scenario (build binaries, images, ...).
+    async fn prepare(&self, run: &RunContext) -> Result<(), InfraError>;
+
+    /// Starts every container of a pod under supervision; readiness is checked by the caller.
+    async fn deploy(&self, run: &RunContext, request: DeployRequest<'_>)
+        -> Result<Vec<Instance>, InfraError>;
+
+    /// Runs a readiness-probe command in the context of a running container; `Ok(true)` on exit code 0.
+    async fn exec_probe(
+        &self,
+        run: &RunContext,
+        instance: &Instance,
+        command: &[String],
+    ) -> Result<bool, InfraError>;
+
+    /// Releases whatever `prepare` set up.
+    async fn finish(&self, _run: &RunContext) {}
+}
+
+/// One supervised container of a deployed pod.
+pub struct Instance {
+    /// Pod name (`metadata.name`).
+    pub pod: String,
+    pub container: ContainerSpec,
+    pub supervisor: Supervisor,
+    /// The environment's own handle data (e.g. container id), for exec probes.
+    pub handle: String,
+}
+
+/// Static facts about an environment kind, for `doctor` and `list`.
+pub struct EnvKind {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Checks whether this machine can host the environment; `Err` says why not and how to fix it.
+    pub probe: fn() -> Result<String, String>,
+    /// Builds the environment for a run.
+    pub create: fn(&RunContext) -> Result<Arc<dyn Environment>, InfraError>,
+    /// Removes this environment's own leftovers (containers, networks, ...) of runs not in `live_runs`;
+    /// returns a line per removed item. Host processes are swept by [`crate::cleanup`] for everyone.
+    pub sweep: fn(live_runs: &[String]) -> Vec<String>,
+}
+
+/// Every environment this build knows, in matrix order.
+pub fn registry() -> Vec<EnvKind> {
+    vec![native::kind()]
+}
+
+/// Finds an environment kind by the name used on the command line.
+pub fn find_kind(name: &str) -> Option<EnvKind> {
+    registry().into_iter().find(|k| k.name == name)
+}

@@ -1,0 +1,298 @@
+//! The native environment: each container of a pod runs as a host process on the userspace bus.
+//!
+//! The workload joins its bus through the hub's Unix socket (`CAN_BUS=unix:/…/<bus>.sock`). Processes get a
+//! clean environment (only what the manifest sets, the bus endpoints and the run marker), an empty working
+//! directory of their own, and `PR_SET_PDEATHSIG` so they die with the harness; the run marker lets the next
+//! run sweep up anything a SIGKILLed harness left behind. Resource limits are recorded, not enforced, here.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use crate::cleanup::RUN_MARKER_ENV;
+use crate::logs::LogSink;
+use crate::manifest::ContainerSpec;
+use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
+
+/// Registry entry.
+pub fn kind() -> EnvKind {
+    EnvKind {
+        name: "native",
+        summary: "host processes on the userspace CAN bus (Unix socket)",
+        probe: || Ok("host processes; CAN through the userspace hub (no kernel CAN needed)".into()),
+        create: |_run| Ok(Arc::new(NativeEnv)),
+        sweep: |_live| Vec::new(),
+    }
+}
+
+/// Host processes on the userspace bus.
+pub struct NativeEnv;
+
+#[async_trait]
+impl Environment for NativeEnv {
+    fn name(&self) -> &str {
+        "native"
+    }
+
+    fn transport(&self) -> Transport {
+        "userspace hub, Unix socket".into()
+    }
+
+    async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
+        run.catalog.ensure_built().await.map(|_| ())
+    }
+
+    async fn deploy(
+        &self,
+        run: &RunContext,
+        request: DeployRequest<'_>,
+    ) -> Result<Vec<Instance>, InfraError> {
+        let pod = request.workload;
+        let mut bus_env = Vec::new();
+        for (i, bus) in request.buses.iter().enumerate() {
+            let path = bus.unix_path.as_ref().ok_or_else(|| InfraError::Bus {
+                bus: bus.name.clone(),
+                reason: "the native environment needs the bus on a Unix socket".into(),
+            })?;
+            let uri = format!("unix:{}", path.display());
+            if i == 0 {
+                bus_env.push((vcan::endpoint::BUS_ENV.to_string(), uri.clone()));
+            }
+            bus_env.push((bus_env_name(&bus.name), uri));
+        }
+        let mut instances = Vec::new();
+        for container in &pod.containers {
+            let binary = run.catalog.binary_for(&container.image).await?;
+            let argv = argv_for(container, &binary)?;
+            let workdir = request
+                .scratch_dir
+                .join(format!("{}-{}", pod.name, container.name));
+            std::fs::create_dir_all(&workdir).map_err(|e| InfraError::Launch {
+                workload: pod.name.clone(),
+                reason: format!("cannot create {}: {e}", workdir.display()),
+            })?;
+            let mut env = container.env.clone();
+            env.extend(bus_env.iter().cloned());
+            env.push((RUN_MARKER_ENV.to_string(), run.run_id.clone()));
+            let logs = LogSink::create(
+                &container.name,
+                &request.log_dir.join(format!("{}.log", container.name)),
+            )
+            .map_err(|e| InfraError::Launch {
+                workload: pod.name.clone(),
+                reason: format!("log file: {e}"),
+            })?;
+            let launcher = Arc::new(HostLauncher {
+                name: container.name.clone(),
+                argv,
+                env,
+                workdir,
+            });
+            instances.push(Instance {
+                pod: pod.name.clone(),
+                container: container.clone(),
+                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
+                handle: String::new(),
+            });
+        }
+        Ok(instances)
+    }
+
+    async fn exec_probe(
+        &self,
+        run: &RunContext,
+        instance: &Instance,
+        command: &[String],
+    ) -> Result<bool, InfraError> {
+        let binary = run.catalog.binary_for(&instance.container.image).await?;
+        let mut argv = command.to_vec();
+        if let Some(first) = argv.first_mut() {
+            if basename(first) == instance.container.image.binary_name() {
+                *first = binary.display().to_string();
+            }
+        }
+        let Some((program, args)) = argv.split_first() else {
+            return Ok(false);
+        };
+        let mut env = instance.container.env.clone();
+        env.push((RUN_MARKER_ENV.to_string(), run.run_id.clone()));
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| InfraError::Launch {
+                workload: instance.pod.clone(),
+                reason: format!("probe `{program}`: {e}"),
+            })?;
+        Ok(status.success())
+    }
+}
+
+/// `CAN_BUS_<NAME>` for a bus name (upper case, `-` as `_`).
+pub fn bus_env_name(bus: &str) -> String {
+    format!(
+        "{}_{}",
+        vcan::endpoint::BUS_ENV,
+        bus.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The command line of a container: the image's binary unless `command` overrides it, which it may only
+/// do by naming that binary (images hold nothing else).
+pub fn argv_for(container: &ContainerSpec, binary: &Path) -> Result<Vec<String>, InfraError> {
+    let mut argv = vec![binary.display().to_string()];
+    if let Some((first, rest)) = container.command.split_first() {
+        if basename(first) != container.image.binary_name() {
+            return Err(InfraError::Launch {
+                workload: container.name.clone(),
+                reason: format!(
+                    "command[0] `{first}` is not in image `{}`, which holds only the workload binary `{}`",
+                    container.image,
+                    container.image.binary_name()
+                ),
+            });
+        }
+        argv.extend(rest.iter().cloned());
+    }
+    argv.extend(container.args.iter().cloned());
+    Ok(argv)
+}
+
+struct HostLauncher {
+    name: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    workdir: PathBuf,
+}
+
+#[async_trait]
+impl Launcher for HostLauncher {
+    async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
+        let (program, args) = self.argv.split_first().ok_or_else(|| InfraError::Launch {
+            workload: self.name.clone(),
+            reason: "empty command".into(),
+        })?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: the closure only calls prctl(2), which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| InfraError::Launch {
+            workload: self.name.clone(),
+            reason: format!("`{program}`: {e}"),
+        })?;
+        if let Some(out) = child.stdout.take() {
+            logs.follow(out, "");
+        }
+        if let Some(err) = child.stderr.take() {
+            logs.follow(err, "");
+        }
+        logs.note(&format!("started pid {}", child.id().unwrap_or(0)));
+        Ok(Box::new(HostProcess { child }))
+    }
+}
+
+struct HostProcess {
+    child: tokio::process::Child,
+}
+
+#[async_trait]
+impl Process for HostProcess {
+    async fn wait(&mut self) -> ExitInfo {
+        use std::os::unix::process::ExitStatusExt;
+        match self.child.wait().await {
+            Ok(status) => ExitInfo {
+                code: status.code(),
+                signal: status.signal(),
+            },
+            Err(_) => ExitInfo {
+                code: None,
+                signal: None,
+            },
+        }
+    }
+
+    async fn signal(&mut self, signal: StopSignal) -> Result<(), InfraError> {
+        let Some(pid) = self.child.id() else { return Ok(()) };
+        let sig = match signal {
+            StopSignal::Terminate => Signal::SIGTERM,
+            StopSignal::Kill => Signal::SIGKILL,
+        };
+        kill(Pid::from_raw(pid as i32), sig)
+            .map_err(|e| InfraError::Other(format!("cannot signal pid {pid}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ImageRef, Resources};
+
+    fn container(command: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            name: "hvac".into(),
+            image: ImageRef {
+                repository: "agl/hvac-controller".into(),
+                tag: "1".into(),
+            },
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: vec!["-v".into()],
+            env: vec![],
+            limits: Resources::default(),
+            requests: Resources::default(),
+            readiness: None,
+        }
+    }
+
+    #[test]
+    fn command_may_only_name_the_image_binary() {
+        let bin = Path::new("/build/hvac-controller");
+        assert_eq!(
+            argv_for(&container(&[]), bin).unwrap(),
+            vec!["/build/hvac-controller", "-v"]
+        );
+        assert_eq!(
+            argv_for(&container(&["/usr/bin/hvac-controller", "--x"]), bin).unwrap(),
+            vec!["/build/hvac-controller", "--x", "-v"]
+        );
+        let err = argv_for(&container(&["/bin/sh", "-c", "x"]), bin)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command[0] `/bin/sh` is not in image"), "{err}");
+    }
+
+    #[test]
+    fn bus_env_names() {
+        assert_eq!(bus_env_name("vehicle"), "CAN_BUS_VEHICLE");
+        assert_eq!(bus_env_name("body-1"), "CAN_BUS_BODY_1");
+    }
+}

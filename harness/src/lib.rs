@@ -1,0 +1,64 @@
+//! The AGL environment-parity harness.
+//!
+//! It runs the same orchestrated CAN workloads (Kubernetes manifests, static binaries) in several
+//! environments, drives them with Gherkin scenarios, records the CAN traffic and compares the behaviour.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`manifest`] | Kubernetes Pod/Deployment manifests into the workload model |
+//! | [`fixtures`] | the project's manifests by pod name and its DBC databases |
+//! | [`workload`] | workload binaries: built static, located by image name |
+//! | [`env`] | the [`env::Environment`] trait and the environments (native, ...) |
+//! | [`supervisor`] | restart policy, stop, kill, restart of one container, for every environment |
+//! | [`readiness`] | readiness probes (process, CAN heartbeat, exec) |
+//! | [`logs`] | captured workload output |
+//! | [`bus`] | a scenario's bus: embedded hub, recorder tape, injector |
+//! | [`features`] | `.feature` discovery, outline expansion, environment tags |
+//! | [`steps`] | the step library |
+//! | [`world`] | the cucumber World: one scenario in one environment |
+//! | [`runner`] | one cucumber pass per environment, the run journal |
+//! | [`parity`] | cross-environment comparison and verdicts |
+//! | [`record`] | what is recorded per scenario and environment |
+//! | [`report`] | JUnit, JSON, Markdown, HTML and terminal reports |
+//! | [`config`] | the parity configuration (`scenarios/parity.yaml`) |
+//! | [`cleanup`] | run registration and sweeping up after killed runs |
+//! | [`doctor`] | what this machine can host |
+//! | [`progress`] | progress bars and per-scenario lines |
+
+pub mod bus;
+pub mod cleanup;
+pub mod config;
+pub mod doctor;
+pub mod env;
+pub mod features;
+pub mod fixtures;
+pub mod logs;
+pub mod manifest;
+pub mod parity;
+pub mod progress;
+pub mod readiness;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod steps;
+pub mod supervisor;
+pub mod workload;
+pub mod world;
+
+use std::path::PathBuf;
+
+/// Environment variable naming the project directory (scenarios/, fixtures/, reports/).
+pub const PROJECT_ENV: &str = "AGL_PARITY_PROJECT";
+
+/// The project directory: `AGL_PARITY_PROJECT`, else the workspace this binary was built from, else the
+/// current directory.
+pub fn default_project_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(PROJECT_ENV) {
+        return PathBuf::from(dir);
+    }
+    let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built_from.join("scenarios").is_dir() {
+        return built_from.canonicalize().unwrap_or(built_from);
+    }
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}

@@ -1,0 +1,384 @@
+//! `agl-parity`: run scenarios across environments, start a bus, check the machine, list what exists.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use agl_parity::features::{self, FeatureSet};
+use agl_parity::runner::{self, RunOptions};
+use agl_parity::{doctor, env, report, steps};
+
+#[derive(Parser)]
+#[command(
+    name = "agl-parity",
+    version,
+    about = "Environment-parity test harness for AGL CAN workloads"
+)]
+struct Cli {
+    /// Project directory holding scenarios/, fixtures/ and reports/ (default: the workspace this was built from).
+    #[arg(long, global = true, env = "AGL_PARITY_PROJECT")]
+    project: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios in one or more environments and write a parity report.
+    Run {
+        /// Feature files or directories (default: <project>/scenarios).
+        paths: Vec<PathBuf>,
+        /// Environments, comma-separated, in column order.
+        #[arg(long = "env", short = 'e', value_delimiter = ',', default_value = "native")]
+        environments: Vec<String>,
+        /// Tag expression, e.g. "@hvac and not @slow".
+        #[arg(long)]
+        tags: Option<String>,
+        /// Only scenarios whose name matches this regex.
+        #[arg(long)]
+        name: Option<String>,
+        /// Scenarios run at once per environment.
+        #[arg(long, short = 'j', default_value_t = 4)]
+        concurrency: usize,
+        /// Where run directories are written (default: <project>/reports).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+        /// Per-step time limit in seconds.
+        #[arg(long, default_value_t = 60)]
+        step_timeout: u64,
+        /// Time a workload gets to become ready, in seconds.
+        #[arg(long, default_value_t = 15)]
+        ready_timeout: u64,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+        /// Use prebuilt workload binaries from this directory instead of building them
+        /// (also AGL_PARITY_WORKLOADS_DIR).
+        #[arg(long)]
+        workloads: Option<PathBuf>,
+    },
+    /// Start a userspace CAN bus and serve it until interrupted.
+    Hub {
+        /// Unix socket path to listen on.
+        #[arg(long)]
+        unix: Option<PathBuf>,
+        /// TCP address to listen on, e.g. 127.0.0.1:29536.
+        #[arg(long)]
+        tcp: Option<std::net::SocketAddr>,
+        /// Record the bus to this candump log.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Frames each node's queue holds.
+        #[arg(long, default_value_t = 65536)]
+        queue: usize,
+        /// Apply flow control instead of dropping frames for slow nodes.
+        #[arg(long)]
+        block: bool,
+    },
+    /// Show which environments this machine can host, and how to fix what is missing.
+    Doctor {
+        /// Remove what killed runs left behind.
+        #[arg(long)]
+        clean: bool,
+    },
+    /// List scenarios (and where they run), environments, or the step library.
+    List {
+        /// Feature files or directories (default: <project>/scenarios).
+        paths: Vec<PathBuf>,
+        /// List the step definitions instead.
+        #[arg(long)]
+        steps: bool,
+    },
+    /// Rebuild the reports of a run directory from its records.jsonl (e.g. after a killed run).
+    Report {
+        /// The run directory, reports/<run-id>.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let project = cli
+        .project
+        .clone()
+        .unwrap_or_else(agl_parity::default_project_dir);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run {
+            paths,
+            environments,
+            tags,
+            name,
+            concurrency,
+            report_dir,
+            step_timeout,
+            ready_timeout,
+            no_progress,
+            workloads,
+        } => {
+            let options = RunOptions {
+                run_id: runner::new_run_id(),
+                scenario_paths: if paths.is_empty() {
+                    vec![project.join("scenarios")]
+                } else {
+                    paths
+                },
+                environments,
+                tags,
+                name_filter: name,
+                concurrency,
+                report_root: report_dir.unwrap_or_else(|| project.join("reports")),
+                step_timeout: Duration::from_secs(step_timeout),
+                ready_timeout: Duration::from_secs(ready_timeout),
+                progress: !no_progress,
+                prebuilt_workloads: workloads,
+                project_dir: project,
+            };
+            runtime.block_on(run(options))
+        }
+        Command::Hub {
+            unix,
+            tcp,
+            record,
+            queue,
+            block,
+        } => runtime.block_on(hub(unix, tcp, record, queue, block)),
+        Command::Doctor { clean } => doctor_cmd(&project, clean),
+        Command::List { paths, steps } => list(&project, paths, steps),
+        Command::Report { dir } => rebuild_report(&project, &dir),
+    }
+}
+
+async fn run(options: RunOptions) -> ExitCode {
+    let journal = runner::Journal::new();
+    let started = Instant::now();
+    let result = tokio::select! {
+        r = runner::run(options.clone(), journal.clone()) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let (report, dir, interrupted) = match result {
+        Some(Ok(outcome)) => (outcome.report, outcome.report_dir, false),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        None => {
+            // The run future is dropped: workloads are killed and buses stopped by their Drop impls.
+            eprintln!("interrupted: writing the report of what finished");
+            let dir = options.report_root.join(&options.run_id);
+            (
+                runner::partial_report(&options, &journal, started.elapsed()),
+                dir,
+                true,
+            )
+        }
+    };
+    print!(
+        "{}",
+        report::terminal::render(&report, report::terminal::stdout_color())
+    );
+    match report::write_all(&report, &dir) {
+        Ok(files) => eprintln!(
+            "report: {} (also {}, {})",
+            files.html.display(),
+            files.junit.display(),
+            files.json.display()
+        ),
+        Err(e) => eprintln!("error: cannot write the report to {}: {e}", dir.display()),
+    }
+    if interrupted {
+        ExitCode::from(130)
+    } else if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn hub(
+    unix: Option<PathBuf>,
+    tcp: Option<std::net::SocketAddr>,
+    record: Option<PathBuf>,
+    queue: usize,
+    block: bool,
+) -> ExitCode {
+    use vcan::hub::{Backpressure, Hub, HubConfig};
+    if unix.is_none() && tcp.is_none() {
+        eprintln!("error: give --unix PATH and/or --tcp ADDR");
+        return ExitCode::from(2);
+    }
+    let config = HubConfig {
+        name: "hub".into(),
+        unix_path: unix,
+        tcp_addr: tcp,
+        queue_frames: queue,
+        backpressure: if block {
+            Backpressure::Block
+        } else {
+            Backpressure::Drop
+        },
+    };
+    let hub = match Hub::start(config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let endpoints: Vec<String> = hub
+        .unix_endpoint()
+        .into_iter()
+        .chain(hub.tcp_endpoint())
+        .map(|e| e.to_string())
+        .collect();
+    println!("bus ready: {}", endpoints.join(" "));
+    let recorder = match (&record, endpoints.first()) {
+        (Some(path), Some(ep)) => match ep
+            .parse()
+            .map_err(|e: vcan::BusError| e.to_string())
+            .and_then(|ep| {
+                agl_parity::bus::ScenarioBus::attach(
+                    "hub",
+                    ep,
+                    agl_parity::bus::BusInfo {
+                        name: "hub".into(),
+                        unix_path: None,
+                        tcp_addr: None,
+                    },
+                )
+                .map_err(|e| e.to_string())
+            }) {
+            Ok(bus) => Some((bus, path.clone())),
+            Err(e) => {
+                eprintln!("error: cannot record: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let _ = tokio::signal::ctrl_c().await;
+    if let Some((bus, path)) = recorder {
+        let summary = bus.finish();
+        match agl_parity::bus::write_candump(&path, "can0", &summary.frames) {
+            Ok(()) => eprintln!("recorded {} frames to {}", summary.frames.len(), path.display()),
+            Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
+        }
+    }
+    let stats = hub.shutdown();
+    println!("{} frames on the bus, {} dropped", stats.frames, stats.dropped);
+    for n in stats.nodes {
+        println!(
+            "  node {} {:<20} sent {:>8}  delivered {:>8}  dropped {:>6}",
+            n.node, n.name, n.sent, n.delivered, n.dropped
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn doctor_cmd(project: &std::path::Path, clean: bool) -> ExitCode {
+    println!("agl-parity doctor (project {})", project.display());
+    for c in doctor::checks(project) {
+        println!(
+            "  {:<7} {:<18} {}",
+            if c.ok { "ok" } else { "MISSING" },
+            c.name,
+            c.detail
+        );
+    }
+    for line in doctor::leftovers(clean) {
+        println!("  {:<7} {:<18} {line}", "", "leftovers");
+    }
+    ExitCode::SUCCESS
+}
+
+fn list(project: &std::path::Path, paths: Vec<PathBuf>, show_steps: bool) -> ExitCode {
+    if show_steps {
+        for def in steps::catalog() {
+            let kw = match def.kind {
+                steps::Kind::Action => "Given/When",
+                steps::Kind::Expectation => "Then",
+            };
+            println!("{kw:<11} {}\n            e.g. {}", def.pattern, def.example);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let paths = if paths.is_empty() {
+        vec![project.join("scenarios")]
+    } else {
+        paths
+    };
+    let set = FeatureSet::load(&paths);
+    let envs: Vec<&str> = env::registry().iter().map(|k| k.name).collect();
+    println!("environments: {}", envs.join(", "));
+    for s in set.scenarios() {
+        let tags = s.tags();
+        let runs: Vec<&str> = envs
+            .iter()
+            .copied()
+            .filter(|e| features::runs_in(&tags, e))
+            .collect();
+        let file = s
+            .feature
+            .path
+            .as_deref()
+            .map(|p| p.strip_prefix(project).unwrap_or(p).display().to_string())
+            .unwrap_or_default();
+        println!(
+            "{file}:{:<4} {:<60} [{}] {}",
+            s.scenario.position.line,
+            s.scenario.name,
+            runs.join(","),
+            tags.iter().map(|t| format!("@{t}")).collect::<Vec<_>>().join(" ")
+        );
+    }
+    for e in &set.errors {
+        println!("ERROR {e}");
+    }
+    if set.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn rebuild_report(project: &std::path::Path, dir: &std::path::Path) -> ExitCode {
+    match runner::report_from_journal(dir, project) {
+        Ok(report) => {
+            print!(
+                "{}",
+                report::terminal::render(&report, report::terminal::stdout_color())
+            );
+            match report::write_all(&report, dir) {
+                Ok(files) => {
+                    eprintln!("report: {}", files.html.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The parity engine: compare each scenario across environments and give it one verdict.
+//!
+//! For a scenario that ran in several environments:
+//! * **outcome**: the same pass/fail/infra-error everywhere;
+//! * **frames**: per bus and CAN id, the same sequence of distinct payloads (volatile signals masked, see
+//!   [`crate::config`]); how many times a heartbeat repeated is not compared, what it said is;
+//! * **timing**: measured periods within the configured relative tolerance of each other. Response times
+//!   and step durations are reported side by side but do not by themselves make a drift.
+//!
+//! Verdict: `infra-error` if any environment could not run it, else `fail` if any failed, else
+//! `parity-drift` if frames or periods differ, else `pass`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ParityConfig;
+use crate::features::FeatureFileError;
+use crate::record::{Outcome, ScenarioId, ScenarioRun};
+
+/// The verdict of one scenario across all environments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    InfraError,
+    ParityDrift,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::InfraError => "infra-error",
+            Verdict::ParityDrift => "parity-drift",
+        }
+    }
+}
+
+/// One difference between environments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// `outcome`, `frames` or `timing`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A timing figure side by side across environments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimingRow {
+    pub metric: String,
+    pub unit: String,
+    pub values: BTreeMap<String, f64>,
+    /// (max - min) / min.
+    pub relative_spread: f64,
+}
+
+/// One scenario across environments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioParity {
+    pub id: ScenarioId,
+    pub feature_name: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub verdict: Verdict,
+    /// Outcome per environment where the scenario ran.
+    pub outcomes: BTreeMap<String, Outcome>,
+    pub drift: Vec<Drift>,
+    pub timing: Vec<TimingRow>,
+}
+
+/// Compares the runs of every scenario.
+pub fn compare(runs: &[ScenarioRun], config: &ParityConfig) -> Vec<ScenarioParity> {
+    let mut by_scenario: BTreeMap<&ScenarioId, Vec<&ScenarioRun>> = BTreeMap::new();
+    for run in runs {
+        by_scenario.entry(&run.id).or_default().push(run);
+    }
+    by_scenario
+        .into_iter()
+        .map(|(id, runs)| compare_one(id, &runs, config))
+        .collect()
+}
+
+fn compare_one(id: &ScenarioId, runs: &[&ScenarioRun], config: &ParityConfig) -> ScenarioParity {
+    let outcomes: BTreeMap<String, Outcome> = runs.iter().map(|r| (r.env.clone(), r.outcome)).collect();
+    let mut drift = Vec::new();
+    let distinct: BTreeSet<Outcome> = outcomes.values().copied().collect();
+    if distinct.len() > 1 {
+        let detail = outcomes
+            .iter()
+            .map(|(e, o)| format!("{e}: {}", outcome_label(*o)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        drift.push(Drift {
+            kind: "outcome".into(),
+            detail,
+        });
+    }
+    let all_passed = runs.iter().all(|r| r.outcome == Outcome::Passed);
+    if all_passed && runs.len() > 1 {
+        drift.extend(frame_drift(runs));
+    }
+    let timing = timing_rows(runs);
+    if all_passed && runs.len() > 1 {
+        for row in &timing {
+            if row.metric.starts_with("period ") && row.relative_spread > config.timing_tolerance {
+                drift.push(Drift {
+                    kind: "timing".into(),
+                    detail: format!(
+                        "{}: {} (spread {:.0}% > {:.0}%)",
+                        row.metric,
+                        fmt_values(&row.values, &row.unit),
+                        row.relative_spread * 100.0,
+                        config.timing_tolerance * 100.0
+                    ),
+                });
+            }
+        }
+    }
+    let verdict = if runs.iter().any(|r| r.outcome == Outcome::InfraError) {
+        Verdict::InfraError
+    } else if runs.iter().any(|r| r.outcome == Outcome::Failed) {
+        Verdict::Fail
+    } else if !drift.is_empty() {
+        Verdict::ParityDrift
+    } else {
+        Verdict::Pass
+    };
+    let first = runs[0];
+    ScenarioParity {
+        id: id.clone(),
+        feature_name: first.feature_name.clone(),
+        name: first.name.clone(),
+        tags: first.tags.clone(),
+        verdict,
+        outcomes,
+        drift,
+        timing,
+    }
+}
+
+/// The short label of an outcome.
+pub fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Passed => "pass",
+        Outcome::Failed => "fail",
+        Outcome::InfraError => "infra-error",
+    }
+}
+
+fn frame_drift(runs: &[&ScenarioRun]) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let buses: BTreeSet<&str> = runs
+        .iter()
+        .flat_map(|r| r.buses.iter().map(|b| b.name.as_str()))
+        .collect();
+    for bus in buses {
+        let per_env: Vec<(&str, BTreeMap<String, Vec<String>>)> = runs
+            .iter()
+            .map(|r| {
+                let seqs = r
+                    .buses
+                    .iter()
+                    .find(|b| b.name == bus)
+                    .map(|b| b.sequences.clone())
+                    .unwrap_or_default();
+                (r.env.as_str(), seqs)
+            })
+            .collect();
+        let ids: BTreeSet<&String> = per_env.iter().flat_map(|(_, s)| s.keys()).collect();
+        for id in ids {
+            let empty = Vec::new();
+            let (base_env, base) = (per_env[0].0, per_env[0].1.get(id).unwrap_or(&empty));
+            for (env, seqs) in &per_env[1..] {
+                let other = seqs.get(id).unwrap_or(&empty);
+                if other != base {
+                    out.push(Drift {
+                        kind: "frames".into(),
+                        detail: format!(
+                            "bus {bus}, id 0x{id}: {base_env} {} ≠ {env} {}",
+                            fmt_seq(base),
+                            fmt_seq(other)
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn fmt_seq(seq: &[String]) -> String {
+    const SHOWN: usize = 6;
+    if seq.is_empty() {
+        return "[never sent]".into();
+    }
+    let mut s: Vec<String> = seq.iter().take(SHOWN).cloned().collect();
+    if seq.len() > SHOWN {
+        s.push(format!("… {} more", seq.len() - SHOWN));
+    }
+    format!("[{}]", s.join(", "))
+}
+
+fn timing_rows(runs: &[&ScenarioRun]) -> Vec<TimingRow> {
+    let mut rows: BTreeMap<String, TimingRow> = BTreeMap::new();
+    for run in runs {
+        for m in &run.metrics {
+            let row = rows.entry(m.name.clone()).or_insert_with(|| TimingRow {
+                metric: m.name.clone(),
+                unit: m.unit.clone(),
+                values: BTreeMap::new(),
+                relative_spread: 0.0,
+            });
+            row.values.insert(run.env.clone(), m.value);
+        }
+        let wall = rows
+            .entry("scenario wall time".into())
+            .or_insert_with(|| TimingRow {
+                metric: "scenario wall time".into(),
+                unit: "ms".into(),
+                values: BTreeMap::new(),
+                relative_spread: 0.0,
+            });
+        wall.values.insert(run.env.clone(), run.duration_ms);
+    }
+    for row in rows.values_mut() {
+        let min = row.values.values().copied().fold(f64::INFINITY, f64::min);
+        let max = row.values.values().copied().fold(f64::NEG_INFINITY, f64::max);
+        row.relative_spread = if min > 0.0 && row.values.len() > 1 {
+            (max - min) / min
+        } else {
+            0.0
+        };
+    }
+    rows.into_values().collect()
+}
+
+fn fmt_values(values: &BTreeMap<String, f64>, unit: &str) -> String {
+    values
+        .iter()
+        .map(|(e, v)| format!("{e} {v:.1} {unit}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Per-environment totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EnvSummary {
+    pub name: String,
+    pub transport: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub infra_errors: usize,
+    /// Wall time of the environment's pass (preparation included).
+    pub wall_ms: f64,
+    /// Why the environment could not run at all, if so.
+    pub unavailable: Option<String>,
+}
+
+/// Everything a run produced; serialised as `parity.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub host: String,
+    pub environments: Vec<EnvSummary>,
+    pub scenarios: Vec<ScenarioParity>,
+    pub feature_errors: Vec<FeatureFileErrorRecord>,
+    pub runs: Vec<ScenarioRun>,
+}
+
+/// A feature file that could not be used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureFileErrorRecord {
+    pub path: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl From<&FeatureFileError> for FeatureFileErrorRecord {
+    fn from(e: &FeatureFileError) -> Self {
+        FeatureFileErrorRecord {
+            path: e.path.display().to_string(),
+            line: e.line,
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl RunReport {
+    /// Scenarios with verdict pass, and all others (feature files that did not parse count as failed).
+    pub fn totals(&self) -> (usize, usize) {
+        let passed = self
+            .scenarios
+            .iter()
+            .filter(|s| s.verdict == Verdict::Pass)
+            .count();
+        (passed, self.scenarios.len() - passed + self.feature_errors.len())
+    }
+
+    pub fn all_passed(&self) -> bool {
+        self.totals().1 == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{BusRun, Metric};
+
+    fn run(env: &str, outcome: Outcome, seq: &[&str], period: f64) -> ScenarioRun {
+        let mut sequences = BTreeMap::new();
+        sequences.insert("300".to_string(), seq.iter().map(|s| s.to_string()).collect());
+        ScenarioRun {
+            id: ScenarioId {
+                feature: "scenarios/hvac.feature".into(),
+                line: 7,
+            },
+            feature_name: "HVAC".into(),
+            name: "fan".into(),
+            tags: vec![],
+            env: env.into(),
+            transport: "t".into(),
+            outcome,
+            message: None,
+            started_at: String::new(),
+            duration_ms: 100.0,
+            steps: vec![],
+            metrics: vec![Metric {
+                name: "period HvacStatus".into(),
+                value: period,
+                unit: "ms".into(),
+            }],
+            buses: vec![BusRun {
+                name: "vehicle".into(),
+                sequences,
+                ..BusRun::default()
+            }],
+            workloads: vec![],
+        }
+    }
+
+    #[test]
+    fn identical_runs_pass() {
+        let runs = vec![
+            run("native", Outcome::Passed, &["#00", "#14"], 100.0),
+            run("vm", Outcome::Passed, &["#00", "#14"], 104.0),
+        ];
+        let p = compare(&runs, &ParityConfig::default());
+        assert_eq!(p[0].verdict, Verdict::Pass);
+        assert!(p[0].drift.is_empty());
+        assert_eq!(
+            p[0].timing
+                .iter()
+                .find(|t| t.metric == "period HvacStatus")
+                .unwrap()
+                .values
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn different_frames_are_drift_naming_bus_id_and_envs() {
+        let runs = vec![
+            run("native", Outcome::Passed, &["#00", "#14"], 100.0),
+            run("vm", Outcome::Passed, &["#00"], 100.0),
+        ];
+        let p = &compare(&runs, &ParityConfig::default())[0];
+        assert_eq!(p.verdict, Verdict::ParityDrift);
+        assert_eq!(p.drift[0].kind, "frames");
+        assert!(
+            p.drift[0]
+                .detail
+                .contains("bus vehicle, id 0x300: native [#00, #14] ≠ vm [#00]"),
+            "{}",
+            p.drift[0].detail
+        );
+    }
+
+    #[test]
+    fn period_beyond_tolerance_is_drift() {
+        let runs = vec![
+            run("native", Outcome::Passed, &["#00"], 100.0),
+            run("vm", Outcome::Passed, &["#00"], 140.0),
+        ];
+        let p = &compare(&runs, &ParityConfig::default())[0];
+        assert_eq!(p.verdict, Verdict::ParityDrift);
+        assert_eq!(p.drift[0].kind, "timing");
+    }
+
+    #[test]
+    fn failures_and_infra_errors_win() {
+        let runs = vec![
+            run("native", Outcome::Passed, &["#00"], 100.0),
+            run("vm", Outcome::Failed, &["#01"], 100.0),
+        ];
+        let p = &compare(&runs, &ParityConfig::default())[0];
+        assert_eq!(p.verdict, Verdict::Fail);
+        assert_eq!(p.drift[0].kind, "outcome");
+        let runs = vec![
+            run("native", Outcome::InfraError, &[], 0.0),
+            run("vm", Outcome::Failed, &[], 0.0),
+        ];
+        assert_eq!(
+            compare(&runs, &ParityConfig::default())[0].verdict,
+            Verdict::InfraError
+        );
+    }
+
+    #[test]
+    fn single_environment_is_judged_by_outcome() {
+        let p = compare(
+            &[run("native", Outcome::Passed, &["#00"], 100.0)],
+            &ParityConfig::default(),
+        );
+        assert_eq!(p[0].verdict, Verdict::Pass);
+    }
+}

@@ -1,0 +1,182 @@
+//! Readiness of a deployed pod, decided the same way in every environment.
+//!
+//! * [`Readiness::Started`]: every container is running.
+//! * [`Readiness::CanFrame`]: a frame with the given id appeared on the pod's first bus after the start.
+//! * [`Readiness::Exec`]: every container's exec probe passed `success_threshold` times in a row.
+//!
+//! A container that exits before it is ready ends the wait at once with [`InfraError::ExitedBeforeReady`];
+//! running out of time gives [`InfraError::NeverReady`]. Both quote the last log lines.
+
+use std::time::Duration;
+
+use futures::future::select_all;
+use tokio::time::Instant;
+
+use crate::bus::Tape;
+use crate::env::{Environment, InfraError, Instance, RunContext};
+use crate::manifest::{Readiness, WorkloadSpec};
+use crate::supervisor::Phase;
+
+const LOG_TAIL: usize = 8;
+
+/// Waits until `pod` is ready; returns how long it took.
+pub async fn wait_ready(
+    env: &dyn Environment,
+    run: &RunContext,
+    pod: &WorkloadSpec,
+    instances: &[Instance],
+    tape: Option<(&Tape, usize, u64)>,
+    timeout: Duration,
+) -> Result<Duration, InfraError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let probe = describe(&pod.readiness);
+    let check = async {
+        match &pod.readiness {
+            Readiness::Started => wait_running(instances).await,
+            Readiness::CanFrame(id) => {
+                let (tape, from, since_ns) = tape.ok_or_else(|| {
+                    InfraError::Other(format!("`{}`: readiness frame needs a bus", pod.name))
+                })?;
+                let seen = tape.wait(from, deadline, |frames| {
+                    frames
+                        .iter()
+                        .any(|f| f.timestamp_ns >= since_ns && f.frame.linux_can_id() == *id)
+                        .then_some(())
+                });
+                tokio::select! {
+                    found = seen => found.ok_or_else(|| never_ready(pod, instances, timeout, &probe)),
+                    exit = first_exit(instances) => Err(exit),
+                }
+            }
+            Readiness::Exec => {
+                let probes = async {
+                    for instance in instances {
+                        if let Some(p) = &instance.container.readiness {
+                            tokio::time::sleep(p.initial_delay).await;
+                            let mut successes = 0;
+                            while successes < p.success_threshold {
+                                let ok = tokio::time::timeout(
+                                    p.timeout,
+                                    env.exec_probe(run, instance, &p.command),
+                                )
+                                .await
+                                .unwrap_or(Ok(false))?;
+                                if ok {
+                                    successes += 1;
+                                } else {
+                                    successes = 0;
+                                    tokio::time::sleep(p.period).await;
+                                }
+                            }
+                        }
+                    }
+                    Ok::<(), InfraError>(())
+                };
+                tokio::select! {
+                    r = probes => r,
+                    exit = first_exit(instances) => Err(exit),
+                }
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, check).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(never_ready(pod, instances, timeout, &probe)),
+    }
+}
+
+fn describe(readiness: &Readiness) -> String {
+    match readiness {
+        Readiness::Started => "process running".into(),
+        Readiness::CanFrame(id) => format!("CAN heartbeat 0x{:X} not seen", id & vcan::frame::EFF_MAX),
+        Readiness::Exec => "exec readinessProbe".into(),
+    }
+}
+
+fn never_ready(pod: &WorkloadSpec, instances: &[Instance], timeout: Duration, probe: &str) -> InfraError {
+    InfraError::NeverReady {
+        workload: pod.name.clone(),
+        waited_ms: timeout.as_millis(),
+        probe: probe.to_string(),
+        log_tail: tails(instances),
+    }
+}
+
+fn tails(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .map(|i| i.supervisor.logs().tail(LOG_TAIL))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Resolves with an error when any container leaves the running state; pending while all run.
+async fn first_exit(instances: &[Instance]) -> InfraError {
+    let mut watches: Vec<_> = instances.iter().map(|i| i.supervisor.watch()).collect();
+    loop {
+        for (i, w) in watches.iter().enumerate() {
+            let state = w.borrow().clone();
+            let ended = match &state.phase {
+                Phase::Exited | Phase::BackOff => true,
+                Phase::Failed(reason) => {
+                    return InfraError::Launch {
+                        workload: instances[i].pod.clone(),
+                        reason: reason.clone(),
+                    };
+                }
+                Phase::Starting | Phase::Running => false,
+            };
+            if ended {
+                return InfraError::ExitedBeforeReady {
+                    workload: format!("{}/{}", instances[i].pod, instances[i].container.name),
+                    status: state
+                        .last_exit
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    log_tail: instances[i].supervisor.logs().tail(LOG_TAIL),
+                };
+            }
+        }
+        if watches.is_empty() {
+            return std::future::pending().await;
+        }
+        let changed: Vec<_> = watches.iter_mut().map(|w| Box::pin(w.changed())).collect();
+        let (result, _, _) = select_all(changed).await;
+        if result.is_err() {
+            return std::future::pending().await; // supervisor gone: teardown is under way
+        }
+    }
+}
+
+async fn wait_running(instances: &[Instance]) -> Result<(), InfraError> {
+    for instance in instances {
+        let mut w = instance.supervisor.watch();
+        let state = w
+            .wait_for(|s| s.phase != Phase::Starting)
+            .await
+            .map_err(|_| InfraError::Other("supervisor ended".into()))?
+            .clone();
+        match state.phase {
+            Phase::Running => {}
+            Phase::Failed(reason) => {
+                return Err(InfraError::Launch {
+                    workload: instance.pod.clone(),
+                    reason,
+                })
+            }
+            _ => {
+                return Err(InfraError::ExitedBeforeReady {
+                    workload: instance.pod.clone(),
+                    status: state
+                        .last_exit
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    log_tail: instance.supervisor.logs().tail(LOG_TAIL),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! What a run records: one [`ScenarioRun`] per (scenario, environment), serialisable so that reports from
+//! different machines can be merged and compared later.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Identity of a scenario across environments: feature file (relative to the project) and line.
+/// Outline examples each have their own line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ScenarioId {
+    pub feature: String,
+    pub line: usize,
+}
+
+impl std::fmt::Display for ScenarioId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.feature, self.line)
+    }
+}
+
+/// Outcome of one scenario in one environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Passed,
+    /// A step's expectation was not met, or the scenario itself is wrong (undefined step, bad argument).
+    Failed,
+    /// The environment could not run the scenario (deploy failure, workload never ready, bus error).
+    InfraError,
+}
+
+/// Status of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Passed,
+    Failed,
+    InfraError,
+    /// No step definition matches the text.
+    Undefined,
+    /// Not run because an earlier step failed.
+    Skipped,
+}
+
+/// One executed (or skipped) step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRun {
+    pub keyword: String,
+    pub text: String,
+    pub line: usize,
+    /// Offset from the scenario start.
+    pub start_ms: f64,
+    pub duration_ms: f64,
+    pub status: StepStatus,
+}
+
+/// A timing figure measured by a step (periods, latencies), compared across environments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+/// Drops the bus counted for one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDrops {
+    pub node: String,
+    pub dropped: u64,
+}
+
+/// One bus of a scenario run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BusRun {
+    pub name: String,
+    pub frames: u64,
+    /// candump log, relative to the report directory.
+    pub trace_file: Option<String>,
+    /// Nodes that lost frames (empty when nothing was lost).
+    pub drops: Vec<NodeDrops>,
+    /// Per CAN id (`0x3A0`): the sequence of distinct consecutive payloads (hex), after masking the
+    /// signals the parity configuration declares volatile. This is what parity compares.
+    pub sequences: BTreeMap<String, Vec<String>>,
+    /// Per CAN id: number of frames.
+    pub counts: BTreeMap<String, u64>,
+    /// Why recording stopped early, if it did.
+    pub recorder_failure: Option<String>,
+    /// (CAN id, ms since the scenario started) of the first frames, for plots.
+    pub timeline: Vec<(String, f64)>,
+}
+
+/// One workload of a scenario run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadRun {
+    pub pod: String,
+    pub container: String,
+    pub starts: u32,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// Log file, relative to the report directory.
+    pub log_file: Option<String>,
+}
+
+/// One scenario in one environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioRun {
+    pub id: ScenarioId,
+    pub feature_name: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub env: String,
+    pub transport: String,
+    pub outcome: Outcome,
+    /// What went wrong, with the step's place (`scenarios/hvac.feature:14`).
+    pub message: Option<String>,
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub steps: Vec<StepRun>,
+    pub metrics: Vec<Metric>,
+    pub buses: Vec<BusRun>,
+    pub workloads: Vec<WorkloadRun>,
+}

@@ -1,0 +1,125 @@
+//! The scenario × environment matrix for the terminal, and the closing `N passed, N failed` line.
+
+use std::io::IsTerminal;
+
+use crate::parity::{outcome_label, RunReport, Verdict};
+use crate::record::Outcome;
+
+const NAME_WIDTH: usize = 58;
+
+/// The matrix, drifts and failures, ending with the totals line.
+pub fn render(report: &RunReport, color: bool) -> String {
+    let envs = super::env_columns(report);
+    let paint = |text: &str, code: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    let mut out = String::new();
+    let widths: Vec<usize> = envs.iter().map(|e| e.len().max(11)).collect();
+    out.push_str(&format!("{:<NAME_WIDTH$}", "scenario"));
+    for (e, w) in envs.iter().zip(&widths) {
+        out.push_str(&format!("  {e:<w$}"));
+    }
+    out.push_str("  verdict\n");
+    out.push_str(&"-".repeat(NAME_WIDTH + widths.iter().map(|w| w + 2).sum::<usize>() + 14));
+    out.push('\n');
+    for s in &report.scenarios {
+        let title = format!("{} {}", s.id, s.name);
+        let title: String = if title.chars().count() > NAME_WIDTH {
+            format!("{}…", title.chars().take(NAME_WIDTH - 1).collect::<String>())
+        } else {
+            title
+        };
+        out.push_str(&format!("{title:<NAME_WIDTH$}"));
+        for (e, w) in envs.iter().zip(&widths) {
+            let (text, code) = match s.outcomes.get(e) {
+                Some(Outcome::Passed) => ("pass", "32"),
+                Some(Outcome::Failed) => ("FAIL", "31"),
+                Some(Outcome::InfraError) => ("INFRA", "33"),
+                None => ("-", "2"),
+            };
+            out.push_str("  ");
+            out.push_str(&paint(&format!("{text:<w$}"), code));
+        }
+        let code = match s.verdict {
+            Verdict::Pass => "32",
+            Verdict::Fail => "31;1",
+            Verdict::InfraError => "33;1",
+            Verdict::ParityDrift => "35;1",
+        };
+        out.push_str("  ");
+        out.push_str(&paint(s.verdict.label(), code));
+        out.push('\n');
+    }
+    let problems: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.verdict != Verdict::Pass)
+        .collect();
+    if !problems.is_empty() || !report.feature_errors.is_empty() {
+        out.push('\n');
+    }
+    for e in &report.feature_errors {
+        out.push_str(&format!(
+            "{} {}:{}: {}\n",
+            paint("ERROR", "31;1"),
+            e.path,
+            e.line,
+            e.message
+        ));
+    }
+    for s in problems {
+        out.push_str(&format!(
+            "{} {} {}\n",
+            paint(s.verdict.label(), "1"),
+            s.id,
+            s.name
+        ));
+        for run in report
+            .runs
+            .iter()
+            .filter(|r| r.id == s.id && r.outcome != Outcome::Passed)
+        {
+            let msg = run.message.clone().unwrap_or_default();
+            let mut lines = msg.lines();
+            out.push_str(&format!(
+                "    {} [{}]: {}\n",
+                outcome_label(run.outcome),
+                run.env,
+                lines.next().unwrap_or("")
+            ));
+            for l in lines {
+                out.push_str(&format!("      {l}\n"));
+            }
+        }
+        for d in &s.drift {
+            out.push_str(&format!("    drift ({}): {}\n", d.kind, d.detail));
+        }
+    }
+    out.push('\n');
+    for env in &report.environments {
+        let state = match &env.unavailable {
+            Some(why) => format!("UNAVAILABLE: {why}"),
+            None => format!(
+                "{} passed, {} failed, {} infra-errors in {:.1} s ({})",
+                env.passed,
+                env.failed,
+                env.infra_errors,
+                env.wall_ms / 1000.0,
+                env.transport
+            ),
+        };
+        out.push_str(&format!("{:>12}: {state}\n", env.name));
+    }
+    let (passed, failed) = report.totals();
+    out.push_str(&format!("{passed} passed, {failed} failed\n"));
+    out
+}
+
+/// Whether stdout wants colors.
+pub fn stdout_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}

@@ -1,0 +1,601 @@
+//! The parity runner: every selected scenario once per environment, on cucumber-rs, then the comparison.
+//!
+//! A run sweeps up what killed runs left, registers itself ([`crate::cleanup`]), loads features, fixtures
+//! and the parity configuration, and makes one cucumber pass per environment with the step library of
+//! [`crate::steps`]. An environment that cannot be created or prepared marks its scenarios as infra-errors
+//! and the run goes on. The records of all passes go to [`crate::parity`] and into a [`RunReport`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cucumber::gherkin;
+use cucumber::{cli, parser, writer, Event};
+use futures::future::LocalBoxFuture;
+
+use crate::cleanup::{self, RunGuard};
+use crate::config::ParityConfig;
+use crate::env::{self, RunContext};
+use crate::features::{self, FeatureSet};
+use crate::fixtures::Fixtures;
+use crate::parity::{self, EnvSummary, RunReport};
+use crate::progress::Progress;
+use crate::record::{Outcome, ScenarioId, ScenarioRun};
+use crate::steps;
+use crate::workload::WorkloadCatalog;
+use crate::world::{EnvPass, ScenarioWorld};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_id: String,
+    pub project_dir: PathBuf,
+    /// Feature files or directories.
+    pub scenario_paths: Vec<PathBuf>,
+    /// Environment columns, in order (`native`, `container`, ...).
+    pub environments: Vec<String>,
+    /// Tag expression (`@hvac and not @slow`).
+    pub tags: Option<String>,
+    /// Regex on scenario names.
+    pub name_filter: Option<String>,
+    /// Scenarios run at once per environment.
+    pub concurrency: usize,
+    /// Reports are written to `<report_root>/<run id>/`.
+    pub report_root: PathBuf,
+    pub step_timeout: Duration,
+    pub ready_timeout: Duration,
+    /// Draw progress bars (when stderr is a terminal).
+    pub progress: bool,
+    /// Prebuilt workload binaries to use instead of building `fixtures/workloads`.
+    pub prebuilt_workloads: Option<PathBuf>,
+}
+
+/// Errors that stop a run before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("unknown environment `{name}` (known: {known})")]
+    UnknownEnvironment { name: String, known: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot prepare the run: {0}")]
+    Setup(String),
+}
+
+/// Every finished scenario record of a run, kept in memory and appended to `records.jsonl` in the report
+/// directory as it happens, so that an interrupted or killed run loses nothing already recorded.
+pub struct Journal {
+    runs: Mutex<Vec<ScenarioRun>>,
+    file: Mutex<Option<std::fs::File>>,
+    environments: Mutex<Vec<EnvSummary>>,
+}
+
+impl Journal {
+    pub fn new() -> Arc<Journal> {
+        Arc::new(Journal {
+            runs: Mutex::new(Vec::new()),
+            file: Mutex::new(None),
+            environments: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn open(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        if let Ok(mut f) = self.file.lock() {
+            *f = Some(file);
+        }
+        Ok(())
+    }
+
+    /// Adds a record (and appends it to the journal file).
+    pub fn push(&self, run: ScenarioRun) {
+        if let (Ok(mut file), Ok(line)) = (self.file.lock(), serde_json::to_string(&run)) {
+            if let Some(f) = file.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+        }
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.push(run);
+        }
+    }
+
+    pub fn runs(&self) -> Vec<ScenarioRun> {
+        self.runs.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn runs_of(&self, env: &str) -> Vec<ScenarioRun> {
+        self.runs
+            .lock()
+            .map(|r| r.iter().filter(|x| x.env == env).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn add_environment(&self, summary: EnvSummary) {
+        if let Ok(mut e) = self.environments.lock() {
+            e.push(summary);
+        }
+    }
+
+    pub fn environments(&self) -> Vec<EnvSummary> {
+        self.environments.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+/// Reads the records a (possibly killed) run appended to `records.jsonl`; bad lines are reported by number.
+pub fn read_journal(path: &std::path::Path) -> Result<Vec<ScenarioRun>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(r) => out.push(r),
+            // A run killed mid-write leaves a truncated last line; everything before it is kept.
+            Err(e) if i + 1 == lines.len() => {
+                tracing::warn!(line = i + 1, error = %e, "ignoring a truncated last record")
+            }
+            Err(e) => return Err(format!("{}:{}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// A finished run.
+pub struct RunOutcome {
+    pub report: RunReport,
+    pub report_dir: PathBuf,
+}
+
+/// A new run id: UTC time plus a few bits of the pid and clock.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let salt = (std::process::id() ^ now.timestamp_subsec_nanos()) & 0xffff;
+    format!("{}-{salt:04x}", now.format("%Y%m%d-%H%M%S"))
+}
+
+/// Runs everything `options` selects and compares the environments. Finished records go to `journal` as
+/// they happen (see [`partial_report`] for an interrupted run).
+pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcome, RunError> {
+    for name in &options.environments {
+        if env::find_kind(name).is_none() {
+            let known = env::registry()
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(RunError::UnknownEnvironment {
+                name: name.clone(),
+                known,
+            });
+        }
+    }
+    let tag_expr = options
+        .tags
+        .as_deref()
+        .map(features::parse_tag_expression)
+        .transpose()
+        .map_err(RunError::Usage)?;
+    let name_re = options
+        .name_filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
+    let config =
+        ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).map_err(RunError::Usage)?;
+
+    let root = cleanup::state_root();
+    let swept = cleanup::sweep(&root);
+    if !swept.is_empty() {
+        tracing::warn!(runs = ?swept.runs, processes = swept.processes, "removed leftovers of killed runs");
+    }
+    for kind in env::registry() {
+        for item in (kind.sweep)(&cleanup::live_runs(&root)) {
+            tracing::warn!(%item, env = kind.name, "removed leftover of a killed run");
+        }
+    }
+    let run_id = options.run_id.clone();
+    let guard = RunGuard::register(&root, &run_id)
+        .map_err(|e| RunError::Setup(format!("{}: {e}", root.display())))?;
+    let report_dir = options.report_root.join(&run_id);
+    std::fs::create_dir_all(&report_dir)
+        .map_err(|e| RunError::Setup(format!("{}: {e}", report_dir.display())))?;
+    journal
+        .open(&report_dir.join("records.jsonl"))
+        .map_err(|e| RunError::Setup(format!("{}: {e}", report_dir.display())))?;
+
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let feature_set = FeatureSet::load(&options.scenario_paths);
+    let fixtures = Arc::new(Fixtures::load(&options.project_dir.join("fixtures")));
+    let config = Arc::new(config);
+    let run_ctx = RunContext {
+        run_id: run_id.clone(),
+        state_dir: guard.dir().to_path_buf(),
+        catalog: Arc::new(match &options.prebuilt_workloads {
+            Some(dir) => WorkloadCatalog::prebuilt(dir),
+            None => WorkloadCatalog::new(&options.project_dir),
+        }),
+    };
+
+    let progress = Progress::new(options.progress);
+    for e in &feature_set.errors {
+        progress.line(&format!("  ERROR  {e}"));
+    }
+    for env_name in &options.environments {
+        let env_started = Instant::now();
+        let selected: Vec<(ScenarioId, String, String, Vec<String>)> = feature_set
+            .scenarios()
+            .iter()
+            .filter(|s| {
+                let tags = s.tags();
+                features::runs_in(&tags, env_name)
+                    && features::selected(tag_expr.as_ref(), &tags)
+                    && name_re.as_ref().is_none_or(|re| re.is_match(&s.scenario.name))
+            })
+            .map(|s| {
+                let id = ScenarioId {
+                    feature: relative(&options, s.feature.path.as_deref()),
+                    line: s.scenario.position.line,
+                };
+                (id, s.feature.name.clone(), s.scenario.name.clone(), s.tags())
+            })
+            .collect();
+        let bar = progress.environment(env_name, selected.len());
+        let mut summary = EnvSummary {
+            name: env_name.clone(),
+            ..EnvSummary::default()
+        };
+        let kind = env::find_kind(env_name)
+            .ok_or_else(|| RunError::Usage(format!("unknown environment {env_name}")))?;
+        let environment = match (kind.create)(&run_ctx) {
+            Ok(e) => e,
+            Err(e) => {
+                summary.unavailable = Some(e.to_string());
+                infra_records(&selected, env_name, &e.to_string())
+                    .into_iter()
+                    .for_each(|r| journal.push(r));
+                bar.finish_with(&format!("unavailable: {e}"));
+                journal.add_environment(summary);
+                continue;
+            }
+        };
+        summary.transport = environment.transport();
+        bar.message("preparing");
+        if let Err(e) = environment.prepare(&run_ctx).await {
+            summary.unavailable = Some(e.to_string());
+            infra_records(&selected, env_name, &e.to_string())
+                .into_iter()
+                .for_each(|r| journal.push(r));
+            bar.finish_with(&format!("preparation failed: {e}"));
+            journal.add_environment(summary);
+            continue;
+        }
+        bar.message("running");
+        let on_finished = {
+            let bar = bar.clone();
+            let journal = journal.clone();
+            Box::new(move |run: &ScenarioRun| {
+                bar.scenario_finished(run);
+                journal.push(run.clone());
+            }) as Box<dyn Fn(&ScenarioRun) + Send + Sync>
+        };
+        let pass = Arc::new(EnvPass::new(
+            environment.clone(),
+            run_ctx.clone(),
+            fixtures.clone(),
+            config.clone(),
+            options.project_dir.clone(),
+            report_dir.clone(),
+            options.step_timeout,
+            options.ready_timeout,
+            on_finished,
+        ));
+        let wanted: Vec<ScenarioId> = selected.iter().map(|s| s.0.clone()).collect();
+        run_pass(
+            pass.clone(),
+            feature_set.features.clone(),
+            wanted,
+            options.concurrency,
+        )
+        .await?;
+        environment.finish(&run_ctx).await;
+        // A scenario that produced no record (should not happen) is reported rather than lost.
+        let done = journal.runs_of(env_name);
+        for (id, feature_name, name, tags) in &selected {
+            if !done.iter().any(|r| &r.id == id) {
+                journal.push(infra_record(
+                    id,
+                    feature_name,
+                    name,
+                    tags,
+                    env_name,
+                    "the scenario produced no result",
+                ));
+            }
+        }
+        let recorded = journal.runs_of(env_name);
+        summary.wall_ms = env_started.elapsed().as_secs_f64() * 1000.0;
+        for r in &recorded {
+            match r.outcome {
+                Outcome::Passed => summary.passed += 1,
+                Outcome::Failed => summary.failed += 1,
+                Outcome::InfraError => summary.infra_errors += 1,
+            }
+        }
+        bar.finish_with(&format!(
+            "{} passed, {} failed, {} infra-errors",
+            summary.passed, summary.failed, summary.infra_errors
+        ));
+        journal.add_environment(summary);
+    }
+    drop(progress);
+    let report = assemble(
+        &run_id,
+        started_at,
+        started.elapsed(),
+        &journal,
+        &feature_set,
+        &config,
+    );
+    drop(guard);
+    Ok(RunOutcome { report, report_dir })
+}
+
+/// Builds the report from what the journal holds.
+fn assemble(
+    run_id: &str,
+    started_at: String,
+    elapsed: Duration,
+    journal: &Journal,
+    feature_set: &FeatureSet,
+    config: &ParityConfig,
+) -> RunReport {
+    let mut runs = journal.runs();
+    runs.sort_by(|a, b| (&a.id, &a.env).cmp(&(&b.id, &b.env)));
+    RunReport {
+        run_id: run_id.to_string(),
+        started_at,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        host: host_description(),
+        environments: journal.environments(),
+        scenarios: parity::compare(&runs, config),
+        feature_errors: feature_set.errors.iter().map(Into::into).collect(),
+        runs,
+    }
+}
+
+/// The report of an interrupted run: whatever finished before the interruption.
+pub fn partial_report(options: &RunOptions, journal: &Journal, elapsed: Duration) -> RunReport {
+    let config = ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
+    let mut envs = journal.environments();
+    for name in &options.environments {
+        if !envs.iter().any(|e| &e.name == name) {
+            envs.push(EnvSummary {
+                name: name.clone(),
+                unavailable: Some("interrupted before this environment finished".into()),
+                ..EnvSummary::default()
+            });
+        }
+    }
+    let mut report = assemble(
+        &options.run_id,
+        String::new(),
+        elapsed,
+        journal,
+        &FeatureSet::default(),
+        &config,
+    );
+    report.environments = envs;
+    report
+}
+
+/// Rebuilds a report from the `records.jsonl` of a run directory (e.g. of a killed run).
+pub fn report_from_journal(
+    dir: &std::path::Path,
+    project_dir: &std::path::Path,
+) -> Result<RunReport, String> {
+    let runs = read_journal(&dir.join("records.jsonl"))?;
+    let config = ParityConfig::load(&project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
+    let mut envs: Vec<EnvSummary> = Vec::new();
+    for r in &runs {
+        if !envs.iter().any(|e| e.name == r.env) {
+            envs.push(EnvSummary {
+                name: r.env.clone(),
+                transport: r.transport.clone(),
+                ..EnvSummary::default()
+            });
+        }
+        if let Some(e) = envs.iter_mut().find(|e| e.name == r.env) {
+            match r.outcome {
+                Outcome::Passed => e.passed += 1,
+                Outcome::Failed => e.failed += 1,
+                Outcome::InfraError => e.infra_errors += 1,
+            }
+            e.wall_ms += r.duration_ms;
+        }
+    }
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let journal = Journal {
+        runs: Mutex::new(runs),
+        file: Mutex::new(None),
+        environments: Mutex::new(envs),
+    };
+    Ok(assemble(
+        &run_id,
+        String::new(),
+        Duration::ZERO,
+        &journal,
+        &FeatureSet::default(),
+        &config,
+    ))
+}
+
+fn relative(options: &RunOptions, path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(p) => p
+            .strip_prefix(&options.project_dir)
+            .unwrap_or(p)
+            .display()
+            .to_string(),
+        None => "<unknown>".into(),
+    }
+}
+
+fn host_description() -> String {
+    let uname = nix::sys::utsname::uname().ok();
+    match uname {
+        Some(u) => format!(
+            "{} {} {} ({} cpus)",
+            u.sysname().to_string_lossy(),
+            u.release().to_string_lossy(),
+            u.machine().to_string_lossy(),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        ),
+        None => "unknown".into(),
+    }
+}
+
+fn infra_record(
+    id: &ScenarioId,
+    feature_name: &str,
+    name: &str,
+    tags: &[String],
+    env: &str,
+    message: &str,
+) -> ScenarioRun {
+    ScenarioRun {
+        id: id.clone(),
+        feature_name: feature_name.to_string(),
+        name: name.to_string(),
+        tags: tags.to_vec(),
+        env: env.to_string(),
+        transport: String::new(),
+        outcome: Outcome::InfraError,
+        message: Some(message.to_string()),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        duration_ms: 0.0,
+        steps: Vec::new(),
+        metrics: Vec::new(),
+        buses: Vec::new(),
+        workloads: Vec::new(),
+    }
+}
+
+fn infra_records(
+    selected: &[(ScenarioId, String, String, Vec<String>)],
+    env: &str,
+    message: &str,
+) -> Vec<ScenarioRun> {
+    selected
+        .iter()
+        .map(|(id, f, n, t)| infra_record(id, f, n, t, env, message))
+        .collect()
+}
+
+/// The pre-parsed features, as a cucumber parser.
+struct FeatureList(Vec<gherkin::Feature>);
+
+impl cucumber::Parser<()> for FeatureList {
+    type Cli = cli::Empty;
+    type Output = futures::stream::Iter<std::vec::IntoIter<parser::Result<gherkin::Feature>>>;
+
+    fn parse(self, _input: (), _cli: Self::Cli) -> Self::Output {
+        futures::stream::iter(self.0.into_iter().map(Ok).collect::<Vec<_>>())
+    }
+}
+
+/// Cucumber's event stream is not needed: records come from the World. This writer discards events.
+struct Discard;
+
+impl cucumber::Writer<ScenarioWorld> for Discard {
+    type Cli = cli::Empty;
+
+    async fn handle_event(
+        &mut self,
+        event: parser::Result<Event<cucumber::event::Cucumber<ScenarioWorld>>>,
+        _cli: &Self::Cli,
+    ) {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "cucumber reported a parse error");
+        }
+    }
+}
+
+impl writer::Normalized for Discard {}
+
+fn before_hook(
+    pass: Arc<EnvPass>,
+) -> impl for<'a> Fn(
+    &'a gherkin::Feature,
+    Option<&'a gherkin::Rule>,
+    &'a gherkin::Scenario,
+    &'a mut ScenarioWorld,
+) -> LocalBoxFuture<'a, ()> {
+    move |feature, rule, scenario, world| {
+        let pass = pass.clone();
+        Box::pin(async move { world.begin(pass, feature, rule, scenario) })
+    }
+}
+
+fn after_hook(
+    pass: Arc<EnvPass>,
+) -> impl for<'a> Fn(
+    &'a gherkin::Feature,
+    Option<&'a gherkin::Rule>,
+    &'a gherkin::Scenario,
+    &'a cucumber::event::ScenarioFinished,
+    Option<&'a mut ScenarioWorld>,
+) -> LocalBoxFuture<'a, ()> {
+    move |_feature, _rule, _scenario, finished, world| {
+        let pass = pass.clone();
+        Box::pin(async move {
+            let Some(world) = world else { return };
+            if let Some(record) = world.finish(finished).await {
+                (pass.on_finished)(&record);
+            }
+        })
+    }
+}
+
+/// One cucumber pass over `features`, running only the scenarios in `wanted`.
+async fn run_pass(
+    pass: Arc<EnvPass>,
+    features: Vec<gherkin::Feature>,
+    wanted: Vec<ScenarioId>,
+    concurrency: usize,
+) -> Result<(), RunError> {
+    steps::install_quiet_panic_hook();
+    let collection = steps::collection().map_err(|e| RunError::Setup(format!("step definitions: {e}")))?;
+    let runner = cucumber::runner::Basic::default()
+        .steps(collection)
+        .max_concurrent_scenarios(concurrency.max(1))
+        .before(before_hook(pass.clone()))
+        .after(after_hook(pass.clone()));
+    let wanted = Arc::new(Mutex::new(wanted));
+    let filter_pass = pass.clone();
+    let filter =
+        move |feature: &gherkin::Feature, _rule: Option<&gherkin::Rule>, scenario: &gherkin::Scenario| {
+            let id = ScenarioId {
+                feature: filter_pass.relative(feature.path.as_deref()),
+                line: scenario.position.line,
+            };
+            wanted.lock().map(|w| w.contains(&id)).unwrap_or(false)
+        };
+    cucumber::Cucumber::<ScenarioWorld, _, (), _, _, cli::Empty>::custom(
+        FeatureList(features),
+        runner,
+        Discard,
+    )
+    .with_cli(cli::Opts::<
+        cli::Empty,
+        cucumber::runner::basic::Cli,
+        cli::Empty,
+        cli::Empty,
+    >::default())
+    .filter_run((), filter)
+    .await;
+    Ok(())
+}

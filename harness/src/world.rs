@@ -1,0 +1,749 @@
+//! The cucumber World: the state of one scenario in one environment.
+//!
+//! A [`ScenarioWorld`] owns the scenario's buses, its deployed pods, the *mark* (the moment of the last
+//! stimulus, from which `within …` deadlines count) and the step records. [`ScenarioWorld::finish`] tears
+//! everything down and turns it into a [`ScenarioRun`]: outcome, step timings, traces, drops and logs.
+//! Dropping a World without finishing it (a cancelled run) still kills its processes and stops its buses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cucumber::gherkin;
+
+use crate::bus::{now_ns, write_candump, BusSummary, ScenarioBus, TracedFrame};
+use crate::config::ParityConfig;
+use crate::env::{DeployRequest, Environment, InfraError, Instance, RunContext};
+use crate::fixtures::Fixtures;
+use crate::record::{
+    BusRun, Metric, NodeDrops, Outcome, ScenarioId, ScenarioRun, StepRun, StepStatus, WorkloadRun,
+};
+
+/// Grace period for stopping workloads at teardown.
+const TEARDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Frames per bus kept for the report's timeline plot.
+const TIMELINE_LIMIT: usize = 2000;
+
+/// What every scenario of one environment pass shares.
+pub struct EnvPass {
+    pub env: Arc<dyn Environment>,
+    pub run: RunContext,
+    pub fixtures: Arc<Fixtures>,
+    pub config: Arc<ParityConfig>,
+    /// Project root; feature paths in records are relative to it.
+    pub project_dir: PathBuf,
+    /// This run's report directory.
+    pub report_dir: PathBuf,
+    pub step_timeout: Duration,
+    pub ready_timeout: Duration,
+    /// Called once per finished scenario with its record (progress display, journal).
+    pub on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
+    counter: AtomicUsize,
+}
+
+impl EnvPass {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        env: Arc<dyn Environment>,
+        run: RunContext,
+        fixtures: Arc<Fixtures>,
+        config: Arc<ParityConfig>,
+        project_dir: PathBuf,
+        report_dir: PathBuf,
+        step_timeout: Duration,
+        ready_timeout: Duration,
+        on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
+    ) -> EnvPass {
+        EnvPass {
+            env,
+            run,
+            fixtures,
+            config,
+            project_dir,
+            report_dir,
+            step_timeout,
+            ready_timeout,
+            on_finished,
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    /// A feature path relative to the project root, as records name it.
+    pub fn relative(&self, path: Option<&Path>) -> String {
+        match path {
+            Some(p) => p
+                .strip_prefix(&self.project_dir)
+                .unwrap_or(p)
+                .display()
+                .to_string(),
+            None => "<unknown>".into(),
+        }
+    }
+}
+
+/// Why a step did not pass.
+#[derive(Debug, Clone)]
+pub enum StepFailure {
+    /// An expectation was not met, or the step is used wrongly.
+    Fail(String),
+    /// The environment could not do its part.
+    Infra(InfraError),
+}
+
+impl StepFailure {
+    pub fn fail(message: impl Into<String>) -> StepFailure {
+        StepFailure::Fail(message.into())
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            StepFailure::Fail(m) => m.clone(),
+            StepFailure::Infra(e) => e.to_string(),
+        }
+    }
+}
+
+impl From<InfraError> for StepFailure {
+    fn from(e: InfraError) -> Self {
+        StepFailure::Infra(e)
+    }
+}
+
+/// The instant of the last stimulus.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub at_ns: u64,
+    pub at: tokio::time::Instant,
+    /// Tape length of each bus at the mark.
+    pub tape_index: BTreeMap<String, usize>,
+    /// Log length of each container (`pod/container`) at the mark.
+    pub log_index: BTreeMap<String, usize>,
+}
+
+/// A deployed pod.
+pub struct PodHandle {
+    pub spec: crate::manifest::WorkloadSpec,
+    pub instances: Vec<Instance>,
+}
+
+/// State of one scenario in one environment.
+#[derive(Default)]
+pub struct ScenarioWorld {
+    pub(crate) pass: Option<Arc<EnvPass>>,
+    pub(crate) id: Option<ScenarioId>,
+    feature_name: String,
+    name: String,
+    tags: Vec<String>,
+    /// All steps of the scenario including backgrounds, for reporting the ones that did not run.
+    planned: Vec<gherkin::Step>,
+    slug: String,
+    started: Option<Instant>,
+    started_ns: u64,
+    started_at: String,
+    scratch: PathBuf,
+    pub(crate) buses: BTreeMap<String, ScenarioBus>,
+    pub(crate) pods: BTreeMap<String, PodHandle>,
+    pub(crate) mark: Option<Mark>,
+    steps: Vec<StepRun>,
+    step_started: Option<Instant>,
+    pub(crate) failure: Option<StepFailure>,
+    pub(crate) metrics: Vec<Metric>,
+}
+
+impl std::fmt::Debug for ScenarioWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScenarioWorld")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl cucumber::World for ScenarioWorld {
+    type Error = std::convert::Infallible;
+
+    async fn new() -> Result<Self, Self::Error> {
+        Ok(ScenarioWorld::default())
+    }
+}
+
+impl ScenarioWorld {
+    /// Binds the World to its environment pass and scenario (the `before` hook).
+    pub fn begin(
+        &mut self,
+        pass: Arc<EnvPass>,
+        feature: &gherkin::Feature,
+        rule: Option<&gherkin::Rule>,
+        scenario: &gherkin::Scenario,
+    ) {
+        let n = pass.counter.fetch_add(1, Ordering::SeqCst);
+        let id = ScenarioId {
+            feature: pass.relative(feature.path.as_deref()),
+            line: scenario.position.line,
+        };
+        self.slug = slug(&id, &scenario.name);
+        self.scratch = pass
+            .run
+            .state_dir
+            .join(format!("{}-s{n}", env_dir(pass.env.name())));
+        self.planned = feature
+            .background
+            .iter()
+            .flat_map(|b| b.steps.iter())
+            .chain(
+                rule.iter()
+                    .flat_map(|r| r.background.iter().flat_map(|b| b.steps.iter())),
+            )
+            .chain(scenario.steps.iter())
+            .cloned()
+            .collect();
+        self.tags = crate::features::all_tags(feature, rule, scenario);
+        self.feature_name = feature.name.clone();
+        self.name = scenario.name.clone();
+        self.id = Some(id);
+        self.started = Some(Instant::now());
+        self.started_ns = now_ns();
+        self.started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.pass = Some(pass);
+        self.set_mark();
+    }
+
+    pub fn pass(&self) -> Result<&Arc<EnvPass>, StepFailure> {
+        self.pass
+            .as_ref()
+            .ok_or_else(|| StepFailure::fail("scenario not bound to an environment"))
+    }
+
+    /// Records the current instant as the last stimulus.
+    pub fn set_mark(&mut self) {
+        let tape_index = self
+            .buses
+            .iter()
+            .map(|(name, bus)| (name.clone(), bus.tape().len()))
+            .collect();
+        let log_index = self
+            .pods
+            .values()
+            .flat_map(|p| p.instances.iter())
+            .map(|i| {
+                (
+                    format!("{}/{}", i.pod, i.container.name),
+                    i.supervisor.logs().len(),
+                )
+            })
+            .collect();
+        self.mark = Some(Mark {
+            at_ns: now_ns(),
+            at: tokio::time::Instant::now(),
+            tape_index,
+            log_index,
+        });
+    }
+
+    pub fn mark(&self) -> Mark {
+        self.mark.clone().unwrap_or_else(|| Mark {
+            at_ns: now_ns(),
+            at: tokio::time::Instant::now(),
+            tape_index: BTreeMap::new(),
+            log_index: BTreeMap::new(),
+        })
+    }
+
+    /// The bus named `name` (or the default bus), started on first use.
+    pub fn bus(&mut self, name: Option<&str>) -> Result<&ScenarioBus, StepFailure> {
+        let pass = self.pass()?.clone();
+        let name = match name {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => match self.buses.keys().next() {
+                Some(only) if self.buses.len() == 1 => only.clone(),
+                _ => pass.config.default_bus.clone(),
+            },
+        };
+        if !self.buses.contains_key(&name) {
+            let tcp = pass
+                .env
+                .needs_tcp_bus()
+                .then_some(std::net::IpAddr::from([127, 0, 0, 1]));
+            let bus = ScenarioBus::start(&name, &self.scratch, tcp)?;
+            self.buses.insert(name.clone(), bus);
+        }
+        self.buses
+            .get(&name)
+            .ok_or_else(|| StepFailure::fail(format!("bus `{name}` missing")))
+    }
+
+    /// Deploys pod `name` from the fixtures and waits until it is ready.
+    pub async fn deploy(&mut self, name: &str) -> Result<(), StepFailure> {
+        let pass = self.pass()?.clone();
+        let spec = pass
+            .fixtures
+            .workload(name)
+            .map_err(|e| StepFailure::Infra(InfraError::Other(e)))?
+            .clone();
+        self.deploy_spec(spec).await
+    }
+
+    /// Deploys an already-read pod and waits until it is ready.
+    pub async fn deploy_spec(&mut self, spec: crate::manifest::WorkloadSpec) -> Result<(), StepFailure> {
+        let pass = self.pass()?.clone();
+        if self.pods.contains_key(&spec.name) {
+            return Err(StepFailure::fail(format!(
+                "workload `{}` is already deployed in this scenario",
+                spec.name
+            )));
+        }
+        let mut buses = Vec::new();
+        for bus in &spec.buses {
+            buses.push(self.bus(Some(bus))?.info());
+        }
+        let first_bus = spec.buses.first().cloned().unwrap_or_default();
+        let (from, since_ns) = (
+            self.buses.get(&first_bus).map(|b| b.tape().len()).unwrap_or(0),
+            now_ns(),
+        );
+        let log_dir = pass
+            .report_dir
+            .join("logs")
+            .join(env_dir(pass.env.name()))
+            .join(&self.slug)
+            .join(&spec.name);
+        let request = DeployRequest {
+            workload: &spec,
+            buses,
+            log_dir: &log_dir,
+            scratch_dir: &self.scratch,
+        };
+        let instances = pass.env.deploy(&pass.run, request).await?;
+        self.pods.insert(
+            spec.name.clone(),
+            PodHandle {
+                spec: spec.clone(),
+                instances,
+            },
+        );
+        let pod = self
+            .pods
+            .get(&spec.name)
+            .ok_or_else(|| StepFailure::fail("pod vanished"))?;
+        let tape = self
+            .buses
+            .get(&first_bus)
+            .map(|b| (b.tape().as_ref(), from, since_ns));
+        let took = crate::readiness::wait_ready(
+            &*pass.env,
+            &pass.run,
+            &spec,
+            &pod.instances,
+            tape,
+            pass.ready_timeout,
+        )
+        .await?;
+        self.metrics.push(Metric {
+            name: format!("ready {}", spec.name),
+            value: ms(took),
+            unit: "ms".into(),
+        });
+        Ok(())
+    }
+
+    /// The pod named `name`; the name may also be `pod/container` or a container name.
+    pub fn pod(&self, name: &str) -> Result<&PodHandle, StepFailure> {
+        let pod_name = name.split('/').next().unwrap_or(name);
+        self.pods
+            .get(pod_name)
+            .or_else(|| {
+                self.pods
+                    .values()
+                    .find(|p| p.instances.iter().any(|i| i.container.name == name))
+            })
+            .ok_or_else(|| {
+                StepFailure::fail(format!(
+                    "workload `{name}` is not deployed in this scenario (deployed: {})",
+                    self.pods.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })
+    }
+
+    pub(crate) fn begin_step(&mut self, step: &gherkin::Step) {
+        if step.ty == gherkin::StepType::When {
+            self.set_mark();
+        }
+        self.step_started = Some(Instant::now());
+    }
+
+    /// Records a finished step; returns the failure to raise, if any.
+    pub(crate) fn end_step(
+        &mut self,
+        step: &gherkin::Step,
+        result: Result<(), StepFailure>,
+    ) -> Option<StepFailure> {
+        let started = self.step_started.take().unwrap_or_else(Instant::now);
+        let base = self.started.unwrap_or(started);
+        let status = match &result {
+            Ok(()) => StepStatus::Passed,
+            Err(StepFailure::Fail(_)) => StepStatus::Failed,
+            Err(StepFailure::Infra(_)) => StepStatus::InfraError,
+        };
+        self.steps.push(StepRun {
+            keyword: step.keyword.trim().to_string(),
+            text: step.value.clone(),
+            line: step.position.line,
+            start_ms: ms(started.duration_since(base)),
+            duration_ms: ms(started.elapsed()),
+            status,
+        });
+        if step.ty == gherkin::StepType::Given && result.is_ok() {
+            self.set_mark();
+        }
+        match result {
+            Ok(()) => None,
+            Err(e) => {
+                self.failure = Some(e.clone());
+                Some(e)
+            }
+        }
+    }
+
+    /// Where a step is, for messages.
+    pub fn place(&self, line: usize) -> String {
+        match &self.id {
+            Some(id) => format!("{}:{line}", id.feature),
+            None => format!("line {line}"),
+        }
+    }
+
+    /// Tears the scenario down and produces its record. `finished` is cucumber's reason.
+    pub async fn finish(&mut self, finished: &cucumber::event::ScenarioFinished) -> Option<ScenarioRun> {
+        let pass = self.pass.clone()?;
+        let id = self.id.clone()?;
+        let (outcome, message) = self.outcome(finished);
+        // Frames after the last step (teardown) are kept in the trace but not compared.
+        let end_ns = now_ns();
+
+        // Workloads first (so their last frames are on the tape), then buses.
+        let mut workloads = Vec::new();
+        for (_, pod) in std::mem::take(&mut self.pods) {
+            for instance in pod.instances {
+                let state = instance.supervisor.state();
+                let log_file = instance
+                    .supervisor
+                    .logs()
+                    .path()
+                    .map(|p| rel(&pass.report_dir, p));
+                instance.supervisor.shutdown(TEARDOWN_GRACE).await;
+                workloads.push(WorkloadRun {
+                    pod: instance.pod,
+                    container: instance.container.name,
+                    starts: state.starts,
+                    restarts: state.restarts,
+                    last_exit: state.last_exit.map(|e| e.to_string()),
+                    log_file,
+                });
+            }
+        }
+        let buses: Vec<BusSummary> = std::mem::take(&mut self.buses)
+            .into_values()
+            .map(ScenarioBus::finish)
+            .collect();
+
+        let env_dir = env_dir(pass.env.name());
+        let bus_runs = buses
+            .iter()
+            .map(|b| {
+                let trace = pass
+                    .report_dir
+                    .join("traces")
+                    .join(&env_dir)
+                    .join(format!("{}.{}.log", self.slug, b.name));
+                let written = write_candump(&trace, &b.name, &b.frames).is_ok();
+                let observed: Vec<TracedFrame> = b
+                    .frames
+                    .iter()
+                    .filter(|f| f.timestamp_ns <= end_ns)
+                    .cloned()
+                    .collect();
+                let mut run = bus_run(
+                    b,
+                    &observed,
+                    written.then(|| rel(&pass.report_dir, &trace)),
+                    &pass.fixtures,
+                    &pass.config,
+                );
+                run.timeline = observed
+                    .iter()
+                    .take(TIMELINE_LIMIT)
+                    .map(|f| {
+                        (
+                            frame_key_value(&f.frame).0,
+                            ms_between_ns(self.started_ns, f.timestamp_ns),
+                        )
+                    })
+                    .collect();
+                run
+            })
+            .collect();
+
+        let record = ScenarioRun {
+            id,
+            feature_name: self.feature_name.clone(),
+            name: self.name.clone(),
+            tags: self.tags.clone(),
+            env: pass.env.name().to_string(),
+            transport: pass.env.transport(),
+            outcome,
+            message,
+            started_at: self.started_at.clone(),
+            duration_ms: self.started.map(|s| ms(s.elapsed())).unwrap_or(0.0),
+            steps: std::mem::take(&mut self.steps),
+            metrics: std::mem::take(&mut self.metrics),
+            buses: bus_runs,
+            workloads,
+        };
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        Some(record)
+    }
+
+    fn outcome(&mut self, finished: &cucumber::event::ScenarioFinished) -> (Outcome, Option<String>) {
+        use cucumber::event::{ScenarioFinished as F, StepError};
+        let failed_line = self
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.status != StepStatus::Passed)
+            .map(|s| s.line);
+        match (finished, &self.failure) {
+            (F::StepPassed, _) => (Outcome::Passed, None),
+            (_, Some(StepFailure::Infra(e))) => (
+                Outcome::InfraError,
+                Some(format!("{}: {e}", self.place(failed_line.unwrap_or(0)))),
+            ),
+            (_, Some(StepFailure::Fail(m))) => (
+                Outcome::Failed,
+                Some(format!("{}: {m}", self.place(failed_line.unwrap_or(0)))),
+            ),
+            (F::StepSkipped, None) => {
+                // The first planned step that did not run is the one no definition matched.
+                let undefined = self.planned.get(self.steps.len()).cloned();
+                for (i, step) in self.planned.iter().enumerate().skip(self.steps.len()) {
+                    self.steps.push(StepRun {
+                        keyword: step.keyword.trim().to_string(),
+                        text: step.value.clone(),
+                        line: step.position.line,
+                        start_ms: 0.0,
+                        duration_ms: 0.0,
+                        status: if i == self.steps.len() {
+                            StepStatus::Undefined
+                        } else {
+                            StepStatus::Skipped
+                        },
+                    });
+                }
+                let msg = match undefined {
+                    Some(s) => format!(
+                        "{}: undefined step: `{} {}` matches no step definition (see `agl-parity list --steps`)",
+                        self.place(s.position.line),
+                        s.keyword.trim(),
+                        s.value
+                    ),
+                    None => "a step was skipped".into(),
+                };
+                (Outcome::Failed, Some(msg))
+            }
+            (F::StepFailed(_, _, StepError::AmbiguousMatch(e)), None) => {
+                (Outcome::Failed, Some(format!("ambiguous step: {e}")))
+            }
+            (F::StepFailed(_, _, e), None) => (Outcome::Failed, Some(e.to_string())),
+            (F::BeforeHookFailed(_), None) => (Outcome::InfraError, Some("scenario setup failed".into())),
+        }
+    }
+}
+
+impl Drop for ScenarioWorld {
+    fn drop(&mut self) {
+        // Supervisors kill their processes on drop; buses stop their recorders and hubs on drop.
+        self.pods.clear();
+        self.buses.clear();
+        if !self.scratch.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
+    }
+}
+
+fn ms_between_ns(from: u64, to: u64) -> f64 {
+    (to as f64 - from as f64) / 1e6
+}
+
+/// Milliseconds as f64.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rel(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base).unwrap_or(path).display().to_string()
+}
+
+/// Directory name for an environment column (`board:rpi4` → `board-rpi4`).
+pub fn env_dir(env: &str) -> String {
+    env.replace([':', '/'], "-")
+}
+
+/// File-name slug of a scenario: `<feature stem>-L<line>-<name>`.
+pub fn slug(id: &ScenarioId, name: &str) -> String {
+    let stem = Path::new(&id.feature)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut words = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            words.push(c.to_ascii_lowercase());
+        } else if !words.ends_with('-') {
+            words.push('-');
+        }
+    }
+    let words: String = words.trim_matches('-').chars().take(40).collect();
+    format!("{stem}-L{}-{}", id.line, words.trim_end_matches('-'))
+}
+
+/// The comparable form of a frame: key (CAN id) and value (the rest of its candump text).
+pub fn frame_key_value(frame: &vcan::Frame) -> (String, String) {
+    let text = frame.to_string();
+    match frame.id() {
+        Some(id) => {
+            let key = id.to_string();
+            let value = text.strip_prefix(&key).unwrap_or(&text).to_string();
+            (key, value)
+        }
+        None => ("error".into(), text),
+    }
+}
+
+/// Per-id sequences and counts of a tape, with volatile signals masked and ignored ids left out.
+pub fn sequences(
+    frames: &[TracedFrame],
+    fixtures: &Fixtures,
+    config: &ParityConfig,
+) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, u64>) {
+    let mut seqs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for f in frames {
+        let frame = mask(&f.frame, fixtures, config);
+        let (key, value) = frame_key_value(&frame);
+        if config
+            .ignore_ids
+            .iter()
+            .any(|i| i.trim_start_matches("0x").eq_ignore_ascii_case(&key))
+        {
+            continue;
+        }
+        *counts.entry(key.clone()).or_default() += 1;
+        let seq = seqs.entry(key).or_default();
+        if seq.last() != Some(&value) {
+            seq.push(value);
+        }
+    }
+    (seqs, counts)
+}
+
+fn mask(frame: &vcan::Frame, fixtures: &Fixtures, config: &ParityConfig) -> vcan::Frame {
+    let Some(message) = fixtures.message_for(frame) else {
+        return frame.clone();
+    };
+    let mut masked: Vec<&vcan::dbc::SignalDef> = Vec::new();
+    for name in config.masked_signals(&message.name) {
+        if let Ok(signal) = message.signal(name) {
+            masked.push(signal);
+        }
+    }
+    if masked.is_empty() {
+        return frame.clone();
+    }
+    let mut data = frame.payload().to_vec();
+    for signal in masked {
+        signal.encode(signal.offset, &mut data); // raw 0
+    }
+    match frame {
+        vcan::Frame::Data { id, .. } => vcan::Frame::data(*id, &data).unwrap_or_else(|_| frame.clone()),
+        vcan::Frame::Fd { id, flags, .. } => {
+            vcan::Frame::fd(*id, &data, *flags).unwrap_or_else(|_| frame.clone())
+        }
+        _ => frame.clone(),
+    }
+}
+
+fn bus_run(
+    b: &BusSummary,
+    observed: &[TracedFrame],
+    trace_file: Option<String>,
+    fixtures: &Fixtures,
+    config: &ParityConfig,
+) -> BusRun {
+    let (sequences, counts) = sequences(observed, fixtures, config);
+    let drops = b
+        .stats
+        .as_ref()
+        .map(|s| {
+            s.nodes
+                .iter()
+                .filter(|n| n.dropped > 0)
+                .map(|n| NodeDrops {
+                    node: n.name.clone(),
+                    dropped: n.dropped,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    BusRun {
+        name: b.name.clone(),
+        frames: b.frames.len() as u64,
+        trace_file,
+        drops,
+        sequences,
+        counts,
+        recorder_failure: b.recorder_failure.clone(),
+        timeline: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_dirs() {
+        let id = ScenarioId {
+            feature: "scenarios/hvac.feature".into(),
+            line: 12,
+        };
+        assert_eq!(slug(&id, "Fan level 3 -> PWM 40%"), "hvac-L12-fan-level-3-pwm-40");
+        assert_eq!(env_dir("board:rpi4"), "board-rpi4");
+    }
+
+    #[test]
+    fn sequences_collapse_repeats_per_id() {
+        let f = |ts: u64, text: &str| TracedFrame {
+            timestamp_ns: ts,
+            seq: None,
+            frame: text.parse().unwrap(),
+        };
+        let frames = vec![
+            f(1, "3A0#01"),
+            f(2, "300#00"),
+            f(3, "3A0#01"),
+            f(4, "3A0#02"),
+            f(5, "3A0#01"),
+        ];
+        let (seqs, counts) = sequences(&frames, &Fixtures::default(), &ParityConfig::default());
+        assert_eq!(seqs["3A0"], vec!["#01", "#02", "#01"]);
+        assert_eq!(seqs["300"], vec!["#00"]);
+        assert_eq!(counts["3A0"], 4);
+        let config = ParityConfig {
+            ignore_ids: vec!["0x300".into()],
+            ..ParityConfig::default()
+        };
+        let (seqs, _) = sequences(&frames, &Fixtures::default(), &config);
+        assert!(!seqs.contains_key("300"));
+    }
+}

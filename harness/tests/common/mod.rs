@@ -1,0 +1,122 @@
+//! A throwaway project (scenarios, fixtures, reports in a temp dir) for integration tests, running on the
+//! real workload binaries of this repository.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agl_parity::runner::{self, Journal, RunOptions, RunOutcome};
+use agl_parity::workload::WorkloadCatalog;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Builds (once per process; cargo caches across processes) the static workload binaries.
+pub fn workload_bins() -> PathBuf {
+    static BINS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINS.get_or_init(|| {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(WorkloadCatalog::new(&repo()).ensure_built())
+            .expect("workloads build")
+    })
+    .clone()
+}
+
+pub struct TestProject {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestProject {
+    /// A project with this repository's fixtures and no scenarios.
+    pub fn new() -> TestProject {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["fixtures/manifests", "fixtures/dbc", "scenarios"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        for sub in ["fixtures/manifests", "fixtures/dbc"] {
+            for e in std::fs::read_dir(repo().join(sub)).expect("fixtures").flatten() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).expect("copy");
+            }
+        }
+        std::fs::copy(
+            repo().join("scenarios/parity.yaml"),
+            dir.path().join("scenarios/parity.yaml"),
+        )
+        .expect("copy");
+        TestProject { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            run_id: runner::new_run_id(),
+            project_dir: self.path().to_path_buf(),
+            scenario_paths: vec![self.path().join("scenarios")],
+            environments: vec!["native".into()],
+            tags: None,
+            name_filter: None,
+            concurrency: 4,
+            report_root: self.path().join("reports"),
+            step_timeout: Duration::from_secs(30),
+            ready_timeout: Duration::from_secs(5),
+            progress: false,
+            prebuilt_workloads: Some(workload_bins()),
+        }
+    }
+
+    /// Runs with `options` and writes the reports.
+    pub fn run_with(&self, options: RunOptions) -> RunOutcome {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let outcome = rt
+            .block_on(runner::run(options, Journal::new()))
+            .expect("run starts");
+        agl_parity::report::write_all(&outcome.report, &outcome.report_dir).expect("report written");
+        outcome
+    }
+
+    pub fn run(&self) -> RunOutcome {
+        self.run_with(self.options())
+    }
+}
+
+/// The record of the scenario named `name`.
+pub fn record<'a>(outcome: &'a RunOutcome, name: &str) -> &'a agl_parity::record::ScenarioRun {
+    outcome
+        .report
+        .runs
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no record for `{name}`: {:?}",
+                outcome.report.runs.iter().map(|r| &r.name).collect::<Vec<_>>()
+            )
+        })
+}
+
+pub fn shared<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

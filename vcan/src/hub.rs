@@ -1,0 +1,1062 @@
+//! The userspace virtual CAN bus.
+//!
+//! A [`Hub`] listens on a Unix stream socket and/or a loopback TCP port. Nodes join with the [`crate::wire`]
+//! handshake; every frame a node sends is stamped with the host time and a bus-wide sequence number and
+//! delivered, in that one global order, to every other node whose filters accept it (and back to the sender
+//! when it asked for its own frames), like the kernel's `vcan`.
+//!
+//! Backpressure is explicit. Each node has a bounded outbound queue. With [`Backpressure::Drop`] a full
+//! queue drops the frame *for that node only* and counts it in [`NodeStats::dropped`]; with
+//! [`Backpressure::Block`] the hub stops reading from senders until the slow node drains (flow control:
+//! nothing is lost, senders slow down). Statistics are available from the handle ([`Hub::stats`]) and over
+//! the wire to any client ([`query_stats`]).
+//!
+//! The hub runs on its own thread; it is embedded in the harness (one hub per scenario bus) and runnable as
+//! a standalone process through the CLI's `hub` command.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::filter::Filter;
+use crate::wire::{self, Decoder, Message, Role};
+use crate::{BusError, Endpoint, Frame};
+
+/// What the hub does when a node's outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Drop the frame for that node and count the drop.
+    #[default]
+    Drop,
+    /// Stop reading from senders until the node drains.
+    Block,
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Bus name used in logs and statistics.
+    pub name: String,
+    /// Unix socket path to listen on (created; removed on shutdown; a stale socket file is replaced).
+    pub unix_path: Option<PathBuf>,
+    /// TCP address to listen on; port 0 picks a free port.
+    pub tcp_addr: Option<SocketAddr>,
+    /// Frames a node's outbound queue holds before backpressure applies.
+    pub queue_frames: usize,
+    pub backpressure: Backpressure,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            name: "vcan".into(),
+            unix_path: None,
+            tcp_addr: None,
+            queue_frames: 65_536,
+            backpressure: Backpressure::Drop,
+        }
+    }
+}
+
+/// Per-node counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Hub-assigned node number (unique for the hub's lifetime).
+    pub node: u32,
+    /// Name the node gave at join.
+    pub name: String,
+    /// Frames the node sent onto the bus.
+    pub sent: u64,
+    /// Frames delivered to the node.
+    pub delivered: u64,
+    /// Frames that could not be delivered to the node because its queue was full.
+    pub dropped: u64,
+    /// Whether the node is still connected.
+    pub connected: bool,
+}
+
+/// Bus-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub name: String,
+    /// Frames ordered onto the bus (the last sequence number).
+    pub frames: u64,
+    /// Sum of per-node drops.
+    pub dropped: u64,
+    /// Every node that ever joined, in join order.
+    pub nodes: Vec<NodeStats>,
+}
+
+/// A running hub. Dropping it shuts it down.
+pub struct Hub {
+    name: String,
+    unix_path: Option<PathBuf>,
+    tcp_addr: Option<SocketAddr>,
+    requests: mpsc::Sender<Request>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<HubStats>>,
+    /// The counters the hub thread left when it ended (used if it ended unexpectedly).
+    last: Arc<Mutex<Option<HubStats>>>,
+}
+
+enum Request {
+    Stats(mpsc::SyncSender<HubStats>),
+    Shutdown,
+}
+
+const WAKER: Token = Token(0);
+const UNIX_LISTENER: Token = Token(1);
+const TCP_LISTENER: Token = Token(2);
+const FIRST_CONN: usize = 3;
+/// Bytes read from one connection per turn: large, so a busy sender is drained in few syscalls, and one
+/// turn per connection per loop keeps senders fair.
+const READ_CHUNK: usize = 128 * 1024;
+
+impl Hub {
+    /// Binds the configured listeners and starts the hub thread.
+    ///
+    /// Returns once the listeners are bound, so the endpoints are connectable as soon as this returns.
+    pub fn start(config: HubConfig) -> Result<Hub, BusError> {
+        if config.unix_path.is_none() && config.tcp_addr.is_none() {
+            return Err(BusError::InvalidEndpoint {
+                uri: String::new(),
+                reason: format!(
+                    "hub `{}` has neither a Unix socket path nor a TCP address to listen on",
+                    config.name
+                ),
+            });
+        }
+        let io_err = |endpoint: String| move |source: io::Error| BusError::Io { endpoint, source };
+        let poll = Poll::new().map_err(io_err(format!("hub `{}`", config.name)))?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err(format!("hub `{}`", config.name)))?);
+
+        let mut unix = None;
+        if let Some(path) = &config.unix_path {
+            let endpoint = Endpoint::Unix(path.clone()).to_string();
+            remove_stale_socket(path).map_err(io_err(endpoint.clone()))?;
+            let mut listener = UnixListener::bind(path).map_err(io_err(endpoint.clone()))?;
+            poll.registry()
+                .register(&mut listener, UNIX_LISTENER, Interest::READABLE)
+                .map_err(io_err(endpoint))?;
+            unix = Some(listener);
+        }
+        let mut tcp = None;
+        let mut tcp_addr = None;
+        if let Some(addr) = config.tcp_addr {
+            let endpoint = Endpoint::Tcp(addr).to_string();
+            let bound = TcpListener::bind(addr).and_then(|mut l| {
+                poll.registry()
+                    .register(&mut l, TCP_LISTENER, Interest::READABLE)?;
+                let local = l.local_addr()?;
+                Ok((l, local))
+            });
+            match bound {
+                Ok((listener, local)) => {
+                    tcp_addr = Some(local);
+                    tcp = Some(listener);
+                }
+                Err(source) => {
+                    if let Some(path) = &config.unix_path {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(BusError::Io { endpoint, source });
+                }
+            }
+        }
+
+        let (tx, rx) = mpsc::channel();
+        let last = Arc::new(Mutex::new(None));
+        let name = config.name.clone();
+        let unix_path = config.unix_path.clone();
+        let mut state = HubThread {
+            poll,
+            unix,
+            tcp,
+            conns: Vec::new(),
+            free: Vec::new(),
+            nodes: Vec::new(),
+            frames: 0,
+            dropped: 0,
+            any_full: false,
+            scratch: Vec::with_capacity(128),
+            requests: rx,
+            accepted: 0,
+            config,
+        };
+        let thread_last = Arc::clone(&last);
+        let thread = std::thread::Builder::new()
+            .name(format!("vcan-hub-{name}"))
+            .spawn(move || {
+                let stats = state.run();
+                if let Ok(mut slot) = thread_last.lock() {
+                    *slot = Some(stats.clone());
+                }
+                stats
+            })
+            .map_err(io_err(format!("hub `{name}`")))?;
+        tracing::info!(bus = %name, unix = ?unix_path, tcp = ?tcp_addr, "hub started");
+        Ok(Hub {
+            name,
+            unix_path,
+            tcp_addr,
+            requests: tx,
+            waker,
+            thread: Some(thread),
+            last,
+        })
+    }
+
+    /// `unix:` endpoint, if listening on a Unix socket.
+    pub fn unix_endpoint(&self) -> Option<Endpoint> {
+        self.unix_path.clone().map(Endpoint::Unix)
+    }
+
+    /// `tcp:` endpoint with the actual bound port, if listening on TCP.
+    pub fn tcp_endpoint(&self) -> Option<Endpoint> {
+        self.tcp_addr.map(Endpoint::Tcp)
+    }
+
+    /// The bus name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// The snapshot is taken by the hub thread between two frames, so it is consistent with what nodes have
+    /// received: every frame a node has read is counted.
+    pub fn stats(&self) -> HubStats {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.requests.send(Request::Stats(tx)).is_ok() && self.waker.wake().is_ok() {
+            if let Ok(stats) = rx.recv() {
+                return stats;
+            }
+        }
+        self.last_stats()
+    }
+
+    fn last_stats(&self) -> HubStats {
+        match self.last.lock() {
+            Ok(slot) => slot.clone().unwrap_or_else(|| HubStats {
+                name: self.name.clone(),
+                ..HubStats::default()
+            }),
+            Err(_) => HubStats {
+                name: self.name.clone(),
+                ..HubStats::default()
+            },
+        }
+    }
+
+    /// Stops the hub, disconnects all nodes, removes the socket file and returns the final counters.
+    pub fn shutdown(mut self) -> HubStats {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> HubStats {
+        let Some(thread) = self.thread.take() else {
+            return self.last_stats();
+        };
+        let _ = self.requests.send(Request::Shutdown);
+        if let Err(e) = self.waker.wake() {
+            tracing::error!(bus = %self.name, error = %e, "cannot wake the hub thread to shut it down");
+        }
+        let stats = match thread.join() {
+            Ok(stats) => stats,
+            Err(_) => {
+                tracing::error!(bus = %self.name, "the hub thread panicked");
+                self.last_stats()
+            }
+        };
+        // The thread removes the socket file; this covers a thread that died before it could.
+        if let Some(path) = &self.unix_path {
+            if is_socket(path) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        tracing::info!(bus = %self.name, frames = stats.frames, dropped = stats.dropped, "hub stopped");
+        stats
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("name", &self.name)
+            .field("unix_path", &self.unix_path)
+            .field("tcp_addr", &self.tcp_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Removes a socket file left by a hub that is gone; refuses to touch a live socket or a non-socket file.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket; not replacing it", path.display()),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another process is listening on {}", path.display()),
+        ));
+    }
+    tracing::debug!(path = %path.display(), "replacing stale hub socket file");
+    std::fs::remove_file(path)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Unix(s) => s,
+            Stream::Tcp(s) => s,
+        }
+    }
+}
+
+/// What a connection is, once it said hello.
+enum ConnRole {
+    AwaitingHello,
+    Node(NodeConfig),
+    Control,
+}
+
+struct NodeConfig {
+    /// Index into `HubThread::nodes`.
+    index: usize,
+    recv_own: bool,
+    want_errors: bool,
+    fd: bool,
+    filters: Vec<Filter>,
+    /// Whether a drop was already logged since the queue last drained.
+    drop_logged: bool,
+}
+
+struct Conn {
+    stream: Stream,
+    decoder: Decoder,
+    role: ConnRole,
+    /// Outbound bytes; `out[out_pos..]` is not yet written.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Bytes ever removed from the front of `out` (so `frame_ends` can hold absolute offsets).
+    out_base: u64,
+    /// Absolute end offsets of the delivered frames still queued in `out`: the queue length in frames.
+    frame_ends: VecDeque<u64>,
+    readable: bool,
+    writable: bool,
+    /// Close once `out` is flushed (after a refusal).
+    closing: bool,
+    /// A write failed; the next `flush_all` closes the connection.
+    write_failed: bool,
+    /// Registered for writable events too. Only while output is blocked: a Unix stream socket signals
+    /// write space every time the peer reads, which would wake the hub once more per delivered frame.
+    write_interest: bool,
+}
+
+impl Conn {
+    fn queued_frames(&self) -> usize {
+        self.frame_ends.len()
+    }
+
+    fn has_output(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+}
+
+/// Why a connection is being closed.
+enum CloseReason {
+    Eof,
+    Error(BusError),
+    Refused,
+    Shutdown,
+}
+
+struct HubThread {
+    config: HubConfig,
+    poll: Poll,
+    unix: Option<UnixListener>,
+    tcp: Option<TcpListener>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    nodes: Vec<NodeStats>,
+    frames: u64,
+    dropped: u64,
+    /// Some node's queue is full (only tracked for [`Backpressure::Block`]).
+    any_full: bool,
+    scratch: Vec<u8>,
+    requests: mpsc::Receiver<Request>,
+    accepted: u64,
+}
+
+impl HubThread {
+    fn run(&mut self) -> HubStats {
+        let mut events = Events::with_capacity(256);
+        let mut shutdown = false;
+        while !shutdown {
+            let busy = self.has_pending_input();
+            let timeout = if busy { Some(Duration::ZERO) } else { None };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(bus = %self.config.name, error = %e, "hub poll failed; stopping the hub");
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => shutdown |= self.handle_requests(),
+                    UNIX_LISTENER => self.accept_unix(),
+                    TCP_LISTENER => self.accept_tcp(),
+                    Token(t) => {
+                        if let Some(Some(conn)) = self.conns.get_mut(t - FIRST_CONN) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                conn.readable = true;
+                            }
+                            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                                conn.writable = true;
+                            }
+                        }
+                    }
+                }
+            }
+            if shutdown {
+                break;
+            }
+            self.process_input();
+            self.flush_all();
+        }
+        self.finish()
+    }
+
+    /// True if some connection has input the hub could process right now without waiting for an event.
+    fn has_pending_input(&self) -> bool {
+        if self.paused() {
+            return false;
+        }
+        self.conns
+            .iter()
+            .flatten()
+            .any(|c| !c.closing && (c.readable || c.decoder.has_message()))
+    }
+
+    fn paused(&self) -> bool {
+        self.config.backpressure == Backpressure::Block && self.any_full
+    }
+
+    /// Tries to drain full queues into their sockets; true if the bus is no longer paused.
+    fn relieve(&mut self) -> bool {
+        self.flush_all();
+        !self.paused()
+    }
+
+    fn handle_requests(&mut self) -> bool {
+        let mut shutdown = false;
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Stats(reply) => {
+                    let _ = reply.send(self.snapshot());
+                }
+                Request::Shutdown => shutdown = true,
+            }
+        }
+        shutdown
+    }
+
+    fn snapshot(&self) -> HubStats {
+        HubStats {
+            name: self.config.name.clone(),
+            frames: self.frames,
+            dropped: self.dropped,
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    fn finish(&mut self) -> HubStats {
+        for index in 0..self.conns.len() {
+            if self.conns[index].is_some() {
+                self.close(index, CloseReason::Shutdown);
+            }
+        }
+        if let Some(path) = &self.config.unix_path {
+            self.unix = None;
+            if is_socket(path) {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(bus = %self.config.name, path = %path.display(), error = %e, "cannot remove hub socket");
+                }
+            }
+        }
+        self.snapshot()
+    }
+
+    fn accept_unix(&mut self) {
+        loop {
+            let Some(listener) = &self.unix else { return };
+            match listener.accept() {
+                Ok((stream, _)) => self.add_conn(Stream::Unix(stream), "unix"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(bus = %self.config.name, error = %e, "accept on the Unix socket failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_tcp(&mut self) {
+        loop {
+            let Some(listener) = &self.tcp else { return };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::warn!(bus = %self.config.name, %peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    self.add_conn(Stream::Tcp(stream), &format!("tcp {peer}"));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(bus = %self.config.name, error = %e, "accept on the TCP socket failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: Stream, kind: &str) {
+        self.accepted += 1;
+        let index = self.free.pop().unwrap_or(self.conns.len());
+        let token = Token(index + FIRST_CONN);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(stream.source(), token, Interest::READABLE)
+        {
+            tracing::warn!(bus = %self.config.name, error = %e, "cannot register a new connection");
+            self.free.push(index);
+            return;
+        }
+        let peer = format!("{} connection #{} ({kind})", self.config.name, self.accepted);
+        let conn = Conn {
+            stream,
+            decoder: Decoder::new(peer),
+            role: ConnRole::AwaitingHello,
+            out: Vec::new(),
+            out_pos: 0,
+            out_base: 0,
+            frame_ends: VecDeque::new(),
+            readable: true,
+            writable: true,
+            closing: false,
+            write_failed: false,
+            write_interest: false,
+        };
+        if index == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[index] = Some(conn);
+        }
+    }
+
+    fn close(&mut self, index: usize, reason: CloseReason) {
+        let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(conn.stream.source());
+        self.free.push(index);
+        if !matches!(reason, CloseReason::Eof) && conn.has_output() {
+            // Best effort: hand over what is already queued (a welcome, frames ordered before the error).
+            let _ = flush_conn(&mut conn, &mut self.nodes);
+        }
+        let who = conn.decoder.peer().to_string();
+        match &reason {
+            CloseReason::Eof => tracing::info!(bus = %self.config.name, node = %who, "node left"),
+            CloseReason::Error(e) => {
+                tracing::warn!(bus = %self.config.name, node = %who, error = %e, "disconnecting node")
+            }
+            CloseReason::Refused => {
+                tracing::info!(bus = %self.config.name, node = %who, "closed refused connection")
+            }
+            CloseReason::Shutdown => {
+                tracing::debug!(bus = %self.config.name, node = %who, "closing at shutdown")
+            }
+        }
+        if let ConnRole::Node(node) = &conn.role {
+            if let Some(stats) = self.nodes.get_mut(node.index) {
+                stats.connected = false;
+            }
+        }
+        if self.any_full {
+            self.recompute_full();
+        }
+    }
+
+    fn recompute_full(&mut self) {
+        let limit = self.config.queue_frames.max(1);
+        self.any_full = self
+            .conns
+            .iter()
+            .flatten()
+            .any(|c| matches!(c.role, ConnRole::Node(_)) && c.queued_frames() >= limit);
+    }
+
+    /// One turn for every connection with input: handle buffered messages, then read one chunk.
+    fn process_input(&mut self) {
+        for index in 0..self.conns.len() {
+            if self.paused() && !self.relieve() {
+                return;
+            }
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
+            if conn.closing {
+                continue;
+            }
+            // Messages left over from an earlier turn (paused by backpressure) go first.
+            if let Err(reason) = self.handle_messages(index) {
+                self.close(index, reason);
+                continue;
+            }
+            if self.paused() && !self.relieve() {
+                return;
+            }
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
+            if !conn.readable || conn.closing {
+                continue;
+            }
+            let fd = conn.stream.fd();
+            match conn.decoder.recv_from_fd(fd, READ_CHUNK, libc::MSG_DONTWAIT) {
+                Ok(0) => {
+                    let reason = if conn.decoder.buffered() > 0 {
+                        CloseReason::Error(BusError::Protocol {
+                            endpoint: conn.decoder.peer().to_string(),
+                            reason: format!(
+                                "connection closed in the middle of a message ({} bytes)",
+                                conn.decoder.buffered()
+                            ),
+                        })
+                    } else {
+                        CloseReason::Eof
+                    };
+                    self.close(index, reason);
+                    continue;
+                }
+                Ok(n) => {
+                    // A short read drained the socket: the next arrival raises a new edge.
+                    if n < READ_CHUNK {
+                        conn.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let endpoint = conn.decoder.peer().to_string();
+                    let reason = if is_disconnect(&e) {
+                        CloseReason::Eof
+                    } else {
+                        CloseReason::Error(BusError::Io { endpoint, source: e })
+                    };
+                    self.close(index, reason);
+                    continue;
+                }
+            }
+            if let Err(reason) = self.handle_messages(index) {
+                self.close(index, reason);
+            }
+        }
+    }
+
+    /// Handles the complete messages buffered for connection `index` until none is left or backpressure
+    /// pauses the bus.
+    fn handle_messages(&mut self, index: usize) -> Result<(), CloseReason> {
+        loop {
+            if self.paused() && !self.relieve() {
+                return Ok(());
+            }
+            let Some(conn) = self.conns[index].as_mut() else {
+                return Ok(());
+            };
+            if conn.closing {
+                return Ok(());
+            }
+            let message = match conn.decoder.next_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(CloseReason::Error(e)),
+            };
+            match (&conn.role, message) {
+                (ConnRole::Node(node), Message::Send(frame)) => {
+                    if frame.is_fd() && !node.fd {
+                        return Err(
+                            self.protocol_error(index, "sent a CAN FD frame without enabling FD at join")
+                        );
+                    }
+                    let sender = node.index;
+                    self.dispatch(index, sender, &frame);
+                }
+                (ConnRole::Node(_), Message::SetFilters(filters)) => {
+                    if let Some(Conn {
+                        role: ConnRole::Node(node),
+                        ..
+                    }) = self.conns[index].as_mut()
+                    {
+                        node.filters = filters;
+                    }
+                }
+                (ConnRole::Control, Message::StatsRequest) => {
+                    let stats = self.snapshot();
+                    if let Some(conn) = self.conns[index].as_mut() {
+                        if let Err(e) = wire::encode_stats_reply(&mut conn.out, &stats) {
+                            return Err(self.protocol_error(index, &format!("cannot encode statistics: {e}")));
+                        }
+                    }
+                }
+                (ConnRole::AwaitingHello, Message::Hello(hello)) => self.handle_hello(index, hello),
+                (ConnRole::AwaitingHello, other) => {
+                    return Err(self.protocol_error(
+                        index,
+                        &format!("expected a hello first, got {}", kind_name(&other)),
+                    ))
+                }
+                (_, other) => {
+                    return Err(
+                        self.protocol_error(index, &format!("unexpected {} message", kind_name(&other)))
+                    )
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&self, index: usize, reason: &str) -> CloseReason {
+        let endpoint = self.conns[index]
+            .as_ref()
+            .map_or_else(String::new, |c| c.decoder.peer().to_string());
+        CloseReason::Error(BusError::Protocol {
+            endpoint,
+            reason: reason.to_string(),
+        })
+    }
+
+    fn handle_hello(&mut self, index: usize, hello: wire::Hello) {
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
+        if hello.version != wire::PROTOCOL_VERSION {
+            let reason = format!(
+                "protocol version {} is not supported; hub `{}` speaks version {}",
+                hello.version,
+                self.config.name,
+                wire::PROTOCOL_VERSION
+            );
+            tracing::warn!(bus = %self.config.name, peer = %conn.decoder.peer(), %reason, "refusing connection");
+            wire::encode_refused(&mut conn.out, &reason);
+            conn.closing = true;
+            return;
+        }
+        match hello.role {
+            Role::Control => {
+                conn.role = ConnRole::Control;
+                conn.decoder.set_peer(format!(
+                    "{} control connection #{}",
+                    self.config.name, self.accepted
+                ));
+                // A bus name that does not fit was rejected at encode time by the same limit.
+                let _ = wire::encode_welcome(&mut conn.out, 0, &self.config.name);
+            }
+            Role::Node => {
+                let node_id = self.nodes.len() as u32 + 1;
+                let shown = if hello.name.is_empty() {
+                    format!("node{node_id}")
+                } else {
+                    hello.name.clone()
+                };
+                conn.decoder
+                    .set_peer(format!("node {node_id} `{shown}` on bus `{}`", self.config.name));
+                if let Err(e) = wire::encode_welcome(&mut conn.out, node_id, &self.config.name) {
+                    wire::encode_refused(&mut conn.out, &e.to_string());
+                    conn.closing = true;
+                    return;
+                }
+                conn.role = ConnRole::Node(NodeConfig {
+                    index: self.nodes.len(),
+                    recv_own: hello.recv_own,
+                    want_errors: hello.want_errors,
+                    fd: hello.fd,
+                    filters: hello.filters,
+                    drop_logged: false,
+                });
+                self.nodes.push(NodeStats {
+                    node: node_id,
+                    name: hello.name,
+                    sent: 0,
+                    delivered: 0,
+                    dropped: 0,
+                    connected: true,
+                });
+                tracing::info!(
+                    bus = %self.config.name,
+                    node = node_id,
+                    name = %shown,
+                    recv_own = hello.recv_own,
+                    fd = hello.fd,
+                    "node joined"
+                );
+            }
+        }
+    }
+
+    /// Orders one frame onto the bus and queues it for every node that accepts it.
+    fn dispatch(&mut self, sender_conn: usize, sender_node: usize, frame: &Frame) {
+        self.frames += 1;
+        let seq = self.frames;
+        let timestamp = now_ns();
+        if let Some(stats) = self.nodes.get_mut(sender_node) {
+            stats.sent += 1;
+        }
+        self.scratch.clear();
+        wire::encode_deliver(&mut self.scratch, seq, timestamp, false, frame);
+        let limit = self.config.queue_frames.max(1);
+        let block = self.config.backpressure == Backpressure::Block;
+        for (index, slot) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = slot else { continue };
+            let own = index == sender_conn;
+            let node_index = match &conn.role {
+                ConnRole::Node(node) => {
+                    if (own && !node.recv_own)
+                        || (frame.is_fd() && !node.fd)
+                        || !Filter::accepts(&node.filters, frame, node.want_errors)
+                    {
+                        continue;
+                    }
+                    node.index
+                }
+                _ => continue,
+            };
+            if conn.frame_ends.len() >= limit && conn.writable && !conn.write_failed {
+                // Hand what the socket takes to the kernel before giving up on this frame.
+                if flush_conn(conn, &mut self.nodes).is_err() {
+                    // flush_all() meets the same error again and closes the connection.
+                    conn.write_failed = true;
+                }
+                update_write_interest(self.poll.registry(), conn, index);
+            }
+            if conn.frame_ends.len() >= limit {
+                // Only reachable in Drop mode: Block mode pauses before a queue can overflow.
+                self.dropped += 1;
+                if let (Some(stats), ConnRole::Node(node)) = (self.nodes.get_mut(node_index), &mut conn.role)
+                {
+                    stats.dropped += 1;
+                    if !node.drop_logged {
+                        node.drop_logged = true;
+                        tracing::warn!(
+                            bus = %self.config.name,
+                            node = stats.node,
+                            name = %stats.name,
+                            queue = limit,
+                            "node queue full; dropping frames for it (counted)"
+                        );
+                    }
+                }
+                continue;
+            }
+            let start = conn.out.len();
+            conn.out.extend_from_slice(&self.scratch);
+            if own {
+                conn.out[start + wire::DELIVER_OWN_OFFSET] = 1;
+            }
+            conn.frame_ends.push_back(conn.out_base + conn.out.len() as u64);
+            if block && conn.frame_ends.len() >= limit {
+                self.any_full = true;
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for index in 0..self.conns.len() {
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
+            if conn.has_output() && conn.writable {
+                if let Err(reason) = self.flush(index) {
+                    self.close(index, reason);
+                    continue;
+                }
+            }
+            if let Some(conn) = &self.conns[index] {
+                if conn.closing && !conn.has_output() {
+                    self.close(index, CloseReason::Refused);
+                }
+            }
+        }
+        if self.any_full {
+            self.recompute_full();
+        }
+    }
+
+    fn flush(&mut self, index: usize) -> Result<(), CloseReason> {
+        match self.conns[index].as_mut() {
+            Some(conn) => {
+                let result = flush_conn(conn, &mut self.nodes);
+                update_write_interest(self.poll.registry(), conn, index);
+                result
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Asks for writable events while output is blocked, and stops asking once it is flushed.
+fn update_write_interest(registry: &mio::Registry, conn: &mut Conn, index: usize) {
+    let want = !conn.writable && conn.has_output();
+    if want == conn.write_interest {
+        return;
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    match registry.reregister(conn.stream.source(), Token(index + FIRST_CONN), interest) {
+        Ok(()) => conn.write_interest = want,
+        Err(e) => {
+            // Without writable events a blocked connection would stall; keep trying to write instead.
+            tracing::warn!(peer = %conn.decoder.peer(), error = %e, "cannot change poll interest");
+            conn.writable = true;
+        }
+    }
+}
+
+/// Writes as much of the connection's queued output as the socket takes now, and counts the frames that
+/// left the queue as delivered.
+fn flush_conn(conn: &mut Conn, nodes: &mut [NodeStats]) -> Result<(), CloseReason> {
+    let fd = conn.stream.fd();
+    while conn.has_output() {
+        let pending = &conn.out[conn.out_pos..];
+        // SAFETY: `pending` is a valid initialised buffer; send reads at most its length.
+        let n = unsafe {
+            libc::send(
+                fd,
+                pending.as_ptr().cast(),
+                pending.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    conn.writable = false;
+                    break;
+                }
+                io::ErrorKind::Interrupted => continue,
+                _ if is_disconnect(&e) => return Err(CloseReason::Eof),
+                _ => {
+                    let endpoint = conn.decoder.peer().to_string();
+                    return Err(CloseReason::Error(BusError::Io { endpoint, source: e }));
+                }
+            }
+        }
+        conn.out_pos += n as usize;
+    }
+    let written = conn.out_base + conn.out_pos as u64;
+    let mut delivered = 0u64;
+    while conn.frame_ends.front().is_some_and(|&end| end <= written) {
+        conn.frame_ends.pop_front();
+        delivered += 1;
+    }
+    if !conn.has_output() {
+        conn.out_base += conn.out.len() as u64;
+        conn.out.clear();
+        conn.out_pos = 0;
+    } else if conn.out_pos > 1 << 20 && conn.out_pos * 2 > conn.out.len() {
+        conn.out.drain(..conn.out_pos);
+        conn.out_base += conn.out_pos as u64;
+        conn.out_pos = 0;
+    }
+    if let ConnRole::Node(node) = &mut conn.role {
+        if conn.frame_ends.is_empty() {
+            node.drop_logged = false;
+        }
+        if let Some(stats) = nodes.get_mut(node.index) {
+            stats.delivered += delivered;
+        }
+    }
+    Ok(())
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+    )
+}
+
+fn kind_name(message: &Message) -> &'static str {
+    match message {
+        Message::Hello(_) => "hello",
+        Message::Welcome { .. } => "welcome",
+        Message::Refused(_) => "refused",
+        Message::Send(_) => "send",
+        Message::Deliver(_) => "deliver",
+        Message::SetFilters(_) => "set-filters",
+        Message::StatsRequest => "stats-request",
+        Message::StatsReply(_) => "stats-reply",
+    }
+}
+
+/// Asks the hub at `endpoint` for its counters (a short-lived control connection, not a bus node).
+pub fn query_stats(endpoint: &Endpoint) -> Result<HubStats, BusError> {
+    crate::client::query_stats_with_timeout(endpoint, Duration::from_secs(10))
+}

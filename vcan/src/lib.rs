@@ -1,0 +1,34 @@
+//! The CAN layer of the AGL parity harness.
+//!
+//! Everything that touches CAN frames lives here, so that workloads, the harness and the virtual machine
+//! monitor speak one model:
+//!
+//! * [`frame`]: classic CAN, CAN FD and error frames with validating constructors and the can-utils
+//!   `candump` text syntax (`123#1122`, `1ABCDEF0##1AA`, `123#R`).
+//! * [`filter`]: acceptance filters with SocketCAN `CAN_RAW_FILTER` semantics.
+//! * [`socket`]: the [`CanSocket`] trait every bus backend implements, and what a received frame carries.
+//! * [`endpoint`]: bus endpoint URIs (`socketcan:can0`, `unix:/run/vcan/body.sock`, `tcp:127.0.0.1:29536`)
+//!   and the one function, [`endpoint::open`], that turns a URI into a connected [`CanSocket`].
+//! * [`wire`]: the framing spoken between bus nodes and the userspace hub.
+//! * [`hub`]: the userspace virtual bus: one global delivery order, echo, filters, timestamps, sequence
+//!   numbers, explicit backpressure with per-node drop counters.
+//! * [`client`]: the [`CanSocket`] of a node joined to a hub over a Unix socket or TCP.
+//! * [`kernel`]: the [`CanSocket`] over kernel SocketCAN (`vcan0`, `can0`), used wherever the kernel has CAN.
+//! * [`candump`]: reader and writer of the `candump -l` log format.
+//! * [`dbc`]: DBC databases: encode and decode messages by signal name.
+
+pub mod candump;
+pub mod client;
+pub mod dbc;
+pub mod endpoint;
+pub mod filter;
+pub mod frame;
+pub mod hub;
+pub mod kernel;
+pub mod socket;
+pub mod wire;
+
+pub use endpoint::{open, Endpoint, OpenOptions};
+pub use filter::Filter;
+pub use frame::{CanId, FdFlags, Frame, FrameError};
+pub use socket::{BusError, CanSocket, Received};
