@@ -525,8 +525,9 @@ impl ScenarioWorld {
             ),
             (F::StepSkipped, None) => {
                 // The first planned step that did not run is the one no definition matched.
-                let undefined = self.planned.get(self.steps.len()).cloned();
-                for (i, step) in self.planned.iter().enumerate().skip(self.steps.len()) {
+                let first = self.steps.len();
+                let undefined = self.planned.get(first).cloned();
+                for (i, step) in self.planned.iter().enumerate().skip(first) {
                     self.steps.push(StepRun {
                         keyword: step.keyword.trim().to_string(),
                         text: step.value.clone(),

@@ -87,7 +87,7 @@ fn throughput(
             thread::spawn(move || {
                 let mut node = HubClient::connect(&endpoint, &opts(&format!("rx{i}"))).expect("connect rx");
                 ready.send(()).expect("ready");
-                let idle = Some(Duration::from_millis(300));
+                let idle = Some(Duration::from_secs(1));
                 let mut count = 0u64;
                 let mut last = Instant::now();
                 while count < frames as u64 {

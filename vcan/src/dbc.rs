@@ -120,6 +120,7 @@ impl Database {
     /// Parses DBC text; `path` is only used in errors.
     pub fn parse(text: &str, path: &str) -> Result<Database, DbcError> {
         let dbc = can_dbc::Dbc::try_from(text).map_err(|e| convert_error(e, text, path))?;
+        check_raw_ids(text, path)?;
         let messages = dbc
             .messages
             .iter()
@@ -195,6 +196,35 @@ fn line_of(text: &str, token: &str) -> Option<usize> {
                 .any(|w| w == token)
         })
         .map(|i| i + 1)
+}
+
+/// Checks the ids as written on `BO_` lines: the parser narrows standard ids to 16 bits, which would turn
+/// an invalid id such as 65792 into a valid-looking 0x100.
+fn check_raw_ids(text: &str, path: &str) -> Result<(), DbcError> {
+    for (i, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("BO_") {
+            continue;
+        }
+        let Some(Ok(raw)) = words.next().map(str::parse::<u64>) else {
+            continue;
+        };
+        let too_big = if raw & (1 << 31) != 0 {
+            raw > u64::from(u32::MAX)
+        } else {
+            raw > 0x7FF
+        };
+        if too_big {
+            return Err(DbcError::Syntax {
+                path: path.to_string(),
+                line: i + 1,
+                reason: format!(
+                    "message id {raw} is neither a standard id (0-2047) nor an extended id (bit 31 set)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn numeric(v: &NumericValue) -> f64 {
@@ -684,7 +714,13 @@ BO_ 512 Big: 12 ECU1
         let std_too_big = "VERSION \"\"\n\nBU_: A\n\nBO_ 4096 Msg: 8 A\n";
         assert!(matches!(
             Database::parse(std_too_big, "o.dbc"),
-            Err(DbcError::Invalid { .. })
+            Err(DbcError::Syntax { line: 5, .. })
+        ));
+        // 65792 = 0x10100 would otherwise be narrowed to the valid-looking 0x100.
+        let narrowed = "VERSION \"\"\n\nBU_: A\n\nBO_ 65792 Msg: 8 A\n";
+        assert!(matches!(
+            Database::parse(narrowed, "o.dbc"),
+            Err(DbcError::Syntax { line: 5, .. })
         ));
         let odd_size = "VERSION \"\"\n\nBU_: A\n\nBO_ 256 Msg: 9 A\n";
         assert!(matches!(

@@ -13,6 +13,20 @@
 //!
 //! The hub runs on its own thread; it is embedded in the harness (one hub per scenario bus) and runnable as
 //! a standalone process through the CLI's `hub` command.
+//!
+//! How it works (one thread, `mio`, edge-triggered, nonblocking sockets):
+//! * Each connection gets one read of up to 128 KiB per loop turn, so a busy sender is drained with few
+//!   system calls and cannot starve the others; every complete [`crate::wire::SEND`] in it is ordered at
+//!   once: sequence number = bus-wide frame count, timestamp = `SystemTime` now.
+//! * A frame is encoded once as a [`crate::wire::DELIVER`] message and appended to the outbound buffer of
+//!   every node that accepts it (filters, FD capability, error frames, own echo only with `recv_own`).
+//!   Outbound buffers are written after each turn, so a burst goes out in large writes.
+//! * A node's queue is the frames the hub holds for it beyond what its socket buffer took. When it reaches
+//!   [`HubConfig::queue_frames`], the hub first tries to hand the queue to the socket; only if the socket is
+//!   full too does backpressure apply.
+//! * Writable readiness is only asked for while a node's output is blocked (otherwise every read by the
+//!   peer would wake the hub once more).
+//! * Malformed bytes from a connection close that connection only, with a `warn` log naming the node.
 
 use std::collections::VecDeque;
 use std::io;
@@ -617,7 +631,10 @@ impl HubThread {
         }
         let who = conn.decoder.peer().to_string();
         match &reason {
-            CloseReason::Eof => tracing::info!(bus = %self.config.name, node = %who, "node left"),
+            CloseReason::Eof if matches!(conn.role, ConnRole::Node(_)) => {
+                tracing::info!(bus = %self.config.name, node = %who, "node left")
+            }
+            CloseReason::Eof => tracing::debug!(bus = %self.config.name, peer = %who, "connection closed"),
             CloseReason::Error(e) => {
                 tracing::warn!(bus = %self.config.name, node = %who, error = %e, "disconnecting node")
             }

@@ -622,3 +622,33 @@ fn a_non_hub_peer_fails_the_handshake_clearly() {
     }
     server.join().unwrap();
 }
+
+#[test]
+fn tcp_clients_disable_nagle() {
+    let bus = bus();
+    let node = HubClient::connect(&bus.hub.tcp_endpoint().unwrap(), &opts("tcp")).unwrap();
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd and out-pointers of the right size.
+    let rc = unsafe {
+        libc::getsockopt(
+            node.raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert_ne!(value, 0, "TCP_NODELAY is off");
+}
+
+#[test]
+fn public_types_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Hub>();
+    send::<HubClient>();
+    send::<vcan::kernel::KernelSocket>();
+    send::<Box<dyn CanSocket>>();
+}
