@@ -11,7 +11,11 @@ use agl_parity::workload::WorkloadCatalog;
 
 fn main() {
     let project = agl_parity::default_project_dir();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -25,7 +29,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("suite benchmark: every scenario in {} on the native environment", project.join("scenarios").display());
+    println!(
+        "suite benchmark: every scenario in {} on the native environment",
+        project.join("scenarios").display()
+    );
     let mut baseline = None;
     for concurrency in [1usize, 4] {
         let options = RunOptions {
@@ -41,6 +48,7 @@ fn main() {
             ready_timeout: Duration::from_secs(20),
             progress: false,
             prebuilt_workloads: Some(bins.clone()),
+            interrupt: Default::default(),
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {
@@ -59,7 +67,11 @@ fn main() {
                 baseline = Some(wall);
                 "baseline".to_string()
             }
-            Some(b) => format!("{:.2}x the baseline's wall time ({:.1}x faster)", wall / b, b / wall),
+            Some(b) => format!(
+                "{:.2}x the baseline's wall time ({:.1}x faster)",
+                wall / b,
+                b / wall
+            ),
         };
         println!(
             "  concurrency {concurrency}: {wall:6.2} s wall for {} scenarios ({passed} passed, {failed} failed), mean scenario {:.0} ms — {ratio}",

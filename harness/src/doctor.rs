@@ -15,10 +15,10 @@ pub struct Check {
 }
 
 /// Runs every check.
-pub fn checks(project_dir: &Path) -> Vec<Check> {
+pub async fn checks(project_dir: &Path) -> Vec<Check> {
     let mut out = Vec::new();
     for kind in env::registry() {
-        let (ok, detail) = match (kind.probe)() {
+        let (ok, detail) = match (kind.probe)().await {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
@@ -100,7 +100,7 @@ fn kernel_can_check() -> Check {
 }
 
 /// Lines describing leftovers of killed runs (and removing them when `clean`).
-pub fn leftovers(clean: bool) -> Vec<String> {
+pub async fn leftovers(clean: bool) -> Vec<String> {
     let root = cleanup::state_root();
     if clean {
         let mut lines = Vec::new();
@@ -112,7 +112,7 @@ pub fn leftovers(clean: bool) -> Vec<String> {
             lines.push(format!("killed {} leftover processes", report.processes));
         }
         for kind in env::registry() {
-            lines.extend((kind.sweep)(&cleanup::live_runs(&root)));
+            lines.extend((kind.sweep)(cleanup::live_runs(&root)).await);
         }
         if lines.is_empty() {
             lines.push("nothing left over by earlier runs".into());

@@ -21,6 +21,7 @@
 //! | [`record`] | what is recorded per scenario and environment |
 //! | [`report`] | JUnit, JSON, Markdown, HTML and terminal reports |
 //! | [`config`] | the parity configuration (`scenarios/parity.yaml`) |
+//! | [`interrupt`] | graceful interruption of a run |
 //! | [`cleanup`] | run registration and sweeping up after killed runs |
 //! | [`doctor`] | what this machine can host |
 //! | [`progress`] | progress bars and per-scenario lines |
@@ -32,6 +33,7 @@ pub mod doctor;
 pub mod env;
 pub mod features;
 pub mod fixtures;
+pub mod interrupt;
 pub mod logs;
 pub mod manifest;
 pub mod parity;

@@ -149,6 +149,7 @@ fn main() -> ExitCode {
                 ready_timeout: Duration::from_secs(ready_timeout),
                 progress: !no_progress,
                 prebuilt_workloads: workloads,
+                interrupt: Default::default(),
                 project_dir: project,
             };
             runtime.block_on(run(options))
@@ -160,7 +161,7 @@ fn main() -> ExitCode {
             queue,
             block,
         } => runtime.block_on(hub(unix, tcp, record, queue, block)),
-        Command::Doctor { clean } => doctor_cmd(&project, clean),
+        Command::Doctor { clean } => runtime.block_on(doctor_cmd(&project, clean)),
         Command::List { paths, steps } => list(&project, paths, steps),
         Command::Report { dir } => rebuild_report(&project, &dir),
     }
@@ -169,25 +170,42 @@ fn main() -> ExitCode {
 async fn run(options: RunOptions) -> ExitCode {
     let journal = runner::Journal::new();
     let started = Instant::now();
-    let result = tokio::select! {
-        r = runner::run(options.clone(), journal.clone()) => Some(r),
+    let interrupt = options.interrupt.clone();
+    let run = runner::run(options.clone(), journal.clone());
+    tokio::pin!(run);
+    let mut interrupted = false;
+    let first = tokio::select! {
+        r = &mut run => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
-    let (report, dir, interrupted) = match result {
-        Some(Ok(outcome)) => (outcome.report, outcome.report_dir, false),
+    let result = match first {
+        Some(r) => Some(r),
+        None => {
+            // First Ctrl-C: let the run wind down (steps fail as interrupted, teardown removes everything).
+            interrupted = true;
+            interrupt.trigger();
+            eprintln!("interrupted: stopping the run (Ctrl-C again to abort at once)");
+            tokio::select! {
+                r = &mut run => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+                _ = tokio::time::sleep(Duration::from_secs(60)) => None,
+            }
+        }
+    };
+    let (report, dir) = match result {
+        Some(Ok(outcome)) => (outcome.report, outcome.report_dir),
         Some(Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
         None => {
-            // The run future is dropped: workloads are killed and buses stopped by their Drop impls.
-            eprintln!("interrupted: writing the report of what finished");
+            // Aborted: the run future is dropped; workloads die with their handles. Sweep what remains.
+            eprintln!("aborted: writing the report of what finished");
             let dir = options.report_root.join(&options.run_id);
-            (
-                runner::partial_report(&options, &journal, started.elapsed()),
-                dir,
-                true,
-            )
+            let report = runner::partial_report(&options, &journal, started.elapsed());
+            agl_parity::cleanup::sweep(&agl_parity::cleanup::state_root());
+            runner::sweep_environments().await;
+            (report, dir)
         }
     };
     print!(
@@ -292,9 +310,9 @@ async fn hub(
     ExitCode::SUCCESS
 }
 
-fn doctor_cmd(project: &std::path::Path, clean: bool) -> ExitCode {
+async fn doctor_cmd(project: &std::path::Path, clean: bool) -> ExitCode {
     println!("agl-parity doctor (project {})", project.display());
-    for c in doctor::checks(project) {
+    for c in doctor::checks(project).await {
         println!(
             "  {:<7} {:<18} {}",
             if c.ok { "ok" } else { "MISSING" },
@@ -302,7 +320,7 @@ fn doctor_cmd(project: &std::path::Path, clean: bool) -> ExitCode {
             c.detail
         );
     }
-    for line in doctor::leftovers(clean) {
+    for line in doctor::leftovers(clean).await {
         println!("  {:<7} {:<18} {line}", "", "leftovers");
     }
     ExitCode::SUCCESS

@@ -68,6 +68,9 @@ pub struct ScenarioParity {
     /// Outcome per environment where the scenario ran.
     pub outcomes: BTreeMap<String, Outcome>,
     pub drift: Vec<Drift>,
+    /// Differences that do not make a drift (one environment's sequence continues another's).
+    #[serde(default)]
+    pub notes: Vec<Drift>,
     pub timing: Vec<TimingRow>,
 }
 
@@ -99,8 +102,13 @@ fn compare_one(id: &ScenarioId, runs: &[&ScenarioRun], config: &ParityConfig) ->
         });
     }
     let all_passed = runs.iter().all(|r| r.outcome == Outcome::Passed);
+    let mut notes = Vec::new();
     if all_passed && runs.len() > 1 {
-        drift.extend(frame_drift(runs));
+        let (tails, real): (Vec<Drift>, Vec<Drift>) = frame_drift(runs)
+            .into_iter()
+            .partition(|d| d.kind == "frames-tail");
+        drift.extend(real);
+        notes = tails;
     }
     let timing = timing_rows(runs);
     if all_passed && runs.len() > 1 {
@@ -137,6 +145,7 @@ fn compare_one(id: &ScenarioId, runs: &[&ScenarioRun], config: &ParityConfig) ->
         verdict,
         outcomes,
         drift,
+        notes,
         timing,
     }
 }
@@ -175,16 +184,25 @@ fn frame_drift(runs: &[&ScenarioRun]) -> Vec<Drift> {
             let (base_env, base) = (per_env[0].0, per_env[0].1.get(id).unwrap_or(&empty));
             for (env, seqs) in &per_env[1..] {
                 let other = seqs.get(id).unwrap_or(&empty);
-                if other != base {
-                    out.push(Drift {
-                        kind: "frames".into(),
-                        detail: format!(
-                            "bus {bus}, id 0x{id}: {base_env} {} ≠ {env} {}",
-                            fmt_seq(base),
-                            fmt_seq(other)
-                        ),
-                    });
+                if other == base {
+                    continue;
                 }
+                // One environment merely went on a little longer within its observation window (the
+                // scenario ends with its last step, periodic frames catch up a period later): a note.
+                let tail_only = base.starts_with(other) || other.starts_with(base);
+                let (kind, sep) = if tail_only {
+                    ("frames-tail", "then")
+                } else {
+                    ("frames", "≠")
+                };
+                out.push(Drift {
+                    kind: kind.into(),
+                    detail: format!(
+                        "bus {bus}, id 0x{id}: {base_env} {} {sep} {env} {}",
+                        fmt_seq(base),
+                        fmt_seq(other)
+                    ),
+                });
             }
         }
     }
@@ -367,7 +385,7 @@ mod tests {
     fn different_frames_are_drift_naming_bus_id_and_envs() {
         let runs = vec![
             run("native", Outcome::Passed, &["#00", "#14"], 100.0),
-            run("vm", Outcome::Passed, &["#00"], 100.0),
+            run("vm", Outcome::Passed, &["#00", "#15"], 100.0),
         ];
         let p = &compare(&runs, &ParityConfig::default())[0];
         assert_eq!(p.verdict, Verdict::ParityDrift);
@@ -375,9 +393,27 @@ mod tests {
         assert!(
             p.drift[0]
                 .detail
-                .contains("bus vehicle, id 0x300: native [#00, #14] ≠ vm [#00]"),
+                .contains("bus vehicle, id 0x300: native [#00, #14] ≠ vm [#00, #15]"),
             "{}",
             p.drift[0].detail
+        );
+    }
+
+    #[test]
+    fn a_sequence_that_only_continues_another_is_a_note() {
+        let runs = vec![
+            run("native", Outcome::Passed, &["#00", "#14"], 100.0),
+            run("container", Outcome::Passed, &["#00"], 100.0),
+        ];
+        let p = &compare(&runs, &ParityConfig::default())[0];
+        assert_eq!(p.verdict, Verdict::Pass);
+        assert_eq!(p.notes[0].kind, "frames-tail");
+        assert!(
+            p.notes[0]
+                .detail
+                .contains("native [#00, #14] then container [#00]"),
+            "{}",
+            p.notes[0].detail
         );
     }
 

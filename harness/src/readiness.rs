@@ -13,7 +13,7 @@ use futures::future::select_all;
 use tokio::time::Instant;
 
 use crate::bus::Tape;
-use crate::env::{Environment, InfraError, Instance, RunContext};
+use crate::env::{InfraError, Instance};
 use crate::manifest::{Readiness, WorkloadSpec};
 use crate::supervisor::Phase;
 
@@ -21,8 +21,6 @@ const LOG_TAIL: usize = 8;
 
 /// Waits until `pod` is ready; returns how long it took.
 pub async fn wait_ready(
-    env: &dyn Environment,
-    run: &RunContext,
     pod: &WorkloadSpec,
     instances: &[Instance],
     tape: Option<(&Tape, usize, u64)>,
@@ -56,12 +54,10 @@ pub async fn wait_ready(
                             tokio::time::sleep(p.initial_delay).await;
                             let mut successes = 0;
                             while successes < p.success_threshold {
-                                let ok = tokio::time::timeout(
-                                    p.timeout,
-                                    env.exec_probe(run, instance, &p.command),
-                                )
-                                .await
-                                .unwrap_or(Ok(false))?;
+                                let ok =
+                                    tokio::time::timeout(p.timeout, instance.supervisor.exec(&p.command))
+                                        .await
+                                        .unwrap_or(Ok(false))?;
                                 if ok {
                                     successes += 1;
                                 } else {

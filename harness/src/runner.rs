@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Prebuilt workload binaries to use instead of building `fixtures/workloads`.
     pub prebuilt_workloads: Option<PathBuf>,
+    /// Triggered to stop the run early (Ctrl-C).
+    pub interrupt: crate::interrupt::Interrupt,
 }
 
 /// Errors that stop a run before it starts.
@@ -189,7 +191,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         tracing::warn!(runs = ?swept.runs, processes = swept.processes, "removed leftovers of killed runs");
     }
     for kind in env::registry() {
-        for item in (kind.sweep)(&cleanup::live_runs(&root)) {
+        for item in (kind.sweep)(cleanup::live_runs(&root)).await {
             tracing::warn!(%item, env = kind.name, "removed leftover of a killed run");
         }
     }
@@ -288,6 +290,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
             report_dir.clone(),
             options.step_timeout,
             options.ready_timeout,
+            options.interrupt.clone(),
             on_finished,
         ));
         let wanted: Vec<ScenarioId> = selected.iter().map(|s| s.0.clone()).collect();
@@ -338,7 +341,19 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         &config,
     );
     drop(guard);
+    sweep_environments().await;
     Ok(RunOutcome { report, report_dir })
+}
+
+/// Lets every environment remove what runs that are no longer alive left behind (this run included, once
+/// its guard is gone).
+pub async fn sweep_environments() {
+    let live = cleanup::live_runs(&cleanup::state_root());
+    for kind in env::registry() {
+        for item in (kind.sweep)(live.clone()).await {
+            tracing::info!(%item, env = kind.name, "swept");
+        }
+    }
 }
 
 /// Builds the report from what the journal holds.

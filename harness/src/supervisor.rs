@@ -62,6 +62,10 @@ pub trait Process: Send {
 #[async_trait]
 pub trait Launcher: Send + Sync {
     async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError>;
+
+    /// Runs a readiness-probe command in the context of the container (its environment, its filesystem);
+    /// `Ok(true)` when it exits with code 0.
+    async fn exec(&self, command: &[String]) -> Result<bool, InfraError>;
 }
 
 /// Where the supervised container is in its life.
@@ -108,6 +112,7 @@ enum Command {
 
 /// Handle to a supervised container. Dropping it kills the process.
 pub struct Supervisor {
+    launcher: Arc<dyn Launcher>,
     commands: mpsc::UnboundedSender<Command>,
     state: watch::Receiver<ProcessState>,
     logs: LogSink,
@@ -126,8 +131,9 @@ impl Supervisor {
             last_exit: None,
             stopped: false,
         });
-        let task = tokio::spawn(supervise(launcher, policy, logs.clone(), rx, state_tx));
+        let task = tokio::spawn(supervise(launcher.clone(), policy, logs.clone(), rx, state_tx));
         Supervisor {
+            launcher,
             commands,
             state,
             logs,
@@ -146,6 +152,11 @@ impl Supervisor {
 
     pub fn logs(&self) -> &LogSink {
         &self.logs
+    }
+
+    /// Runs a probe command in the container (see [`Launcher::exec`]).
+    pub async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
+        self.launcher.exec(command).await
     }
 
     /// Graceful stop: terminate, wait up to `grace`, then kill. The policy does not restart it.
@@ -408,6 +419,9 @@ mod tests {
                 ends: Some(rx),
                 signalled: None,
             }))
+        }
+        async fn exec(&self, _command: &[String]) -> Result<bool, InfraError> {
+            Ok(true)
         }
     }
 

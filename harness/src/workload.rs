@@ -61,7 +61,13 @@ impl WorkloadCatalog {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
                 match &self.prebuilt {
-                    Some(_) => Some(name),
+                    // Executable regular files without an extension: the binaries, not cargo's by-products.
+                    Some(_) => {
+                        use std::os::unix::fs::PermissionsExt;
+                        let meta = e.metadata().ok()?;
+                        (meta.is_file() && meta.permissions().mode() & 0o111 != 0 && !name.contains('.'))
+                            .then_some(name)
+                    }
                     None => name.strip_suffix(".rs").map(str::to_string),
                 }
             })
@@ -163,6 +169,13 @@ mod tests {
     async fn unknown_image_names_the_available_binaries() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hvac-controller"), b"").unwrap();
+        std::fs::write(dir.path().join("hvac-controller.d"), b"").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("hvac-controller"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         let catalog = WorkloadCatalog::prebuilt(dir.path());
         let image = ImageRef {
             repository: "agl/wiper".into(),

@@ -172,11 +172,15 @@ fn interrupted_run_stops_its_workloads_and_keeps_what_finished() {
     );
     assert!(!state.join("runs").join(&run_id).exists(), "state removed");
     let report = p.path().join("reports").join(&run_id);
-    let json = std::fs::read_to_string(report.join("parity.json")).expect("partial report written");
+    let json = std::fs::read_to_string(report.join("parity.json")).expect("report written");
     assert!(
         json.contains("quick one"),
         "the finished scenario is in the report"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().last(), Some("1 passed, 0 failed"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"), "{stdout}");
+    assert!(
+        json.contains("run interrupted"),
+        "the interrupted scenario says so"
+    );
 }

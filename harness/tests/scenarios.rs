@@ -35,6 +35,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
 
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let required: Vec<String> = std::env::var("AGL_PARITY_REQUIRE")
         .map(|v| {
             v.split(',')
@@ -52,7 +63,7 @@ fn main() -> ExitCode {
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == kind.name)) {
             continue;
         }
-        match (kind.probe)() {
+        match runtime.block_on((kind.probe)()) {
             Ok(_) => environments.push(kind.name.to_string()),
             Err(why) => {
                 let is_required = required.iter().any(|r| r == "all" || r == kind.name);
@@ -93,6 +104,7 @@ fn main() -> ExitCode {
         ready_timeout: Duration::from_secs(20),
         progress: false,
         prebuilt_workloads: None,
+        interrupt: Default::default(),
         project_dir: project,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -158,7 +158,8 @@ impl Link {
                     }
                 }
                 Ok(_) => return Ok(Wait::Ready),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A signal: return early (as a timeout) so the caller can look at what the handler set.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Wait::TimedOut),
                 Err(e) => return Err(self.io_error(e)),
             }
         }

@@ -61,7 +61,8 @@ pub trait CanSocket: Send {
     fn send(&mut self, frame: &Frame) -> Result<(), BusError>;
 
     /// Receives the next frame. `None` timeout blocks; `Some(Duration::ZERO)` polls. Returns `Ok(None)` when
-    /// the timeout elapsed with no frame.
+    /// the timeout elapsed with no frame, and also early when a signal interrupted the wait (so a caller
+    /// whose signal handler set a flag sees it at once).
     fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Received>, BusError>;
 
     /// Replaces the acceptance filters (an empty list accepts everything).

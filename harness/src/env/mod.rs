@@ -8,12 +8,15 @@
 //!
 //! Adding an environment means one new module here plus one line in [`registry`].
 
+pub mod container;
 pub mod native;
+pub mod vxcan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::bus::BusInfo;
 use crate::manifest::{ContainerSpec, WorkloadSpec};
@@ -102,14 +105,6 @@ pub trait Environment: Send + Sync {
     async fn deploy(&self, run: &RunContext, request: DeployRequest<'_>)
         -> Result<Vec<Instance>, InfraError>;
 
-    /// Runs a readiness-probe command in the context of a running container; `Ok(true)` on exit code 0.
-    async fn exec_probe(
-        &self,
-        run: &RunContext,
-        instance: &Instance,
-        command: &[String],
-    ) -> Result<bool, InfraError>;
-
     /// Releases whatever `prepare` set up.
     async fn finish(&self, _run: &RunContext) {}
 }
@@ -120,8 +115,6 @@ pub struct Instance {
     pub pod: String,
     pub container: ContainerSpec,
     pub supervisor: Supervisor,
-    /// The environment's own handle data (e.g. container id), for exec probes.
-    pub handle: String,
 }
 
 /// Static facts about an environment kind, for `doctor` and `list`.
@@ -129,17 +122,17 @@ pub struct EnvKind {
     pub name: &'static str,
     pub summary: &'static str,
     /// Checks whether this machine can host the environment; `Err` says why not and how to fix it.
-    pub probe: fn() -> Result<String, String>,
+    pub probe: fn() -> BoxFuture<'static, Result<String, String>>,
     /// Builds the environment for a run.
     pub create: fn(&RunContext) -> Result<Arc<dyn Environment>, InfraError>,
     /// Removes this environment's own leftovers (containers, networks, ...) of runs not in `live_runs`;
     /// returns a line per removed item. Host processes are swept by [`crate::cleanup`] for everyone.
-    pub sweep: fn(live_runs: &[String]) -> Vec<String>,
+    pub sweep: fn(live_runs: Vec<String>) -> BoxFuture<'static, Vec<String>>,
 }
 
 /// Every environment this build knows, in matrix order.
 pub fn registry() -> Vec<EnvKind> {
-    vec![native::kind()]
+    vec![native::kind(), container::kind()]
 }
 
 /// Finds an environment kind by the name used on the command line.

@@ -24,9 +24,13 @@ pub fn kind() -> EnvKind {
     EnvKind {
         name: "native",
         summary: "host processes on the userspace CAN bus (Unix socket)",
-        probe: || Ok("host processes; CAN through the userspace hub (no kernel CAN needed)".into()),
+        probe: || {
+            Box::pin(async {
+                Ok("host processes; CAN through the userspace hub (no kernel CAN needed)".into())
+            })
+        },
         create: |_run| Ok(Arc::new(NativeEnv)),
-        sweep: |_live| Vec::new(),
+        sweep: |_live| Box::pin(async { Vec::new() }),
     }
 }
 
@@ -89,6 +93,7 @@ impl Environment for NativeEnv {
             })?;
             let launcher = Arc::new(HostLauncher {
                 name: container.name.clone(),
+                binary,
                 argv,
                 env,
                 workdir,
@@ -97,45 +102,9 @@ impl Environment for NativeEnv {
                 pod: pod.name.clone(),
                 container: container.clone(),
                 supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
-                handle: String::new(),
             });
         }
         Ok(instances)
-    }
-
-    async fn exec_probe(
-        &self,
-        run: &RunContext,
-        instance: &Instance,
-        command: &[String],
-    ) -> Result<bool, InfraError> {
-        let binary = run.catalog.binary_for(&instance.container.image).await?;
-        let mut argv = command.to_vec();
-        if let Some(first) = argv.first_mut() {
-            if basename(first) == instance.container.image.binary_name() {
-                *first = binary.display().to_string();
-            }
-        }
-        let Some((program, args)) = argv.split_first() else {
-            return Ok(false);
-        };
-        let mut env = instance.container.env.clone();
-        env.push((RUN_MARKER_ENV.to_string(), run.run_id.clone()));
-        let status = tokio::process::Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|e| InfraError::Launch {
-                workload: instance.pod.clone(),
-                reason: format!("probe `{program}`: {e}"),
-            })?;
-        Ok(status.success())
     }
 }
 
@@ -175,6 +144,8 @@ pub fn argv_for(container: &ContainerSpec, binary: &Path) -> Result<Vec<String>,
 
 struct HostLauncher {
     name: String,
+    /// The image's binary: a probe command naming it (`/hvac-controller --check-ready`) runs this file.
+    binary: std::path::PathBuf,
     argv: Vec<String>,
     env: Vec<(String, String)>,
     workdir: PathBuf,
@@ -218,6 +189,33 @@ impl Launcher for HostLauncher {
         }
         logs.note(&format!("started pid {}", child.id().unwrap_or(0)));
         Ok(Box::new(HostProcess { child }))
+    }
+
+    async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
+        let Some((first, args)) = command.split_first() else {
+            return Ok(false);
+        };
+        let program = if basename(first) == basename(&self.binary.display().to_string()) {
+            self.binary.display().to_string()
+        } else {
+            first.clone()
+        };
+        let status = tokio::process::Command::new(&program)
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| InfraError::Launch {
+                workload: self.name.clone(),
+                reason: format!("probe `{program}`: {e}"),
+            })?;
+        Ok(status.success())
     }
 }
 

@@ -155,6 +155,18 @@ fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&Scena
         }
         h.push_str("</ul>");
     }
+    if !s.notes.is_empty() {
+        h.push_str("<ul>");
+        for d in &s.notes {
+            let _ = write!(
+                h,
+                "<li class=\"meta\">note ({}): {}</li>",
+                esc(&d.kind),
+                esc(&d.detail)
+            );
+        }
+        h.push_str("</ul>");
+    }
     for run in runs {
         if let Some(m) = &run.message {
             let _ = write!(

@@ -87,6 +87,9 @@ pub fn render(report: &RunReport) -> String {
             for d in &s.drift {
                 md.push_str(&format!("- drift ({}): {}\n", d.kind, escape(&d.detail)));
             }
+            for d in &s.notes {
+                md.push_str(&format!("- note ({}): {}\n", d.kind, escape(&d.detail)));
+            }
         }
     }
     md.push_str("\n## Timing\n\n| scenario | metric |");

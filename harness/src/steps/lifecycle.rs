@@ -127,7 +127,6 @@ async fn becomes_ready(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
 
 /// Readiness after a restart or crash, counting frames from the mark.
 async fn wait_ready_again(w: &mut ScenarioWorld, name: &str, timeout: Duration) -> StepResult {
-    let pass = w.pass()?.clone();
     let mark = w.mark();
     let pod = w.pod(name)?;
     let first_bus = pod.spec.buses.first().cloned().unwrap_or_default();
@@ -138,7 +137,7 @@ async fn wait_ready_again(w: &mut ScenarioWorld, name: &str, timeout: Duration) 
             mark.at_ns,
         )
     });
-    crate::readiness::wait_ready(&*pass.env, &pass.run, &pod.spec, &pod.instances, tape, timeout).await?;
+    crate::readiness::wait_ready(&pod.spec, &pod.instances, tape, timeout).await?;
     Ok(())
 }
 

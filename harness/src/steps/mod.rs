@@ -122,17 +122,13 @@ macro_rules! step_fn {
             Box::pin(async move {
                 let args = $crate::steps::StepArgs::from_context(ctx);
                 w.begin_step(&args.step);
-                let limit = w
+                let (limit, interrupt) = w
                     .pass
                     .as_ref()
-                    .map(|p| p.step_timeout)
-                    .unwrap_or(std::time::Duration::from_secs(60));
-                let result = match tokio::time::timeout(limit, $body(w, &args)).await {
-                    Ok(r) => r,
-                    Err(_) => Err($crate::world::StepFailure::fail(format!(
-                        "step timed out after {limit:?}"
-                    ))),
-                };
+                    .map(|p| (p.step_timeout, p.interrupt.clone()))
+                    .unwrap_or_default();
+                let cancellable = args.step.ty == cucumber::gherkin::StepType::Then;
+                let result = $crate::steps::guard($body(w, &args), limit, &interrupt, cancellable).await;
                 if w.end_step(&args.step, result).is_some() {
                     std::panic::panic_any($crate::steps::StepFailed);
                 }
@@ -142,6 +138,43 @@ macro_rules! step_fn {
     }};
 }
 pub(crate) use step_fn;
+
+/// Runs a step body under the step time limit and the run's interrupt: an interrupted run fails every step
+/// that has not started, and cancels expectations (`cancellable`) that are waiting; actions finish.
+pub async fn guard(
+    body: impl std::future::Future<Output = StepResult>,
+    limit: Duration,
+    interrupt: &crate::interrupt::Interrupt,
+    cancellable: bool,
+) -> StepResult {
+    let interrupted = || {
+        Err(StepFailure::Infra(crate::env::InfraError::Other(
+            "run interrupted".into(),
+        )))
+    };
+    if interrupt.is_set() {
+        return interrupted();
+    }
+    let limit = if limit.is_zero() {
+        Duration::from_secs(60)
+    } else {
+        limit
+    };
+    let timed = async {
+        match tokio::time::timeout(limit, body).await {
+            Ok(r) => r,
+            Err(_) => Err(StepFailure::fail(format!("step timed out after {limit:?}"))),
+        }
+    };
+    if cancellable {
+        tokio::select! {
+            r = timed => r,
+            _ = interrupt.wait() => interrupted(),
+        }
+    } else {
+        timed.await
+    }
+}
 
 /// Which keywords a step definition answers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

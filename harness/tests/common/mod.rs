@@ -80,6 +80,7 @@ impl TestProject {
             ready_timeout: Duration::from_secs(5),
             progress: false,
             prebuilt_workloads: Some(workload_bins()),
+            interrupt: Default::default(),
         }
     }
 

@@ -1,0 +1,691 @@
+//! The container environment: each container of a pod runs in a Docker container started through
+//! testcontainers-rs, from a FROM-scratch image holding only the workload's static binary.
+//!
+//! * **Images** are built locally, never pulled: `agl-parity/<binary>:<content hash>` (rebuilt only when the
+//!   binary changes) and additionally tagged with the manifest's own `image` reference.
+//! * **CAN**: on hosts without kernel CAN (like these), the run's state directory is bind-mounted at
+//!   `/run/agl-parity`, and each container gets a *slot* directory there whose `<bus>.sock` symlinks point
+//!   at the scenario's hub socket, so `CAN_BUS=unix:/run/agl-parity/slots/<n>/<bus>.sock`. Where the host
+//!   kernel has CAN, [`super::vxcan`] describes the vxcan alternative. Containers have no network at all.
+//! * **Manifest**: command/args, env, restart policy (the shared [`Supervisor`] restarts the container, so
+//!   restarts behave exactly as natively), readiness, memory and CPU limits (cgroup limits of the container).
+//! * **Reuse**: a container whose workload was stopped cleanly goes back to a pool and is started again by the
+//!   next scenario with the same spec (no create); its symlinks are re-pointed to the new scenario's bus.
+//! * **Cleanup**: every container carries `agl.parity.run=<run-id>`; dropping a running container removes it,
+//!   the pool is emptied at the end of the run, and [`kind`]'s sweep removes containers of dead runs.
+//!
+//! Docker here is Debian's docker.io 20.10 (API 1.41). bollard is pinned to 0.21.1, which sends unversioned
+//! request paths and so works against it; a bollard that sends `/v1.53/…` would be refused by this engine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bollard::query_parameters::{
+    KillContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions, TagImageOptions,
+    WaitContainerOptions,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use testcontainers::core::Mount;
+use testcontainers::runners::{AsyncBuilder, AsyncRunner};
+use testcontainers::{ContainerAsync, GenericBuildableImage, GenericImage, ImageExt};
+
+use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use crate::cleanup::RUN_MARKER_ENV;
+use crate::logs::LogSink;
+use crate::manifest::{ContainerSpec, ImageRef};
+use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
+
+/// Label carrying the run id on every container of a run.
+pub const RUN_LABEL: &str = "agl.parity.run";
+/// Label carrying the state root of the harness that owns the run: sweeps only touch their own root's runs,
+/// so harnesses with different state roots (parallel CI jobs, tests) leave each other alone.
+pub const STATE_LABEL: &str = "agl.parity.state";
+/// Where the run's state directory appears inside containers.
+const RUN_MOUNT: &str = "/run/agl-parity";
+const HOW_TO_START: &str =
+    "install and start a Docker engine: `apt-get install -y docker.io && (dockerd >/var/log/dockerd.log 2>&1 &)` \
+     or `systemctl start docker`";
+
+/// Registry entry.
+pub fn kind() -> EnvKind {
+    EnvKind {
+        name: "container",
+        summary: "Docker containers (testcontainers-rs) from FROM-scratch images of the workload binaries",
+        probe: || Box::pin(probe()),
+        create: |run| Ok(Arc::new(ContainerEnv::new(run, reuse_from_env())?)),
+        sweep: |live| Box::pin(sweep(live)),
+    }
+}
+
+/// `AGL_PARITY_CONTAINER_REUSE=0` turns container reuse off.
+fn reuse_from_env() -> bool {
+    std::env::var("AGL_PARITY_CONTAINER_REUSE")
+        .map(|v| v != "0")
+        .unwrap_or(true)
+}
+
+fn connect() -> Result<Docker, String> {
+    Docker::connect_with_local_defaults()
+        .map_err(|e| format!("cannot reach the Docker engine: {e}; {HOW_TO_START}"))
+}
+
+/// Whether a Docker engine answers, and which.
+pub async fn probe() -> Result<String, String> {
+    let docker = connect()?;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), docker.version()).await {
+        Ok(Ok(v)) => Ok(format!(
+            "Docker Engine {} (API {}), images built locally FROM scratch",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        )),
+        Ok(Err(e)) => Err(format!("no Docker engine answers ({e}); {HOW_TO_START}")),
+        Err(_) => Err(format!(
+            "the Docker engine did not answer within 5 s; {HOW_TO_START}"
+        )),
+    }
+}
+
+/// Removes containers of runs that are not alive.
+pub async fn sweep(live: Vec<String>) -> Vec<String> {
+    let Ok(docker) = connect() else { return Vec::new() };
+    let mut filters = HashMap::new();
+    let root = crate::cleanup::state_root().display().to_string();
+    filters.insert(
+        "label".to_string(),
+        vec![RUN_LABEL.to_string(), format!("{STATE_LABEL}={root}")],
+    );
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let Ok(Ok(list)) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        docker.list_containers(Some(options)),
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for c in list {
+        let run = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RUN_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        if live.contains(&run) {
+            continue;
+        }
+        let Some(id) = c.id else { continue };
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if docker.remove_container(&id, Some(opts)).await.is_ok() {
+            let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_default();
+            removed.push(format!("removed container {} {name} of run {run}", short(&id)));
+        }
+    }
+    removed
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// FNV-1a over the file: a stable content hash for image tags.
+fn content_hash(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{h:016x}"))
+}
+
+struct Pooled {
+    container: ContainerAsync<GenericImage>,
+    slot: PathBuf,
+    seen_lines: Arc<AtomicUsize>,
+}
+
+/// What the environment's instances share.
+struct Shared {
+    docker: Docker,
+    run_id: String,
+    state_dir: PathBuf,
+    reuse: bool,
+    pool: Mutex<HashMap<String, Vec<Pooled>>>,
+    slots: AtomicUsize,
+    names: AtomicUsize,
+}
+
+/// Docker containers through testcontainers.
+pub struct ContainerEnv {
+    shared: Arc<Shared>,
+    images: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+impl ContainerEnv {
+    fn new(run: &RunContext, reuse: bool) -> Result<ContainerEnv, InfraError> {
+        let docker = connect().map_err(|reason| InfraError::Unavailable {
+            env: "container".into(),
+            reason,
+        })?;
+        Ok(ContainerEnv {
+            shared: Arc::new(Shared {
+                docker,
+                run_id: run.run_id.clone(),
+                state_dir: run.state_dir.clone(),
+                reuse,
+                pool: Mutex::new(HashMap::new()),
+                slots: AtomicUsize::new(0),
+                names: AtomicUsize::new(0),
+            }),
+            images: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The local image for a manifest image: built from the workload binary (content-hash tag), or an image
+    /// already present in the engine under the manifest's reference.
+    async fn image_for(&self, run: &RunContext, image: &ImageRef) -> Result<String, InfraError> {
+        let docker = &self.shared.docker;
+        let binary = match run.catalog.binary_for(image).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Not one of ours: usable only if the engine already has it.
+                return match docker.inspect_image(&image.to_string()).await {
+                    Ok(_) => Ok(image.to_string()),
+                    Err(_) => Err(e),
+                };
+            }
+        };
+        let mut images = self.images.lock().await;
+        if let Some(tag) = images.get(&image.to_string()) {
+            return Ok(tag.clone());
+        }
+        let build_err = |reason: String| InfraError::Build {
+            workload: image.to_string(),
+            reason,
+        };
+        let hash = content_hash(&binary).map_err(|e| build_err(format!("{}: {e}", binary.display())))?;
+        let name = format!("agl-parity/{}", image.binary_name());
+        let local = format!("{name}:{hash}");
+        if docker.inspect_image(&local).await.is_err() {
+            let started = Instant::now();
+            let entry = format!("/{}", image.binary_name());
+            let dockerfile = format!(
+                "FROM scratch\nCOPY workload {entry}\nLABEL org.opencontainers.image.title=\"{}\"\nENTRYPOINT [\"{entry}\"]\n",
+                image.binary_name()
+            );
+            let _built = GenericBuildableImage::new(name.clone(), hash.clone())
+                .with_dockerfile_string(dockerfile)
+                .with_file(binary.clone(), "workload")
+                .build_image()
+                .await
+                .map_err(|e| build_err(format!("docker build of {local} failed: {e}")))?;
+            tracing::info!(image = %local, ms = started.elapsed().as_millis() as u64, "built image");
+        }
+        let tag = TagImageOptions {
+            repo: Some(image.repository.clone()),
+            tag: Some(image.tag.clone()),
+        };
+        docker
+            .tag_image(&local, Some(tag))
+            .await
+            .map_err(|e| build_err(format!("cannot tag {local} as {image}: {e}")))?;
+        images.insert(image.to_string(), local.clone());
+        Ok(local)
+    }
+}
+
+#[async_trait]
+impl Environment for ContainerEnv {
+    fn name(&self) -> &str {
+        "container"
+    }
+
+    fn transport(&self) -> Transport {
+        "userspace hub, Unix socket bind-mounted into the container".into()
+    }
+
+    async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.shared.docker.ping())
+            .await
+            .map_err(|_| InfraError::Unavailable {
+                env: "container".into(),
+                reason: format!("no answer; {HOW_TO_START}"),
+            })?
+            .map_err(|e| InfraError::Unavailable {
+                env: "container".into(),
+                reason: format!("{e}; {HOW_TO_START}"),
+            })?;
+        run.catalog.ensure_built().await.map(|_| ())
+    }
+
+    async fn deploy(
+        &self,
+        run: &RunContext,
+        request: DeployRequest<'_>,
+    ) -> Result<Vec<Instance>, InfraError> {
+        let pod = request.workload;
+        let mut instances = Vec::new();
+        for container in &pod.containers {
+            let image = self.image_for(run, &container.image).await?;
+            let binary = run.catalog.binary_for(&container.image).await.unwrap_or_default();
+            let cmd: Vec<String> = super::native::argv_for(container, &binary)?
+                .into_iter()
+                .skip(1)
+                .collect();
+            let links: Vec<(String, PathBuf)> = request
+                .buses
+                .iter()
+                .map(|b| {
+                    b.unix_path
+                        .clone()
+                        .map(|p| (b.name.clone(), p))
+                        .ok_or_else(|| InfraError::Bus {
+                            bus: b.name.clone(),
+                            reason: "the container environment needs the bus on a Unix socket".into(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let key = spec_key(&image, &cmd, container, &links);
+            let logs = LogSink::create(
+                &container.name,
+                &request.log_dir.join(format!("{}.log", container.name)),
+            )
+            .map_err(|e| InfraError::Launch {
+                workload: pod.name.clone(),
+                reason: format!("log file: {e}"),
+            })?;
+            let launcher = Arc::new(ContainerLauncher {
+                shared: self.shared.clone(),
+                pod: pod.name.clone(),
+                spec: container.clone(),
+                image,
+                cmd,
+                links,
+                key,
+                held: tokio::sync::Mutex::new(None),
+                running: Arc::new(AtomicBool::new(false)),
+                id: Mutex::new(String::new()),
+            });
+            instances.push(Instance {
+                pod: pod.name.clone(),
+                container: container.clone(),
+                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
+            });
+        }
+        Ok(instances)
+    }
+
+    async fn finish(&self, _run: &RunContext) {
+        let pooled: Vec<Pooled> = match self.shared.pool.lock() {
+            Ok(mut pool) => pool.drain().flat_map(|(_, v)| v).collect(),
+            Err(_) => Vec::new(),
+        };
+        for p in pooled {
+            let _ = p.container.rm().await;
+        }
+    }
+}
+
+/// Containers with the same key are interchangeable between scenarios.
+fn spec_key(image: &str, cmd: &[String], spec: &ContainerSpec, links: &[(String, PathBuf)]) -> String {
+    let mut env = spec.env.clone();
+    env.sort();
+    let buses: Vec<&str> = links.iter().map(|(b, _)| b.as_str()).collect();
+    format!(
+        "{image}|{cmd:?}|{env:?}|{:?}|{:?}|{buses:?}",
+        spec.limits.memory_bytes, spec.limits.cpu_millis
+    )
+}
+
+/// Starts incarnations of one container: creates it (or takes one from the pool) the first time, starts it
+/// again after a crash.
+struct ContainerLauncher {
+    shared: Arc<Shared>,
+    pod: String,
+    spec: ContainerSpec,
+    image: String,
+    cmd: Vec<String>,
+    links: Vec<(String, PathBuf)>,
+    key: String,
+    held: tokio::sync::Mutex<Option<Pooled>>,
+    running: Arc<AtomicBool>,
+    id: Mutex<String>,
+}
+
+impl ContainerLauncher {
+    fn err(&self, reason: String) -> InfraError {
+        InfraError::Launch {
+            workload: format!("{}/{}", self.pod, self.spec.name),
+            reason,
+        }
+    }
+
+    /// Points the slot's `<bus>.sock` symlinks at this scenario's hub sockets (relative, so they resolve
+    /// inside the container where the state directory is mounted at `/run/agl-parity`).
+    fn link_slot(&self, slot: &Path) -> Result<(), InfraError> {
+        std::fs::create_dir_all(slot).map_err(|e| self.err(format!("{}: {e}", slot.display())))?;
+        for (bus, socket) in &self.links {
+            let rel = socket.strip_prefix(&self.shared.state_dir).map_err(|_| {
+                self.err(format!(
+                    "bus socket {} is outside the run directory",
+                    socket.display()
+                ))
+            })?;
+            let link = slot.join(format!("{bus}.sock"));
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(Path::new("../..").join(rel), &link)
+                .map_err(|e| self.err(format!("{}: {e}", link.display())))?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self) -> Result<Pooled, InfraError> {
+        let n = self.shared.slots.fetch_add(1, Ordering::SeqCst);
+        let slot = self.shared.state_dir.join("slots").join(n.to_string());
+        self.link_slot(&slot)?;
+        let slot_in_container = format!("{RUN_MOUNT}/slots/{n}");
+        let (repo, tag) = self.image.rsplit_once(':').unwrap_or((&self.image, "latest"));
+        let name = format!(
+            "agl-parity-{}-{}",
+            self.shared.run_id,
+            self.shared.names.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut request = GenericImage::new(repo, tag)
+            .with_cmd(self.cmd.clone())
+            .with_container_name(name)
+            .with_label(RUN_LABEL, self.shared.run_id.clone())
+            .with_label(STATE_LABEL, crate::cleanup::state_root().display().to_string())
+            .with_label("agl.parity.pod", self.pod.clone())
+            .with_label("agl.parity.container", self.spec.name.clone())
+            .with_mount(Mount::bind_mount(
+                self.shared.state_dir.display().to_string(),
+                RUN_MOUNT,
+            ))
+            .with_env_var(RUN_MARKER_ENV, self.shared.run_id.clone());
+        for (k, v) in &self.spec.env {
+            request = request.with_env_var(k.clone(), v.clone());
+        }
+        for (i, (bus, _)) in self.links.iter().enumerate() {
+            let uri = format!("unix:{slot_in_container}/{bus}.sock");
+            if i == 0 {
+                request = request.with_env_var(vcan::endpoint::BUS_ENV, uri.clone());
+            }
+            request = request.with_env_var(super::native::bus_env_name(bus), uri);
+        }
+        let limits = self.spec.limits;
+        let request = request.with_host_config_modifier(move |hc| {
+            hc.network_mode = Some("none".into());
+            if let Some(bytes) = limits.memory_bytes {
+                hc.memory = Some(bytes as i64);
+                hc.memory_swap = Some(bytes as i64);
+            }
+            if let Some(millis) = limits.cpu_millis {
+                hc.nano_cpus = Some(millis as i64 * 1_000_000);
+            }
+        });
+        let container = request
+            .start()
+            .await
+            .map_err(|e| self.err(format!("docker could not start {}: {e}", self.image)))?;
+        Ok(Pooled {
+            container,
+            slot,
+            seen_lines: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn take_pooled(&self) -> Option<Pooled> {
+        if !self.shared.reuse {
+            return None;
+        }
+        self.shared.pool.lock().ok()?.get_mut(&self.key)?.pop()
+    }
+}
+
+#[async_trait]
+impl Launcher for ContainerLauncher {
+    async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
+        let mut held = self.held.lock().await;
+        let docker = self.shared.docker.clone();
+        let how = match held.as_ref() {
+            Some(p) => {
+                // A restart: start the same container again.
+                docker
+                    .start_container(p.container.id(), None)
+                    .await
+                    .map_err(|e| self.err(format!("docker start: {e}")))?;
+                "restarted"
+            }
+            None => match self.take_pooled() {
+                Some(p) => {
+                    self.link_slot(&p.slot)?;
+                    docker
+                        .start_container(p.container.id(), None)
+                        .await
+                        .map_err(|e| self.err(format!("docker start: {e}")))?;
+                    *held = Some(p);
+                    "reused"
+                }
+                None => {
+                    *held = Some(self.create().await?);
+                    "created"
+                }
+            },
+        };
+        let p = held.as_ref().ok_or_else(|| self.err("no container".into()))?;
+        let id = p.container.id().to_string();
+        if let Ok(mut slot) = self.id.lock() {
+            slot.clone_from(&id);
+        }
+        self.running.store(true, Ordering::SeqCst);
+        logs.note(&format!("{how} container {}", short(&id)));
+        let follower = follow_logs(docker.clone(), id.clone(), p.seen_lines.clone(), logs.clone());
+        Ok(Box::new(ContainerProcess {
+            docker,
+            id,
+            follower: Some(follower),
+            signalled: None,
+            running: self.running.clone(),
+        }))
+    }
+
+    async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
+        let id = self.id.lock().map(|id| id.clone()).unwrap_or_default();
+        if id.is_empty() {
+            return Ok(false);
+        }
+        let docker = &self.shared.docker;
+        let probe_err = |e: bollard::errors::Error| self.err(format!("exec probe: {e}"));
+        let config = bollard::models::ExecConfig {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = docker.create_exec(&id, config).await.map_err(probe_err)?;
+        // Attached: the output stream ends when the command does.
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+            docker.start_exec(&exec.id, None).await.map_err(probe_err)?
+        {
+            while output.next().await.is_some() {}
+        }
+        let inspect = docker.inspect_exec(&exec.id).await.map_err(probe_err)?;
+        Ok(inspect.exit_code == Some(0))
+    }
+}
+
+impl Drop for ContainerLauncher {
+    fn drop(&mut self) {
+        let Some(p) = self.held.get_mut().take() else {
+            return;
+        };
+        if self.shared.reuse && !self.running.load(Ordering::SeqCst) {
+            // Stopped cleanly: keep it for the next scenario with the same spec.
+            if let Ok(mut pool) = self.shared.pool.lock() {
+                pool.entry(self.key.clone()).or_default().push(p);
+                return;
+            }
+        }
+        // Dropping a ContainerAsync removes the container (forced), running or not.
+        drop(p);
+    }
+}
+
+/// Copies the container's output into the log, skipping lines earlier incarnations already delivered.
+fn follow_logs(
+    docker: Docker,
+    id: String,
+    seen: Arc<AtomicUsize>,
+    logs: LogSink,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let skip = seen.load(Ordering::SeqCst);
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut stream = docker.logs(&id, Some(options));
+        let mut index = 0usize;
+        let mut partial: HashMap<bool, String> = HashMap::new();
+        let emit = |line: String, index: &mut usize| {
+            if *index >= skip {
+                logs.push(&line);
+                seen.fetch_max(*index + 1, Ordering::SeqCst);
+            }
+            *index += 1;
+        };
+        while let Some(Ok(chunk)) = stream.next().await {
+            let (is_err, bytes) = match &chunk {
+                bollard::container::LogOutput::StdErr { message } => (true, message),
+                bollard::container::LogOutput::StdOut { message }
+                | bollard::container::LogOutput::Console { message } => (false, message),
+                bollard::container::LogOutput::StdIn { .. } => continue,
+            };
+            let buf = partial.entry(is_err).or_default();
+            buf.push_str(&String::from_utf8_lossy(bytes));
+            while let Some(pos) = buf.find('\n') {
+                let line: String = buf.drain(..=pos).collect();
+                emit(line.trim_end_matches('\n').to_string(), &mut index);
+            }
+        }
+        for (_, rest) in partial {
+            if !rest.is_empty() {
+                emit(rest, &mut index);
+            }
+        }
+    })
+}
+
+/// One incarnation of a container.
+struct ContainerProcess {
+    docker: Docker,
+    id: String,
+    follower: Option<tokio::task::JoinHandle<()>>,
+    signalled: Option<i32>,
+    running: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Process for ContainerProcess {
+    async fn wait(&mut self) -> ExitInfo {
+        let options = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let code = match self.docker.wait_container(&self.id, Some(options)).next().await {
+            Some(Ok(r)) => Some(r.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+            _ => None,
+        };
+        if let Some(f) = self.follower.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), f).await;
+        }
+        self.running.store(false, Ordering::SeqCst);
+        match (code, self.signalled) {
+            (Some(c), Some(sig)) if c == 128 + i64::from(sig) => ExitInfo {
+                code: None,
+                signal: Some(sig),
+            },
+            (Some(c), _) => ExitInfo {
+                code: i32::try_from(c).ok(),
+                signal: None,
+            },
+            (None, _) => ExitInfo {
+                code: None,
+                signal: None,
+            },
+        }
+    }
+
+    async fn signal(&mut self, signal: StopSignal) -> Result<(), InfraError> {
+        let (name, number) = match signal {
+            StopSignal::Terminate => ("SIGTERM", 15),
+            StopSignal::Kill => ("SIGKILL", 9),
+        };
+        self.signalled = Some(number);
+        self.docker
+            .kill_container(&self.id, Some(KillContainerOptions { signal: name.into() }))
+            .await
+            .map_err(|e| InfraError::Other(format!("cannot signal container {}: {e}", short(&self.id))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_is_stable_and_content_based() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, b"static binary").unwrap();
+        let h1 = content_hash(&a).unwrap();
+        assert_eq!(h1, content_hash(&a).unwrap());
+        assert_eq!(h1.len(), 16);
+        std::fs::write(&a, b"static binary!").unwrap();
+        assert_ne!(h1, content_hash(&a).unwrap());
+    }
+
+    #[test]
+    fn spec_keys_separate_different_containers() {
+        let spec = |env: &[(&str, &str)]| ContainerSpec {
+            name: "c".into(),
+            image: ImageRef {
+                repository: "agl/x".into(),
+                tag: "1".into(),
+            },
+            command: vec![],
+            args: vec![],
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            limits: Default::default(),
+            requests: Default::default(),
+            readiness: None,
+        };
+        let links = vec![("vehicle".to_string(), PathBuf::from("/s/a.sock"))];
+        let other_links = vec![("vehicle".to_string(), PathBuf::from("/s/b.sock"))];
+        let a = spec_key("img:1", &[], &spec(&[("A", "1"), ("B", "2")]), &links);
+        let b = spec_key("img:1", &[], &spec(&[("B", "2"), ("A", "1")]), &other_links);
+        assert_eq!(a, b, "env order and socket location do not matter");
+        assert_ne!(a, spec_key("img:1", &[], &spec(&[("A", "2")]), &links));
+        assert_ne!(
+            a,
+            spec_key("img:2", &[], &spec(&[("A", "1"), ("B", "2")]), &links)
+        );
+    }
+}
