@@ -16,8 +16,9 @@ ci:
 doctor:
     cargo run -p agl-parity -- doctor
 
-# All benchmarks: the CAN bus against python-can, and the scenario suite's wall time.
-bench: bench-bus bench-suite
+# All benchmarks: the CAN bus against python-can, container and VM start-up against native processes, and
+# the scenario suite's wall time.
+bench: bench-bus bench-container bench-vm bench-suite
 
 # Benchmark the userspace CAN bus against python-can's udp_multicast (throwaway venv under target/).
 bench-bus:
@@ -28,3 +29,25 @@ bench-bus:
 # Wall time of the whole native scenario suite, run one scenario at a time and four at a time.
 bench-suite:
     cargo bench -p agl-parity --bench suite
+
+# Container cold start, reused and recreated containers, against native process start (needs Docker).
+bench-container:
+    cargo bench -p agl-parity --bench container
+
+# VM cold start, restore from snapshot, syscall round trip and CAN frames/s in and out of the guest, against
+# native (needs /dev/kvm).
+bench-vm:
+    cargo bench -p agl-vmm --bench vm
+
+# The scenario suite on every board of a lab inventory, boards in parallel, one report (reports/<run-id>/).
+lab FILE:
+    cargo run --release -p agl-parity -- doctor --lab {{FILE}}
+    cargo run --release -p agl-parity -- run --lab {{FILE}} --env board --parallel
+
+# Simulated boards for machines without a lab: sshd in network namespaces (root); inventory target/lab-sim/lab.yaml.
+lab-up:
+    cargo run --release -p agl-parity -- lab-sim up --dir target/lab-sim
+
+# Stop and remove the simulated boards of `lab-up`.
+lab-down:
+    cargo run --release -p agl-parity -- lab-sim down --dir target/lab-sim

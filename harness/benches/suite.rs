@@ -49,6 +49,8 @@ fn main() {
             progress: false,
             prebuilt_workloads: Some(bins.clone()),
             interrupt: Default::default(),
+            lab: None,
+            parallel_environments: false,
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {

@@ -137,3 +137,86 @@ pub async fn leftovers(clean: bool) -> Vec<String> {
         }
     }
 }
+
+/// Pre-flight of every board of a lab inventory: reachable, key accepted, architecture, workload build for
+/// it, CAN interfaces (or the hub endpoint of a simulated board). One line per fact; problems are not ok.
+pub async fn lab_checks(path: &Path) -> Vec<Check> {
+    let lab = match crate::lab::Lab::load(path) {
+        Ok(lab) => lab,
+        Err(e) => {
+            return vec![Check {
+                name: "lab".into(),
+                ok: false,
+                detail: e.to_string(),
+            }]
+        }
+    };
+    let scratch = std::env::temp_dir().join(format!("agl-parity-doctor-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&scratch);
+    let checks = lab.boards.iter().map(|board| {
+        let ssh = crate::ssh::Ssh::new(board, &scratch.join(format!("known_hosts-{}", board.name)), None);
+        async move {
+            let mut out: Vec<Check> = env::board::check_board(board, &ssh)
+                .await
+                .into_iter()
+                .map(|f| Check {
+                    name: format!("{} {}", board.column(), f.what),
+                    ok: f.ok,
+                    detail: f.detail,
+                })
+                .collect();
+            out.push(workload_build_check(board));
+            out
+        }
+    });
+    let out = futures::future::join_all(checks).await.concat();
+    let _ = std::fs::remove_dir_all(&scratch);
+    out
+}
+
+/// Whether workloads can be had for a board's architecture: prebuilt binaries, the host build, or an
+/// installed Rust target for cross-compiling.
+fn workload_build_check(board: &crate::lab::Board) -> Check {
+    let name = format!("{} workloads", board.column());
+    let triple = board.arch.triple();
+    if let Some(dir) = &board.workloads {
+        let ok = dir.is_dir();
+        return Check {
+            name,
+            ok,
+            detail: if ok {
+                format!("prebuilt {triple} binaries from {}", dir.display())
+            } else {
+                format!("`workloads: {}` is not a directory", dir.display())
+            },
+        };
+    }
+    if board.arch == crate::lab::Arch::host() {
+        return Check {
+            name,
+            ok: true,
+            detail: format!("built for the host triple {triple}"),
+        };
+    }
+    let installed = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == triple)
+        })
+        .unwrap_or(false);
+    Check {
+        name,
+        ok: installed,
+        detail: if installed {
+            format!("cross-built for {triple} (see fixtures/lab/README.md for the linker)")
+        } else {
+            format!(
+                "no Rust target {triple} on this bench: `rustup target add {triple}` and a linker \
+                 (fixtures/lab/README.md), or `workloads: <dir>` with prebuilt binaries"
+            )
+        },
+    }
+}

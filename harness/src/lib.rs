@@ -8,6 +8,7 @@
 //! | [`manifest`] | Kubernetes Pod/Deployment manifests into the workload model |
 //! | [`fixtures`] | the project's manifests by pod name and its DBC databases |
 //! | [`workload`] | workload binaries: built static, located by image name |
+//! | [`cargo`] | building workspace packages (workloads, VMM) at run time |
 //! | [`env`] | the [`env::Environment`] trait and the environments (native, ...) |
 //! | [`supervisor`] | restart policy, stop, kill, restart of one container, for every environment |
 //! | [`readiness`] | readiness probes (process, CAN heartbeat, exec) |
@@ -24,9 +25,13 @@
 //! | [`interrupt`] | graceful interruption of a run |
 //! | [`cleanup`] | run registration and sweeping up after killed runs |
 //! | [`doctor`] | what this machine can host |
+//! | [`lab`] | bench-lab inventories (boards, ssh, CAN wiring, capabilities) and the simulated lab |
+//! | [`ssh`] | the system ssh/scp client for boards, bounded and classified |
+//! | [`merge`] | merging parity reports of different machines |
 //! | [`progress`] | progress bars and per-scenario lines |
 
 pub mod bus;
+pub mod cargo;
 pub mod cleanup;
 pub mod config;
 pub mod doctor;
@@ -34,14 +39,17 @@ pub mod env;
 pub mod features;
 pub mod fixtures;
 pub mod interrupt;
+pub mod lab;
 pub mod logs;
 pub mod manifest;
+pub mod merge;
 pub mod parity;
 pub mod progress;
 pub mod readiness;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod ssh;
 pub mod steps;
 pub mod supervisor;
 pub mod workload;

@@ -58,6 +58,29 @@ enum Command {
         /// (also AGL_PARITY_WORKLOADS_DIR).
         #[arg(long)]
         workloads: Option<PathBuf>,
+        /// Lab inventory for board columns: `--env board:<name>`, or `--env board` for every board.
+        #[arg(long, env = "AGL_PARITY_LAB")]
+        lab: Option<PathBuf>,
+        /// Run the environments at the same time (every board of a lab in parallel).
+        #[arg(long)]
+        parallel: bool,
+    },
+    /// Merge the parity reports of several machines (CI legs, bench labs) into one report.
+    Merge {
+        /// Run directories holding parity.json, or directories to search for them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where the merged report is written.
+        #[arg(long)]
+        out: PathBuf,
+        /// Refuse environments that occur in more than one input instead of suffixing them (`native#2`).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// A simulated lab for machines without boards: sshd "boards" in network namespaces (needs root).
+    LabSim {
+        #[command(subcommand)]
+        action: LabSimAction,
     },
     /// Start a userspace CAN bus and serve it until interrupted.
     Hub {
@@ -79,9 +102,12 @@ enum Command {
     },
     /// Show which environments this machine can host, and how to fix what is missing.
     Doctor {
-        /// Remove what killed runs left behind.
+        /// Remove what killed runs left behind (on the boards of `--lab` too).
         #[arg(long)]
         clean: bool,
+        /// Pre-flight every board of this lab inventory.
+        #[arg(long)]
+        lab: Option<PathBuf>,
     },
     /// List scenarios (and where they run), environments, or the step library.
     List {
@@ -94,6 +120,23 @@ enum Command {
     /// Rebuild the reports of a run directory from its records.jsonl (e.g. after a killed run).
     Report {
         /// The run directory, reports/<run-id>.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabSimAction {
+    /// Start simulated boards and write their inventory to DIR/lab.yaml; they run until `down`.
+    Up {
+        #[arg(long, default_value = "target/lab-sim")]
+        dir: PathBuf,
+        /// Board names.
+        #[arg(long, value_delimiter = ',', default_value = "sim-a,sim-b")]
+        boards: Vec<String>,
+    },
+    /// Stop the simulated boards of DIR and remove them.
+    Down {
+        #[arg(long, default_value = "target/lab-sim")]
         dir: PathBuf,
     },
 }
@@ -132,6 +175,8 @@ fn main() -> ExitCode {
             ready_timeout,
             no_progress,
             workloads,
+            lab,
+            parallel,
         } => {
             let options = RunOptions {
                 run_id: runner::new_run_id(),
@@ -150,6 +195,8 @@ fn main() -> ExitCode {
                 progress: !no_progress,
                 prebuilt_workloads: workloads,
                 interrupt: Default::default(),
+                lab,
+                parallel_environments: parallel,
                 project_dir: project,
             };
             runtime.block_on(run(options))
@@ -161,7 +208,9 @@ fn main() -> ExitCode {
             queue,
             block,
         } => runtime.block_on(hub(unix, tcp, record, queue, block)),
-        Command::Doctor { clean } => runtime.block_on(doctor_cmd(&project, clean)),
+        Command::Doctor { clean, lab } => runtime.block_on(doctor_cmd(&project, clean, lab)),
+        Command::Merge { inputs, out, strict } => merge_cmd(&project, &inputs, &out, strict),
+        Command::LabSim { action } => lab_sim(action),
         Command::List { paths, steps } => list(&project, paths, steps),
         Command::Report { dir } => rebuild_report(&project, &dir),
     }
@@ -205,6 +254,9 @@ async fn run(options: RunOptions) -> ExitCode {
             let report = runner::partial_report(&options, &journal, started.elapsed());
             agl_parity::cleanup::sweep(&agl_parity::cleanup::state_root());
             runner::sweep_environments().await;
+            if let Some(lab) = &options.lab {
+                runner::sweep_lab(lab).await;
+            }
             (report, dir)
         }
     };
@@ -310,7 +362,7 @@ async fn hub(
     ExitCode::SUCCESS
 }
 
-async fn doctor_cmd(project: &std::path::Path, clean: bool) -> ExitCode {
+async fn doctor_cmd(project: &std::path::Path, clean: bool, lab: Option<PathBuf>) -> ExitCode {
     println!("agl-parity doctor (project {})", project.display());
     for c in doctor::checks(project).await {
         println!(
@@ -323,7 +375,110 @@ async fn doctor_cmd(project: &std::path::Path, clean: bool) -> ExitCode {
     for line in doctor::leftovers(clean).await {
         println!("  {:<7} {:<18} {line}", "", "leftovers");
     }
-    ExitCode::SUCCESS
+    if clean {
+        for line in agl_parity::lab::sim::sweep() {
+            println!("  {:<7} {:<18} {line}", "", "leftovers");
+        }
+    }
+    let Some(lab) = lab else {
+        return ExitCode::SUCCESS;
+    };
+    println!("lab {}", lab.display());
+    let checks = doctor::lab_checks(&lab).await;
+    for c in &checks {
+        println!(
+            "  {:<7} {:<26} {}",
+            if c.ok { "ok" } else { "PROBLEM" },
+            c.name,
+            c.detail
+        );
+    }
+    if clean {
+        if let Ok(inventory) = agl_parity::lab::Lab::load(&lab) {
+            let live = agl_parity::cleanup::live_runs(&agl_parity::cleanup::state_root());
+            for line in env::board::sweep_lab(&inventory, &live).await {
+                println!("  {:<7} {:<26} {line}", "", "leftovers");
+            }
+        }
+    }
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn merge_cmd(project: &std::path::Path, inputs: &[PathBuf], out: &std::path::Path, strict: bool) -> ExitCode {
+    let config = match agl_parity::config::ParityConfig::load(&project.join("scenarios/parity.yaml")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let collision = if strict {
+        agl_parity::merge::Collision::Error
+    } else {
+        agl_parity::merge::Collision::Suffix
+    };
+    match agl_parity::merge::merge(inputs, out, &config, collision) {
+        Ok(report) => {
+            print!(
+                "{}",
+                report::terminal::render(&report, report::terminal::stdout_color())
+            );
+            eprintln!("merged report: {}", out.join("summary.html").display());
+            if report.all_passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn lab_sim(action: LabSimAction) -> ExitCode {
+    use agl_parity::lab::sim;
+    match action {
+        LabSimAction::Up { dir, boards } => {
+            if let Err(e) = sim::install_openssh_server() {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            let spec = sim::SimSpec {
+                boards,
+                dir: Some(dir),
+                persistent: true,
+            };
+            match sim::SimLab::start(&spec) {
+                Ok(lab) => {
+                    for b in lab.boards() {
+                        println!(
+                            "board {}: sshd at {}:22 in namespace {}, bench hub address {}",
+                            b.name, b.board_ip, b.namespace, b.bench_ip
+                        );
+                    }
+                    println!("inventory: {}", lab.inventory().display());
+                    lab.detach();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        LabSimAction::Down { dir } => {
+            for line in sim::down(&dir) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn list(project: &std::path::Path, paths: Vec<PathBuf>, show_steps: bool) -> ExitCode {

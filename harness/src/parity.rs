@@ -26,6 +26,8 @@ pub enum Verdict {
     Fail,
     InfraError,
     ParityDrift,
+    /// No environment of the run could run it (unmet `@needs:`): reported, not counted as passed.
+    Unsupported,
 }
 
 impl Verdict {
@@ -35,6 +37,7 @@ impl Verdict {
             Verdict::Fail => "fail",
             Verdict::InfraError => "infra-error",
             Verdict::ParityDrift => "parity-drift",
+            Verdict::Unsupported => "unsupported here",
         }
     }
 }
@@ -86,7 +89,28 @@ pub fn compare(runs: &[ScenarioRun], config: &ParityConfig) -> Vec<ScenarioParit
         .collect()
 }
 
-fn compare_one(id: &ScenarioId, runs: &[&ScenarioRun], config: &ParityConfig) -> ScenarioParity {
+fn compare_one(id: &ScenarioId, all_runs: &[&ScenarioRun], config: &ParityConfig) -> ScenarioParity {
+    // Environments where the scenario is unsupported show it, but take no part in the comparison.
+    let runs: Vec<&ScenarioRun> = all_runs
+        .iter()
+        .copied()
+        .filter(|r| r.outcome != Outcome::Unsupported)
+        .collect();
+    if runs.is_empty() {
+        let first = all_runs[0];
+        return ScenarioParity {
+            id: id.clone(),
+            feature_name: first.feature_name.clone(),
+            name: first.name.clone(),
+            tags: first.tags.clone(),
+            verdict: Verdict::Unsupported,
+            outcomes: all_runs.iter().map(|r| (r.env.clone(), r.outcome)).collect(),
+            drift: Vec::new(),
+            notes: Vec::new(),
+            timing: Vec::new(),
+        };
+    }
+    let runs = &runs[..];
     let outcomes: BTreeMap<String, Outcome> = runs.iter().map(|r| (r.env.clone(), r.outcome)).collect();
     let mut drift = Vec::new();
     let distinct: BTreeSet<Outcome> = outcomes.values().copied().collect();
@@ -137,6 +161,10 @@ fn compare_one(id: &ScenarioId, runs: &[&ScenarioRun], config: &ParityConfig) ->
         Verdict::Pass
     };
     let first = runs[0];
+    let mut outcomes = outcomes;
+    for r in all_runs.iter().filter(|r| r.outcome == Outcome::Unsupported) {
+        outcomes.insert(r.env.clone(), r.outcome);
+    }
     ScenarioParity {
         id: id.clone(),
         feature_name: first.feature_name.clone(),
@@ -156,6 +184,7 @@ pub fn outcome_label(o: Outcome) -> &'static str {
         Outcome::Passed => "pass",
         Outcome::Failed => "fail",
         Outcome::InfraError => "infra-error",
+        Outcome::Unsupported => "unsupported here",
     }
 }
 
@@ -271,6 +300,9 @@ pub struct EnvSummary {
     pub passed: usize,
     pub failed: usize,
     pub infra_errors: usize,
+    /// Scenarios not run for an unmet `@needs:` (unsupported here).
+    #[serde(default)]
+    pub unsupported: usize,
     /// Wall time of the environment's pass (preparation included).
     pub wall_ms: f64,
     /// Why the environment could not run at all, if so.
@@ -309,14 +341,26 @@ impl From<&FeatureFileError> for FeatureFileErrorRecord {
 }
 
 impl RunReport {
-    /// Scenarios with verdict pass, and all others (feature files that did not parse count as failed).
+    /// Scenarios with verdict pass, and all others except the unsupported ones (feature files that did not
+    /// parse count as failed).
     pub fn totals(&self) -> (usize, usize) {
         let passed = self
             .scenarios
             .iter()
             .filter(|s| s.verdict == Verdict::Pass)
             .count();
-        (passed, self.scenarios.len() - passed + self.feature_errors.len())
+        (
+            passed,
+            self.scenarios.len() - passed - self.unsupported() + self.feature_errors.len(),
+        )
+    }
+
+    /// Scenarios no environment of the run could run (unmet `@needs:`).
+    pub fn unsupported(&self) -> usize {
+        self.scenarios
+            .iter()
+            .filter(|s| s.verdict == Verdict::Unsupported)
+            .count()
     }
 
     pub fn all_passed(&self) -> bool {
@@ -445,6 +489,21 @@ mod tests {
             compare(&runs, &ParityConfig::default())[0].verdict,
             Verdict::InfraError
         );
+    }
+
+    #[test]
+    fn unsupported_environments_are_shown_but_not_compared() {
+        let runs = vec![
+            run("native", Outcome::Passed, &["#00"], 100.0),
+            run("board:rpi4", Outcome::Unsupported, &[], 0.0),
+        ];
+        let p = &compare(&runs, &ParityConfig::default())[0];
+        assert_eq!(p.verdict, Verdict::Pass);
+        assert!(p.drift.is_empty(), "{:?}", p.drift);
+        assert_eq!(p.outcomes.get("board:rpi4"), Some(&Outcome::Unsupported));
+        let only = compare(&runs[1..], &ParityConfig::default());
+        assert_eq!(only[0].verdict, Verdict::Unsupported);
+        assert_eq!(only[0].verdict.label(), "unsupported here");
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl EnvBar {
             Outcome::Passed => "PASS",
             Outcome::Failed => "FAIL",
             Outcome::InfraError => "INFRA",
+            Outcome::Unsupported => "UNSUP",
         };
         self.println(&format!(
             "  {label:<5} {:<10} {:<32} {} ({:.1} s)",

@@ -49,6 +49,8 @@ pub async fn wait_ready(
             }
             Readiness::Exec => {
                 let probes = async {
+                    // Probes start once the containers run (a probe before the start only costs a period).
+                    wait_running(instances).await?;
                     for instance in instances {
                         if let Some(p) = &instance.container.readiness {
                             tokio::time::sleep(p.initial_delay).await;

@@ -28,6 +28,9 @@ pub enum Outcome {
     Failed,
     /// The environment could not run the scenario (deploy failure, workload never ready, bus error).
     InfraError,
+    /// Not run: the scenario needs a capability (`@needs:<tag>`) this environment does not offer.
+    /// Shown as "unsupported here"; neither passed nor failed.
+    Unsupported,
 }
 
 /// Status of one step.

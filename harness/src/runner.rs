@@ -15,9 +15,10 @@ use futures::future::LocalBoxFuture;
 
 use crate::cleanup::{self, RunGuard};
 use crate::config::ParityConfig;
-use crate::env::{self, RunContext};
+use crate::env::{self, board, RunContext};
 use crate::features::{self, FeatureSet};
 use crate::fixtures::Fixtures;
+use crate::lab::{Board, Lab};
 use crate::parity::{self, EnvSummary, RunReport};
 use crate::progress::Progress;
 use crate::record::{Outcome, ScenarioId, ScenarioRun};
@@ -50,6 +51,10 @@ pub struct RunOptions {
     pub prebuilt_workloads: Option<PathBuf>,
     /// Triggered to stop the run early (Ctrl-C).
     pub interrupt: crate::interrupt::Interrupt,
+    /// Lab inventory for `board:<name>` columns (`--env board` means every board of it).
+    pub lab: Option<PathBuf>,
+    /// Run the environment columns at the same time instead of one after another (boards of a lab).
+    pub parallel_environments: bool,
 }
 
 /// Errors that stop a run before it starts.
@@ -157,19 +162,13 @@ pub fn new_run_id() -> String {
 /// Runs everything `options` selects and compares the environments. Finished records go to `journal` as
 /// they happen (see [`partial_report`] for an interrupted run).
 pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcome, RunError> {
-    for name in &options.environments {
-        if env::find_kind(name).is_none() {
-            let known = env::registry()
-                .iter()
-                .map(|k| k.name)
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(RunError::UnknownEnvironment {
-                name: name.clone(),
-                known,
-            });
-        }
-    }
+    let lab = match &options.lab {
+        Some(path) => Some(Arc::new(
+            Lab::load(path).map_err(|e| RunError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let environments = resolve_environments(&options.environments, lab.as_deref())?;
     let tag_expr = options
         .tags
         .as_deref()
@@ -193,6 +192,11 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     for kind in env::registry() {
         for item in (kind.sweep)(cleanup::live_runs(&root)).await {
             tracing::warn!(%item, env = kind.name, "removed leftover of a killed run");
+        }
+    }
+    if let Some(lab) = &lab {
+        for item in board::sweep_lab(lab, &cleanup::live_runs(&root)).await {
+            tracing::warn!(%item, "removed leftover of a killed run");
         }
     }
     let run_id = options.run_id.clone();
@@ -223,113 +227,28 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     for e in &feature_set.errors {
         progress.line(&format!("  ERROR  {e}"));
     }
-    for env_name in &options.environments {
-        let env_started = Instant::now();
-        let selected: Vec<(ScenarioId, String, String, Vec<String>)> = feature_set
-            .scenarios()
-            .iter()
-            .filter(|s| {
-                let tags = s.tags();
-                features::runs_in(&tags, env_name)
-                    && features::selected(tag_expr.as_ref(), &tags)
-                    && name_re.as_ref().is_none_or(|re| re.is_match(&s.scenario.name))
-            })
-            .map(|s| {
-                let id = ScenarioId {
-                    feature: relative(&options, s.feature.path.as_deref()),
-                    line: s.scenario.position.line,
-                };
-                (id, s.feature.name.clone(), s.scenario.name.clone(), s.tags())
-            })
-            .collect();
-        let bar = progress.environment(env_name, selected.len());
-        let mut summary = EnvSummary {
-            name: env_name.clone(),
-            ..EnvSummary::default()
-        };
-        let kind = env::find_kind(env_name)
-            .ok_or_else(|| RunError::Usage(format!("unknown environment {env_name}")))?;
-        let environment = match (kind.create)(&run_ctx) {
-            Ok(e) => e,
-            Err(e) => {
-                summary.unavailable = Some(e.to_string());
-                infra_records(&selected, env_name, &e.to_string())
-                    .into_iter()
-                    .for_each(|r| journal.push(r));
-                bar.finish_with(&format!("unavailable: {e}"));
-                journal.add_environment(summary);
-                continue;
-            }
-        };
-        summary.transport = environment.transport();
-        bar.message("preparing");
-        if let Err(e) = environment.prepare(&run_ctx).await {
-            summary.unavailable = Some(e.to_string());
-            infra_records(&selected, env_name, &e.to_string())
-                .into_iter()
-                .for_each(|r| journal.push(r));
-            bar.finish_with(&format!("preparation failed: {e}"));
-            journal.add_environment(summary);
-            continue;
+    let shared = PassShared {
+        options: &options,
+        journal: &journal,
+        feature_set: &feature_set,
+        fixtures: &fixtures,
+        config: &config,
+        run_ctx: &run_ctx,
+        report_dir: &report_dir,
+        progress: &progress,
+        tag_expr: tag_expr.as_ref(),
+        name_re: name_re.as_ref(),
+        lab: lab.as_deref(),
+    };
+    if options.parallel_environments {
+        let passes = environments.iter().map(|e| run_environment(&shared, e));
+        for result in futures::future::join_all(passes).await {
+            result?;
         }
-        bar.message("running");
-        let on_finished = {
-            let bar = bar.clone();
-            let journal = journal.clone();
-            Box::new(move |run: &ScenarioRun| {
-                bar.scenario_finished(run);
-                journal.push(run.clone());
-            }) as Box<dyn Fn(&ScenarioRun) + Send + Sync>
-        };
-        let pass = Arc::new(EnvPass::new(
-            environment.clone(),
-            run_ctx.clone(),
-            fixtures.clone(),
-            config.clone(),
-            options.project_dir.clone(),
-            report_dir.clone(),
-            options.step_timeout,
-            options.ready_timeout,
-            options.interrupt.clone(),
-            on_finished,
-        ));
-        let wanted: Vec<ScenarioId> = selected.iter().map(|s| s.0.clone()).collect();
-        run_pass(
-            pass.clone(),
-            feature_set.features.clone(),
-            wanted,
-            options.concurrency,
-        )
-        .await?;
-        environment.finish(&run_ctx).await;
-        // A scenario that produced no record (should not happen) is reported rather than lost.
-        let done = journal.runs_of(env_name);
-        for (id, feature_name, name, tags) in &selected {
-            if !done.iter().any(|r| &r.id == id) {
-                journal.push(infra_record(
-                    id,
-                    feature_name,
-                    name,
-                    tags,
-                    env_name,
-                    "the scenario produced no result",
-                ));
-            }
+    } else {
+        for env_name in &environments {
+            run_environment(&shared, env_name).await?;
         }
-        let recorded = journal.runs_of(env_name);
-        summary.wall_ms = env_started.elapsed().as_secs_f64() * 1000.0;
-        for r in &recorded {
-            match r.outcome {
-                Outcome::Passed => summary.passed += 1,
-                Outcome::Failed => summary.failed += 1,
-                Outcome::InfraError => summary.infra_errors += 1,
-            }
-        }
-        bar.finish_with(&format!(
-            "{} passed, {} failed, {} infra-errors",
-            summary.passed, summary.failed, summary.infra_errors
-        ));
-        journal.add_environment(summary);
     }
     drop(progress);
     let report = assemble(
@@ -342,7 +261,223 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     );
     drop(guard);
     sweep_environments().await;
+    if let Some(lab) = &lab {
+        for item in board::sweep_lab(lab, &cleanup::live_runs(&root)).await {
+            tracing::info!(%item, "swept");
+        }
+    }
     Ok(RunOutcome { report, report_dir })
+}
+
+/// Expands `board` into every board of the lab and checks every column name.
+pub fn resolve_environments(names: &[String], lab: Option<&Lab>) -> Result<Vec<String>, RunError> {
+    let known = || {
+        let mut k: Vec<String> = env::registry().iter().map(|k| k.name.to_string()).collect();
+        if let Some(lab) = lab {
+            k.extend(lab.boards.iter().map(Board::column));
+        }
+        k.join(", ")
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let expanded: Vec<String> = match (name.as_str(), name.strip_prefix("board:"), lab) {
+            ("board", _, Some(lab)) => lab.boards.iter().map(Board::column).collect(),
+            ("board", _, None) | (_, Some(_), None) => {
+                return Err(RunError::Usage(format!(
+                    "environment `{name}` needs a lab inventory: --lab FILE (see fixtures/lab/README.md)"
+                )))
+            }
+            (_, Some(board), Some(lab)) if lab.board(board).is_none() => {
+                return Err(RunError::UnknownEnvironment {
+                    name: name.clone(),
+                    known: known(),
+                })
+            }
+            (_, Some(_), Some(_)) => vec![name.clone()],
+            (_, None, _) if env::find_kind(name).is_none() => {
+                return Err(RunError::UnknownEnvironment {
+                    name: name.clone(),
+                    known: known(),
+                })
+            }
+            _ => vec![name.clone()],
+        };
+        for e in expanded {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What every environment pass of a run reads.
+struct PassShared<'a> {
+    options: &'a RunOptions,
+    journal: &'a Arc<Journal>,
+    feature_set: &'a FeatureSet,
+    fixtures: &'a Arc<Fixtures>,
+    config: &'a Arc<ParityConfig>,
+    run_ctx: &'a RunContext,
+    report_dir: &'a std::path::Path,
+    progress: &'a Progress,
+    tag_expr: Option<&'a gherkin::tagexpr::TagOperation>,
+    name_re: Option<&'a regex::Regex>,
+    lab: Option<&'a Lab>,
+}
+
+/// One environment column: create and prepare the environment, run its cucumber pass, record the summary.
+async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunError> {
+    let (options, journal) = (s.options, s.journal);
+    let env_started = Instant::now();
+    let mut selected: Vec<(ScenarioId, String, String, Vec<String>)> = s
+        .feature_set
+        .scenarios()
+        .iter()
+        .filter(|sc| {
+            let tags = sc.tags();
+            features::runs_in(&tags, env_name)
+                && features::selected(s.tag_expr, &tags)
+                && s.name_re.is_none_or(|re| re.is_match(&sc.scenario.name))
+        })
+        .map(|sc| {
+            let id = ScenarioId {
+                feature: relative(options, sc.feature.path.as_deref()),
+                line: sc.scenario.position.line,
+            };
+            (id, sc.feature.name.clone(), sc.scenario.name.clone(), sc.tags())
+        })
+        .collect();
+    let bar = s.progress.environment(env_name, selected.len());
+    let mut summary = EnvSummary {
+        name: env_name.to_string(),
+        ..EnvSummary::default()
+    };
+    let environment = match env::create(env_name, s.run_ctx, s.lab) {
+        Ok(e) => e,
+        Err(e) => {
+            summary.unavailable = Some(e.to_string());
+            infra_records(&selected, env_name, &e.to_string())
+                .into_iter()
+                .for_each(|r| journal.push(r));
+            bar.finish_with(&format!("unavailable: {e}"));
+            journal.add_environment(summary);
+            return Ok(());
+        }
+    };
+    summary.transport = environment.transport();
+    // Scenarios needing a capability this environment lacks are reported, not run.
+    let capabilities = environment.capabilities();
+    selected.retain(|(id, feature_name, name, tags)| {
+        let unmet = crate::lab::unmet(tags, &capabilities);
+        if unmet.is_empty() {
+            return true;
+        }
+        let mut record = infra_record(
+            id,
+            feature_name,
+            name,
+            tags,
+            env_name,
+            &format!(
+                "unsupported here: needs {} (offers {})",
+                unmet
+                    .iter()
+                    .map(|n| format!("@needs:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                capabilities.join(", ")
+            ),
+        );
+        record.outcome = Outcome::Unsupported;
+        record.transport = summary.transport.clone();
+        bar.scenario_finished(&record);
+        journal.push(record);
+        false
+    });
+    bar.message("preparing");
+    if let Err(e) = environment.prepare(s.run_ctx).await {
+        summary.unavailable = Some(e.to_string());
+        infra_records(&selected, env_name, &e.to_string())
+            .into_iter()
+            .for_each(|r| journal.push(r));
+        bar.finish_with(&format!("preparation failed: {e}"));
+        count(&mut summary, &journal.runs_of(env_name));
+        journal.add_environment(summary);
+        return Ok(());
+    }
+    bar.message("running");
+    let on_finished = {
+        let bar = bar.clone();
+        let journal = journal.clone();
+        Box::new(move |run: &ScenarioRun| {
+            bar.scenario_finished(run);
+            journal.push(run.clone());
+        }) as Box<dyn Fn(&ScenarioRun) + Send + Sync>
+    };
+    let pass = Arc::new(EnvPass::new(
+        environment.clone(),
+        s.run_ctx.clone(),
+        s.fixtures.clone(),
+        s.config.clone(),
+        options.project_dir.clone(),
+        s.report_dir.to_path_buf(),
+        options.step_timeout,
+        options.ready_timeout,
+        options.interrupt.clone(),
+        on_finished,
+    ));
+    let wanted: Vec<ScenarioId> = selected.iter().map(|sc| sc.0.clone()).collect();
+    let concurrency = match environment.max_concurrency() {
+        Some(max) => options.concurrency.min(max),
+        None => options.concurrency,
+    };
+    if !wanted.is_empty() {
+        run_pass(pass.clone(), s.feature_set.features.clone(), wanted, concurrency).await?;
+    }
+    environment.finish(s.run_ctx).await;
+    // A scenario that produced no record (should not happen) is reported rather than lost.
+    let done = journal.runs_of(env_name);
+    for (id, feature_name, name, tags) in &selected {
+        if !done.iter().any(|r| &r.id == id) {
+            journal.push(infra_record(
+                id,
+                feature_name,
+                name,
+                tags,
+                env_name,
+                "the scenario produced no result",
+            ));
+        }
+    }
+    summary.wall_ms = env_started.elapsed().as_secs_f64() * 1000.0;
+    count(&mut summary, &journal.runs_of(env_name));
+    bar.finish_with(&format!(
+        "{} passed, {} failed, {} infra-errors, {} unsupported here",
+        summary.passed, summary.failed, summary.infra_errors, summary.unsupported
+    ));
+    journal.add_environment(summary);
+    Ok(())
+}
+
+fn count(summary: &mut EnvSummary, runs: &[ScenarioRun]) {
+    for r in runs {
+        match r.outcome {
+            Outcome::Passed => summary.passed += 1,
+            Outcome::Failed => summary.failed += 1,
+            Outcome::InfraError => summary.infra_errors += 1,
+            Outcome::Unsupported => summary.unsupported += 1,
+        }
+    }
+}
+
+/// Removes, on every board of the lab at `path`, what runs that are no longer alive left behind.
+pub async fn sweep_lab(path: &std::path::Path) {
+    if let Ok(lab) = Lab::load(path) {
+        for item in board::sweep_lab(&lab, &cleanup::live_runs(&cleanup::state_root())).await {
+            tracing::info!(%item, "swept");
+        }
+    }
 }
 
 /// Lets every environment remove what runs that are no longer alive left behind (this run included, once
@@ -383,7 +518,10 @@ fn assemble(
 pub fn partial_report(options: &RunOptions, journal: &Journal, elapsed: Duration) -> RunReport {
     let config = ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
     let mut envs = journal.environments();
-    for name in &options.environments {
+    let lab = options.lab.as_deref().and_then(|p| Lab::load(p).ok());
+    let columns = resolve_environments(&options.environments, lab.as_ref())
+        .unwrap_or_else(|_| options.environments.clone());
+    for name in &columns {
         if !envs.iter().any(|e| &e.name == name) {
             envs.push(EnvSummary {
                 name: name.clone(),
@@ -425,6 +563,7 @@ pub fn report_from_journal(
                 Outcome::Passed => e.passed += 1,
                 Outcome::Failed => e.failed += 1,
                 Outcome::InfraError => e.infra_errors += 1,
+                Outcome::Unsupported => e.unsupported += 1,
             }
             e.wall_ms += r.duration_ms;
         }
@@ -613,4 +752,39 @@ async fn run_pass(
     .filter_run((), filter)
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_columns_come_from_the_lab() {
+        let lab = Lab::parse(
+            "boards:\n  - { name: a, arch: x86_64, ssh: { host: h, key: k } }\n  - { name: b, arch: aarch64, ssh: { host: h, key: k } }\n",
+            std::path::Path::new("lab.yaml"),
+        )
+        .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            resolve_environments(&names(&["native", "board"]), Some(&lab)).unwrap(),
+            names(&["native", "board:a", "board:b"])
+        );
+        assert_eq!(
+            resolve_environments(&names(&["board:b", "board"]), Some(&lab)).unwrap(),
+            names(&["board:b", "board:a"])
+        );
+        let unknown = resolve_environments(&names(&["board:c"]), Some(&lab))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("unknown environment `board:c`") && unknown.contains("board:a"),
+            "{unknown}"
+        );
+        let no_lab = resolve_environments(&names(&["board:a"]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(no_lab.contains("needs a lab inventory: --lab FILE"), "{no_lab}");
+        assert!(resolve_environments(&names(&["nope"]), None).is_err());
+    }
 }

@@ -48,6 +48,40 @@ impl WorkloadCatalog {
         }
     }
 
+    /// The project directory this catalog builds from.
+    pub fn project_dir(&self) -> &Path {
+        &self.project_dir
+    }
+
+    /// A catalog for another target triple (a board's, e.g. `aarch64-unknown-linux-gnu`): builds the same
+    /// workloads with `--target <triple>`. Cross-compiling needs the target's std (`rustup target add`) and a
+    /// linker for it (`CARGO_TARGET_<TRIPLE>_LINKER`); see `fixtures/lab/README.md`.
+    pub fn for_target(&self, triple: &str) -> WorkloadCatalog {
+        let project_dir = match self.prebuilt {
+            Some(_) => crate::default_project_dir(),
+            None => self.project_dir.clone(),
+        };
+        WorkloadCatalog {
+            project_dir,
+            prebuilt: None,
+            triple: triple.to_string(),
+            built: OnceCell::new(),
+        }
+    }
+
+    /// Prebuilt binaries in `dir` built for `triple` (a board's `workloads:` directory).
+    pub fn prebuilt_for(dir: &Path, triple: &str) -> WorkloadCatalog {
+        WorkloadCatalog {
+            triple: triple.to_string(),
+            ..WorkloadCatalog::prebuilt(dir)
+        }
+    }
+
+    /// The target triple the binaries are built for.
+    pub fn triple(&self) -> &str {
+        &self.triple
+    }
+
     /// Names of the workload binaries the package defines (`src/bin/*.rs`).
     pub fn known_workloads(&self) -> Vec<String> {
         let dir = match &self.prebuilt {
@@ -114,45 +148,12 @@ impl WorkloadCatalog {
     }
 
     async fn cargo_build(&self) -> Result<PathBuf, String> {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.project_dir.join("target"));
-        let started = std::time::Instant::now();
-        tracing::info!(target = %self.triple, "building static workload binaries");
-        let output = tokio::process::Command::new(&cargo)
-            .current_dir(&self.project_dir)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                PACKAGE,
-                "--bins",
-                "--target",
-                &self.triple,
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run `{}`: {e}", PathBuf::from(&cargo).display()))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
-            return Err(format!(
-                "`cargo build -p {PACKAGE} --target {}` failed ({}):\n{}",
-                self.triple,
-                output.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "workload binaries built"
-        );
-        Ok(target_dir.join(&self.triple).join("release"))
+        let request = crate::cargo::BuildRequest {
+            package: PACKAGE,
+            triple: Some(&self.triple),
+            static_crt: true,
+        };
+        crate::cargo::build(&self.project_dir, &request).await
     }
 }
 

@@ -265,11 +265,18 @@ impl ScenarioWorld {
             },
         };
         if !self.buses.contains_key(&name) {
-            let tcp = pass
-                .env
-                .needs_tcp_bus()
-                .then_some(std::net::IpAddr::from([127, 0, 0, 1]));
-            let bus = ScenarioBus::start(&name, &self.scratch, tcp)?;
+            // A bench adapter or bridge wired to the environment's bus, else a hub of this scenario.
+            let bus = match pass.env.bench_endpoint(&name) {
+                Some(endpoint) => {
+                    let info = crate::bus::BusInfo {
+                        name: name.clone(),
+                        unix_path: None,
+                        tcp_addr: None,
+                    };
+                    ScenarioBus::attach(&name, endpoint, info)?
+                }
+                None => ScenarioBus::start(&name, &self.scratch, pass.env.bus_listen_ip())?,
+            };
             self.buses.insert(name.clone(), bus);
         }
         self.buses
@@ -342,6 +349,22 @@ impl ScenarioWorld {
             value: ms(deploy_started.elapsed()),
             unit: "ms".into(),
         });
+        // Where the workload's frames travel a network (boards), its start-up burst may still be in flight
+        // when the readiness frame arrives: wait for the bus to go quiet before the scenario goes on.
+        if let (Some(quiet), Some(bus)) = (pass.env.ready_quiet(), self.buses.get(&first_bus)) {
+            let deadline = tokio::time::Instant::now() + quiet * 10;
+            loop {
+                let len = bus.tape().len();
+                let window = (tokio::time::Instant::now() + quiet).min(deadline);
+                let grew = bus
+                    .tape()
+                    .wait(len, window, |f| (!f.is_empty()).then_some(()))
+                    .await;
+                if grew.is_none() || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 

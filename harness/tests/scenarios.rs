@@ -56,6 +56,10 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let mut environments = Vec::new();
     let mut missing_required = Vec::new();
+    // The board environment: the lab of AGL_PARITY_LAB, else a simulated board (sshd in a network
+    // namespace) when this machine can host one; torn down when the suite ends.
+    let mut sim_lab: Option<agl_parity::lab::sim::SimLab> = None;
+    let mut lab: Option<std::path::PathBuf> = None;
     let wanted: Option<Vec<String>> = std::env::var("AGL_PARITY_ENVS")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
@@ -63,8 +67,13 @@ fn main() -> ExitCode {
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == kind.name)) {
             continue;
         }
-        match runtime.block_on((kind.probe)()) {
-            Ok(_) => environments.push(kind.name.to_string()),
+        let probed = if kind.name == "board" {
+            board_lab(&mut sim_lab).map(|path| lab = Some(path))
+        } else {
+            runtime.block_on((kind.probe)()).map(|_| ())
+        };
+        match probed {
+            Ok(()) => environments.push(kind.name.to_string()),
             Err(why) => {
                 let is_required = required.iter().any(|r| r == "all" || r == kind.name);
                 eprintln!();
@@ -105,6 +114,8 @@ fn main() -> ExitCode {
         progress: false,
         prebuilt_workloads: None,
         interrupt: Default::default(),
+        lab,
+        parallel_environments: false,
         project_dir: project,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -133,11 +144,23 @@ fn main() -> ExitCode {
         eprintln!("report: {}", outcome.report_dir.join("summary.html").display());
     }
     print!("{}", agl_parity::report::terminal::render(&outcome.report, false));
+    drop(sim_lab);
     if outcome.report.all_passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The inventory for the board columns: `AGL_PARITY_LAB`, or a simulated lab started into `sim`.
+fn board_lab(sim: &mut Option<agl_parity::lab::sim::SimLab>) -> Result<std::path::PathBuf, String> {
+    if let Some(path) = std::env::var_os(agl_parity::env::board::LAB_ENV) {
+        return Ok(path.into());
+    }
+    let lab = agl_parity::lab::sim::start_for_tests(&["ci-board"])?;
+    let path = lab.inventory().to_path_buf();
+    *sim = Some(lab);
+    Ok(path)
 }
 
 /// The libtest arguments `cargo test` may pass; the ones that do not apply here are accepted and ignored.

@@ -20,14 +20,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use async_trait::async_trait;
-use bollard::query_parameters::{
-    KillContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions, TagImageOptions,
-    WaitContainerOptions,
-};
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions, TagImageOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use testcontainers::core::Mount;
@@ -37,7 +36,7 @@ use testcontainers::{ContainerAsync, GenericBuildableImage, GenericImage, ImageE
 use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::logs::LogSink;
-use crate::manifest::{ContainerSpec, ImageRef};
+use crate::manifest::ContainerSpec;
 use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
 
 /// Label carrying the run id on every container of a run.
@@ -152,10 +151,19 @@ fn content_hash(path: &Path) -> std::io::Result<String> {
     Ok(format!("{h:016x}"))
 }
 
-struct Pooled {
+/// A running container whose PID 1 is `pod-init`, waiting to start workload incarnations.
+struct Resident {
     container: ContainerAsync<GenericImage>,
+    /// Host path of the container's slot directory (bus symlinks, `init.sock`).
     slot: PathBuf,
-    seen_lines: Arc<AtomicUsize>,
+}
+
+/// A local image and the command line it runs under `pod-init`.
+#[derive(Clone)]
+struct LocalImage {
+    reference: String,
+    /// Entrypoint plus arguments, as `pod-init` executes them.
+    argv: Vec<String>,
 }
 
 /// What the environment's instances share.
@@ -164,7 +172,7 @@ struct Shared {
     run_id: String,
     state_dir: PathBuf,
     reuse: bool,
-    pool: Mutex<HashMap<String, Vec<Pooled>>>,
+    pool: Mutex<HashMap<String, Vec<Resident>>>,
     slots: AtomicUsize,
     names: AtomicUsize,
 }
@@ -195,23 +203,43 @@ impl ContainerEnv {
         })
     }
 
-    /// The local image for a manifest image: built from the workload binary (content-hash tag), or an image
-    /// already present in the engine under the manifest's reference.
-    async fn image_for(&self, run: &RunContext, image: &ImageRef) -> Result<String, InfraError> {
+    /// The local image of a container and its command line: our images are built from the workload binary
+    /// (content-hash tag); an image that is not ours is usable when the engine already has it.
+    async fn image_for(&self, run: &RunContext, spec: &ContainerSpec) -> Result<LocalImage, InfraError> {
         let docker = &self.shared.docker;
+        let image = &spec.image;
         let binary = match run.catalog.binary_for(image).await {
             Ok(b) => b,
             Err(e) => {
-                // Not one of ours: usable only if the engine already has it.
-                return match docker.inspect_image(&image.to_string()).await {
-                    Ok(_) => Ok(image.to_string()),
-                    Err(_) => Err(e),
+                let Ok(inspect) = docker.inspect_image(&image.to_string()).await else {
+                    return Err(e);
                 };
+                let config = inspect.config.unwrap_or_default();
+                let mut argv = if spec.command.is_empty() {
+                    config.entrypoint.unwrap_or_default()
+                } else {
+                    spec.command.clone()
+                };
+                argv.extend(if spec.args.is_empty() {
+                    config.cmd.unwrap_or_default()
+                } else {
+                    spec.args.clone()
+                });
+                return Ok(LocalImage {
+                    reference: image.to_string(),
+                    argv,
+                });
             }
         };
+        let entry = format!("/{}", image.binary_name());
+        let mut argv = vec![entry.clone()];
+        argv.extend(super::native::argv_for(spec, &binary)?.into_iter().skip(1));
         let mut images = self.images.lock().await;
-        if let Some(tag) = images.get(&image.to_string()) {
-            return Ok(tag.clone());
+        if let Some(reference) = images.get(&image.to_string()) {
+            return Ok(LocalImage {
+                reference: reference.clone(),
+                argv,
+            });
         }
         let build_err = |reason: String| InfraError::Build {
             workload: image.to_string(),
@@ -222,7 +250,6 @@ impl ContainerEnv {
         let local = format!("{name}:{hash}");
         if docker.inspect_image(&local).await.is_err() {
             let started = Instant::now();
-            let entry = format!("/{}", image.binary_name());
             let dockerfile = format!(
                 "FROM scratch\nCOPY workload {entry}\nLABEL org.opencontainers.image.title=\"{}\"\nENTRYPOINT [\"{entry}\"]\n",
                 image.binary_name()
@@ -244,7 +271,10 @@ impl ContainerEnv {
             .await
             .map_err(|e| build_err(format!("cannot tag {local} as {image}: {e}")))?;
         images.insert(image.to_string(), local.clone());
-        Ok(local)
+        Ok(LocalImage {
+            reference: local,
+            argv,
+        })
     }
 }
 
@@ -280,12 +310,8 @@ impl Environment for ContainerEnv {
         let pod = request.workload;
         let mut instances = Vec::new();
         for container in &pod.containers {
-            let image = self.image_for(run, &container.image).await?;
-            let binary = run.catalog.binary_for(&container.image).await.unwrap_or_default();
-            let cmd: Vec<String> = super::native::argv_for(container, &binary)?
-                .into_iter()
-                .skip(1)
-                .collect();
+            let image = self.image_for(run, container).await?;
+            let pod_init = run.catalog.ensure_built().await?.join("pod-init");
             let links: Vec<(String, PathBuf)> = request
                 .buses
                 .iter()
@@ -299,7 +325,7 @@ impl Environment for ContainerEnv {
                         })
                 })
                 .collect::<Result<_, _>>()?;
-            let key = spec_key(&image, &cmd, container, &links);
+            let key = spec_key(&image.reference, &image.argv, container, &links);
             let logs = LogSink::create(
                 &container.name,
                 &request.log_dir.join(format!("{}.log", container.name)),
@@ -313,11 +339,11 @@ impl Environment for ContainerEnv {
                 pod: pod.name.clone(),
                 spec: container.clone(),
                 image,
-                cmd,
+                pod_init,
                 links,
                 key,
                 held: tokio::sync::Mutex::new(None),
-                running: Arc::new(AtomicBool::new(false)),
+                idle: Arc::new(AtomicBool::new(true)),
                 id: Mutex::new(String::new()),
             });
             instances.push(Instance {
@@ -330,7 +356,7 @@ impl Environment for ContainerEnv {
     }
 
     async fn finish(&self, _run: &RunContext) {
-        let pooled: Vec<Pooled> = match self.shared.pool.lock() {
+        let pooled: Vec<Resident> = match self.shared.pool.lock() {
             Ok(mut pool) => pool.drain().flat_map(|(_, v)| v).collect(),
             Err(_) => Vec::new(),
         };
@@ -351,20 +377,26 @@ fn spec_key(image: &str, cmd: &[String], spec: &ContainerSpec, links: &[(String,
     )
 }
 
-/// Starts incarnations of one container: creates it (or takes one from the pool) the first time, starts it
-/// again after a crash.
+/// Starts incarnations of one container. The container itself is resident: created once (or taken from
+/// the pool of a previous scenario) with `pod-init` as PID 1, which starts each workload incarnation on
+/// request, so a restart or a reused container costs a process spawn, not an engine start.
 struct ContainerLauncher {
     shared: Arc<Shared>,
     pod: String,
     spec: ContainerSpec,
-    image: String,
-    cmd: Vec<String>,
+    image: LocalImage,
+    /// The `pod-init` binary, bind-mounted into the container.
+    pod_init: PathBuf,
     links: Vec<(String, PathBuf)>,
     key: String,
-    held: tokio::sync::Mutex<Option<Pooled>>,
-    running: Arc<AtomicBool>,
+    held: tokio::sync::Mutex<Option<Resident>>,
+    /// No workload incarnation is running in the held container (it may go back to the pool).
+    idle: Arc<AtomicBool>,
     id: Mutex<String>,
 }
+
+/// Where `pod-init` sits inside containers.
+const POD_INIT: &str = "/agl-pod-init";
 
 impl ContainerLauncher {
     fn err(&self, reason: String) -> InfraError {
@@ -393,19 +425,24 @@ impl ContainerLauncher {
         Ok(())
     }
 
-    async fn create(&self) -> Result<Pooled, InfraError> {
+    async fn create(&self) -> Result<Resident, InfraError> {
         let n = self.shared.slots.fetch_add(1, Ordering::SeqCst);
         let slot = self.shared.state_dir.join("slots").join(n.to_string());
         self.link_slot(&slot)?;
         let slot_in_container = format!("{RUN_MOUNT}/slots/{n}");
-        let (repo, tag) = self.image.rsplit_once(':').unwrap_or((&self.image, "latest"));
+        let (repo, tag) = self
+            .image
+            .reference
+            .rsplit_once(':')
+            .unwrap_or((&self.image.reference, "latest"));
         let name = format!(
             "agl-parity-{}-{}",
             self.shared.run_id,
             self.shared.names.fetch_add(1, Ordering::SeqCst)
         );
         let mut request = GenericImage::new(repo, tag)
-            .with_cmd(self.cmd.clone())
+            .with_entrypoint(POD_INIT)
+            .with_cmd(self.image.argv.clone())
             .with_container_name(name)
             .with_label(RUN_LABEL, self.shared.run_id.clone())
             .with_label(STATE_LABEL, crate::cleanup::state_root().display().to_string())
@@ -415,7 +452,9 @@ impl ContainerLauncher {
                 self.shared.state_dir.display().to_string(),
                 RUN_MOUNT,
             ))
-            .with_env_var(RUN_MARKER_ENV, self.shared.run_id.clone());
+            .with_mount(Mount::bind_mount(self.pod_init.display().to_string(), POD_INIT))
+            .with_env_var(RUN_MARKER_ENV, self.shared.run_id.clone())
+            .with_env_var("AGL_POD_INIT_SOCKET", format!("{slot_in_container}/init.sock"));
         for (k, v) in &self.spec.env {
             request = request.with_env_var(k.clone(), v.clone());
         }
@@ -440,19 +479,34 @@ impl ContainerLauncher {
         let container = request
             .start()
             .await
-            .map_err(|e| self.err(format!("docker could not start {}: {e}", self.image)))?;
-        Ok(Pooled {
-            container,
-            slot,
-            seen_lines: Arc::new(AtomicUsize::new(0)),
-        })
+            .map_err(|e| self.err(format!("docker could not start {}: {e}", self.image.reference)))?;
+        Ok(Resident { container, slot })
     }
 
-    fn take_pooled(&self) -> Option<Pooled> {
+    fn take_pooled(&self) -> Option<Resident> {
         if !self.shared.reuse {
             return None;
         }
         self.shared.pool.lock().ok()?.get_mut(&self.key)?.pop()
+    }
+
+    /// Connects to the container's `pod-init`, waiting (bounded) for it to listen.
+    async fn connect_init(&self, resident: &Resident) -> Result<tokio::net::UnixStream, InfraError> {
+        let path = resident.slot.join("init.sock");
+        let deadline = Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => return Ok(s),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(self.err(format!(
+                        "pod-init of container {} did not answer: {e}",
+                        short(resident.container.id())
+                    )));
+                }
+                // pod-init is starting inside the container: poll for its socket.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
     }
 }
 
@@ -460,25 +514,13 @@ impl ContainerLauncher {
 impl Launcher for ContainerLauncher {
     async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
         let mut held = self.held.lock().await;
-        let docker = self.shared.docker.clone();
         let how = match held.as_ref() {
-            Some(p) => {
-                // A restart: start the same container again.
-                docker
-                    .start_container(p.container.id(), None)
-                    .await
-                    .map_err(|e| self.err(format!("docker start: {e}")))?;
-                "restarted"
-            }
+            Some(_) => "restarting in",
             None => match self.take_pooled() {
-                Some(p) => {
-                    self.link_slot(&p.slot)?;
-                    docker
-                        .start_container(p.container.id(), None)
-                        .await
-                        .map_err(|e| self.err(format!("docker start: {e}")))?;
-                    *held = Some(p);
-                    "reused"
+                Some(r) => {
+                    self.link_slot(&r.slot)?;
+                    *held = Some(r);
+                    "reusing"
                 }
                 None => {
                     *held = Some(self.create().await?);
@@ -486,20 +528,41 @@ impl Launcher for ContainerLauncher {
                 }
             },
         };
-        let p = held.as_ref().ok_or_else(|| self.err("no container".into()))?;
-        let id = p.container.id().to_string();
+        let resident = held.as_ref().ok_or_else(|| self.err("no container".into()))?;
+        let id = resident.container.id().to_string();
         if let Ok(mut slot) = self.id.lock() {
             slot.clone_from(&id);
         }
-        self.running.store(true, Ordering::SeqCst);
-        logs.note(&format!("{how} container {}", short(&id)));
-        let follower = follow_logs(docker.clone(), id.clone(), p.seen_lines.clone(), logs.clone());
+        let stream = match self.connect_init(resident).await {
+            Ok(s) => s,
+            Err(e) => {
+                // A broken container: forget it, so the next launch creates a new one.
+                *held = None;
+                return Err(e);
+            }
+        };
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        write
+            .write_all(b"start\n")
+            .await
+            .map_err(|e| self.err(format!("pod-init: {e}")))?;
+        let reply = lines
+            .next_line()
+            .await
+            .map_err(|e| self.err(format!("pod-init: {e}")))?
+            .unwrap_or_default();
+        let Some(pid) = reply.strip_prefix("started ") else {
+            return Err(self.err(format!("pod-init could not start the workload: {reply}")));
+        };
+        self.idle.store(false, Ordering::SeqCst);
+        logs.note(&format!("{how} container {}: workload pid {pid}", short(&id)));
         Ok(Box::new(ContainerProcess {
-            docker,
-            id,
-            follower: Some(follower),
-            signalled: None,
-            running: self.running.clone(),
+            lines,
+            write,
+            logs: logs.clone(),
+            idle: self.idle.clone(),
+            ended: None,
         }))
     }
 
@@ -530,125 +593,86 @@ impl Launcher for ContainerLauncher {
 
 impl Drop for ContainerLauncher {
     fn drop(&mut self) {
-        let Some(p) = self.held.get_mut().take() else {
+        let Some(resident) = self.held.get_mut().take() else {
             return;
         };
-        if self.shared.reuse && !self.running.load(Ordering::SeqCst) {
-            // Stopped cleanly: keep it for the next scenario with the same spec.
+        if self.shared.reuse && self.idle.load(Ordering::SeqCst) {
+            // The workload ended cleanly: keep the container for the next scenario with the same spec.
             if let Ok(mut pool) = self.shared.pool.lock() {
-                pool.entry(self.key.clone()).or_default().push(p);
+                pool.entry(self.key.clone()).or_default().push(resident);
                 return;
             }
         }
-        // Dropping a ContainerAsync removes the container (forced), running or not.
-        drop(p);
+        // Dropping a ContainerAsync removes the container (forced).
+        drop(resident);
     }
 }
 
-/// Copies the container's output into the log, skipping lines earlier incarnations already delivered.
-fn follow_logs(
-    docker: Docker,
-    id: String,
-    seen: Arc<AtomicUsize>,
-    logs: LogSink,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let skip = seen.load(Ordering::SeqCst);
-        let options = LogsOptions {
-            follow: true,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
-        let mut stream = docker.logs(&id, Some(options));
-        let mut index = 0usize;
-        let mut partial: HashMap<bool, String> = HashMap::new();
-        let emit = |line: String, index: &mut usize| {
-            if *index >= skip {
-                logs.push(&line);
-                seen.fetch_max(*index + 1, Ordering::SeqCst);
-            }
-            *index += 1;
-        };
-        while let Some(Ok(chunk)) = stream.next().await {
-            let (is_err, bytes) = match &chunk {
-                bollard::container::LogOutput::StdErr { message } => (true, message),
-                bollard::container::LogOutput::StdOut { message }
-                | bollard::container::LogOutput::Console { message } => (false, message),
-                bollard::container::LogOutput::StdIn { .. } => continue,
-            };
-            let buf = partial.entry(is_err).or_default();
-            buf.push_str(&String::from_utf8_lossy(bytes));
-            while let Some(pos) = buf.find('\n') {
-                let line: String = buf.drain(..=pos).collect();
-                emit(line.trim_end_matches('\n').to_string(), &mut index);
-            }
-        }
-        for (_, rest) in partial {
-            if !rest.is_empty() {
-                emit(rest, &mut index);
-            }
-        }
-    })
-}
-
-/// One incarnation of a container.
+/// One workload incarnation inside a resident container, as `pod-init` reports it.
 struct ContainerProcess {
-    docker: Docker,
-    id: String,
-    follower: Option<tokio::task::JoinHandle<()>>,
-    signalled: Option<i32>,
-    running: Arc<AtomicBool>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+    write: tokio::net::unix::OwnedWriteHalf,
+    logs: LogSink,
+    idle: Arc<AtomicBool>,
+    ended: Option<ExitInfo>,
 }
 
 #[async_trait]
 impl Process for ContainerProcess {
     async fn wait(&mut self) -> ExitInfo {
-        let options = WaitContainerOptions {
-            condition: "not-running".into(),
-        };
-        let code = match self.docker.wait_container(&self.id, Some(options)).next().await {
-            Some(Ok(r)) => Some(r.status_code),
-            // bollard reports a non-zero exit as an error carrying the code.
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
-            _ => None,
-        };
-        if let Some(f) = self.follower.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), f).await;
+        if let Some(e) = &self.ended {
+            return e.clone();
         }
-        self.running.store(false, Ordering::SeqCst);
-        match (code, self.signalled) {
-            (Some(c), Some(sig)) if c == 128 + i64::from(sig) => ExitInfo {
-                code: None,
-                signal: Some(sig),
-            },
-            (Some(c), _) => ExitInfo {
-                code: i32::try_from(c).ok(),
-                signal: None,
-            },
-            (None, _) => ExitInfo {
-                code: None,
-                signal: None,
-            },
-        }
+        let exit = loop {
+            match self.lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some(text) = line.strip_prefix("out ").or_else(|| line.strip_prefix("err ")) {
+                        self.logs.push(text);
+                        continue;
+                    }
+                    if let Some(code) = line.strip_prefix("exited ") {
+                        let code = code.split_whitespace().next().and_then(|c| c.parse().ok());
+                        self.idle.store(true, Ordering::SeqCst);
+                        break ExitInfo { code, signal: None };
+                    }
+                    if let Some(sig) = line.strip_prefix("killed ") {
+                        self.idle.store(true, Ordering::SeqCst);
+                        break ExitInfo {
+                            code: None,
+                            signal: sig.trim().parse().ok(),
+                        };
+                    }
+                    // `ok` / `error …` answers to signal requests.
+                }
+                // pod-init or the container is gone: the container is not reusable.
+                _ => {
+                    break ExitInfo {
+                        code: None,
+                        signal: None,
+                    }
+                }
+            }
+        };
+        self.ended = Some(exit.clone());
+        exit
     }
 
     async fn signal(&mut self, signal: StopSignal) -> Result<(), InfraError> {
-        let (name, number) = match signal {
-            StopSignal::Terminate => ("SIGTERM", 15),
-            StopSignal::Kill => ("SIGKILL", 9),
+        let number = match signal {
+            StopSignal::Terminate => libc::SIGTERM,
+            StopSignal::Kill => libc::SIGKILL,
         };
-        self.signalled = Some(number);
-        self.docker
-            .kill_container(&self.id, Some(KillContainerOptions { signal: name.into() }))
+        self.write
+            .write_all(format!("signal {number}\n").as_bytes())
             .await
-            .map_err(|e| InfraError::Other(format!("cannot signal container {}: {e}", short(&self.id))))
+            .map_err(|e| InfraError::Other(format!("pod-init: {e}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::ImageRef;
 
     #[test]
     fn content_hash_is_stable_and_content_based() {

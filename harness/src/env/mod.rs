@@ -8,8 +8,10 @@
 //!
 //! Adding an environment means one new module here plus one line in [`registry`].
 
+pub mod board;
 pub mod container;
 pub mod native;
+pub mod vm;
 pub mod vxcan;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +100,41 @@ pub trait Environment: Send + Sync {
         false
     }
 
+    /// The address the scenario's hub listens on for TCP (`None`: Unix socket only). Loopback unless the
+    /// workloads run elsewhere (a board joins the hub at the bench side of its link).
+    fn bus_listen_ip(&self) -> Option<std::net::IpAddr> {
+        self.needs_tcp_bus()
+            .then_some(std::net::IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// An existing bus the bench joins for scenario bus `bus` instead of starting a hub (a bench CAN adapter
+    /// wired to a board, `socketcan:can0`, or a TCP bridge).
+    fn bench_endpoint(&self, _bus: &str) -> Option<vcan::Endpoint> {
+        None
+    }
+
+    /// Capabilities offered to `@needs:<capability>` scenarios; a scenario needing anything else is reported
+    /// as unsupported here. Virtual environments simulate classic and FD CAN on the host's architecture.
+    fn capabilities(&self) -> Vec<String> {
+        vec![
+            "can".into(),
+            "can-fd".into(),
+            format!("arch:{}", crate::lab::Arch::host()),
+        ]
+    }
+
+    /// At most this many scenarios at once (a shared physical bus allows one).
+    fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
+
+    /// After readiness, wait until the pod's first bus has been quiet this long (at most ten times as long):
+    /// a workload's start-up burst (heartbeat, state, version) may trail the readiness frame, more so where
+    /// frames cross a network.
+    fn ready_quiet(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(20))
+    }
+
     /// One-time preparation before the first scenario (build binaries, images, ...).
     async fn prepare(&self, run: &RunContext) -> Result<(), InfraError>;
 
@@ -132,10 +169,29 @@ pub struct EnvKind {
 
 /// Every environment this build knows, in matrix order.
 pub fn registry() -> Vec<EnvKind> {
-    vec![native::kind(), container::kind()]
+    vec![native::kind(), container::kind(), vm::kind(), board::kind()]
 }
 
-/// Finds an environment kind by the name used on the command line.
+/// Finds an environment kind by the name used on the command line (`board:<name>` is the board kind).
 pub fn find_kind(name: &str) -> Option<EnvKind> {
-    registry().into_iter().find(|k| k.name == name)
+    let kind = name.split_once(':').map_or(name, |(k, _)| k);
+    registry().into_iter().find(|k| k.name == kind)
+}
+
+/// Builds the environment of column `column` for a run; board columns come from the lab inventory.
+pub fn create(
+    column: &str,
+    run: &RunContext,
+    lab: Option<&crate::lab::Lab>,
+) -> Result<Arc<dyn Environment>, InfraError> {
+    match (column.strip_prefix("board:"), lab) {
+        (Some(board), Some(lab)) => board::create(run, lab, board),
+        _ => {
+            let kind = find_kind(column).ok_or_else(|| InfraError::Unavailable {
+                env: column.to_string(),
+                reason: "unknown environment".into(),
+            })?;
+            (kind.create)(run)
+        }
+    }
 }

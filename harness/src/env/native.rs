@@ -142,13 +142,14 @@ pub fn argv_for(container: &ContainerSpec, binary: &Path) -> Result<Vec<String>,
     Ok(argv)
 }
 
-struct HostLauncher {
-    name: String,
+/// Starts a host process per incarnation (the workload itself natively, the VMM for the vm environment).
+pub(crate) struct HostLauncher {
+    pub(crate) name: String,
     /// The image's binary: a probe command naming it (`/hvac-controller --check-ready`) runs this file.
-    binary: std::path::PathBuf,
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    workdir: PathBuf,
+    pub(crate) binary: std::path::PathBuf,
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) workdir: PathBuf,
 }
 
 #[async_trait]

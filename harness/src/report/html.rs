@@ -14,12 +14,16 @@ const PALETTE: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b
 pub fn render(report: &RunReport) -> String {
     let envs = super::env_columns(report);
     let (passed, failed) = report.totals();
+    let unsupported = match report.unsupported() {
+        0 => String::new(),
+        n => format!(", {n} unsupported here"),
+    };
     let mut h = String::new();
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>AGL parity {id}</title><style>{CSS}</style></head><body>\
          <h1>AGL parity run <code>{id}</code></h1><p class=\"meta\">Started {start} on {host} — {dur:.1} s — \
-         <b class=\"{cls}\">{passed} passed, {failed} failed</b></p>",
+         <b class=\"{cls}\">{passed} passed, {failed} failed{unsupported}</b></p>",
         id = esc(&report.run_id),
         start = esc(&report.started_at),
         host = esc(&report.host),
@@ -27,13 +31,13 @@ pub fn render(report: &RunReport) -> String {
         cls = if failed == 0 { "pass" } else { "fail" },
     );
 
-    h.push_str("<h2>Environments</h2><table><tr><th>environment</th><th>transport</th><th>passed</th><th>failed</th><th>infra-errors</th><th>wall time</th></tr>");
+    h.push_str("<h2>Environments</h2><table><tr><th>environment</th><th>transport</th><th>passed</th><th>failed</th><th>infra-errors</th><th>unsupported here</th><th>wall time</th></tr>");
     for e in &report.environments {
         match &e.unavailable {
             Some(why) => {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td colspan=5 class=\"infra\">unavailable: {}</td></tr>",
+                    "<tr><td>{}</td><td colspan=6 class=\"infra\">unavailable: {}</td></tr>",
                     esc(&e.name),
                     esc(why)
                 );
@@ -41,12 +45,13 @@ pub fn render(report: &RunReport) -> String {
             None => {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
                     esc(&e.name),
                     esc(&e.transport),
                     e.passed,
                     e.failed,
                     e.infra_errors,
+                    e.unsupported,
                     e.wall_ms / 1000.0
                 );
             }
@@ -113,7 +118,9 @@ pub fn render(report: &RunReport) -> String {
 
     h.push_str("<h2>Scenarios</h2>");
     for (i, s) in report.scenarios.iter().enumerate() {
-        let runs: Vec<&ScenarioRun> = report.runs.iter().filter(|r| r.id == s.id).collect();
+        // In column order, so that colours and sections match the matrix.
+        let mut runs: Vec<&ScenarioRun> = report.runs.iter().filter(|r| r.id == s.id).collect();
+        runs.sort_by_key(|r| envs.iter().position(|e| *e == r.env).unwrap_or(usize::MAX));
         scenario_section(&mut h, i, s, &runs, &envs);
     }
     h.push_str("</body></html>\n");
@@ -255,7 +262,7 @@ fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&Scena
         }
         h.push_str("</p>");
     }
-    h.push_str(&timeline(runs));
+    h.push_str(&timeline(runs, envs));
     h.push_str("</details>");
 }
 
@@ -317,7 +324,8 @@ fn bar_chart(rows: &[(String, Vec<(String, f64)>)], unit: &str, envs: &[String])
 }
 
 /// CAN frames over time: one row per (bus, id), one tick per frame, one color per environment.
-fn timeline(runs: &[&ScenarioRun]) -> String {
+fn timeline(runs: &[&ScenarioRun], envs: &[String]) -> String {
+    let colour = |env: &str| PALETTE[envs.iter().position(|e| e == env).unwrap_or(0) % PALETTE.len()];
     let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
     let mut max_t = 0.0_f64;
     for run in runs {
@@ -364,7 +372,7 @@ fn timeline(runs: &[&ScenarioRun]) -> String {
                     svg,
                     "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"1.5\" height=\"{}\" fill=\"{}\"><title>{} 0x{} +{t:.1} ms</title></rect>",
                     lane - 1.0,
-                    PALETTE[e % PALETTE.len()],
+                    colour(&run.env),
                     esc(&run.env),
                     esc(fid)
                 );
@@ -392,7 +400,7 @@ fn timeline(runs: &[&ScenarioRun]) -> String {
             svg,
             "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"8\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" class=\"lbl\">{}</text>",
             height - 9.0,
-            PALETTE[e % PALETTE.len()],
+            colour(&run.env),
             x + 14.0,
             height - 1.0,
             esc(&run.env)
@@ -415,6 +423,7 @@ fn outcome_class(o: Outcome) -> &'static str {
         Outcome::Passed => "pass",
         Outcome::Failed => "fail",
         Outcome::InfraError => "infra",
+        Outcome::Unsupported => "unsupported",
     }
 }
 
@@ -424,6 +433,7 @@ fn verdict_class(v: Verdict) -> &'static str {
         Verdict::Fail => "fail",
         Verdict::InfraError => "infra",
         Verdict::ParityDrift => "drift",
+        Verdict::Unsupported => "unsupported",
     }
 }
 
@@ -438,7 +448,7 @@ pub fn esc(text: &str) -> String {
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}\
 .pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}.infra{color:#b35900;font-weight:bold}.drift{color:#8250df;font-weight:bold}\
-.na{color:#aaa}td.pass{background:#e6f4ea}td.fail{background:#fde7e9}td.infra{background:#fff1e0}td.drift{background:#f1e8ff}\
+.na{color:#aaa}.unsupported{color:#0b7285}td.unsupported{background:#e3f6f8}td.pass{background:#e6f4ea}td.fail{background:#fde7e9}td.infra{background:#fff1e0}td.drift{background:#f1e8ff}\
 .meta{color:#666;font-size:13px}pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;white-space:pre-wrap}details{margin:.6em 0;border-left:3px solid #ddd;padding-left:.8em}\
 summary{cursor:pointer;font-size:14px}.chart text.lbl{font-size:11px;fill:#333}.chart text.val{font-size:10px;fill:#555}\
 .chart .grid{stroke:#eee}.chart .axis{stroke:#999}";

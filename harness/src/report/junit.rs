@@ -21,6 +21,7 @@ pub fn render(report: &RunReport) -> Result<String, quick_junit::SerializeError>
                 Outcome::Passed => TestCaseStatus::success(),
                 Outcome::Failed => failure(NonSuccessKind::Failure, "fail", run.message.as_deref()),
                 Outcome::InfraError => failure(NonSuccessKind::Error, "infra-error", run.message.as_deref()),
+                Outcome::Unsupported => TestCaseStatus::skipped(),
             };
             let mut case = TestCase::new(format!("{}: {}", run.feature_name, run.name), status);
             case.set_classname(run.id.to_string());
@@ -53,6 +54,7 @@ pub fn render(report: &RunReport) -> Result<String, quick_junit::SerializeError>
             Verdict::Pass => TestCaseStatus::success(),
             Verdict::Fail => failure(NonSuccessKind::Failure, "fail", Some(&detail.join("\n"))),
             Verdict::InfraError => failure(NonSuccessKind::Error, "infra-error", Some(&detail.join("\n"))),
+            Verdict::Unsupported => TestCaseStatus::skipped(),
             Verdict::ParityDrift => {
                 failure(NonSuccessKind::Failure, "parity-drift", Some(&detail.join("\n")))
             }

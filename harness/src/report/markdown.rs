@@ -6,28 +6,33 @@ use crate::parity::{outcome_label, RunReport, Verdict};
 pub fn render(report: &RunReport) -> String {
     let envs = super::env_columns(report);
     let (passed, failed) = report.totals();
+    let unsupported = match report.unsupported() {
+        0 => String::new(),
+        n => format!(", {n} unsupported here"),
+    };
     let mut md = format!(
-        "# AGL parity run {}\n\nStarted {} on {} — {:.1} s — **{passed} passed, {failed} failed**\n\n",
+        "# AGL parity run {}\n\nStarted {} on {} — {:.1} s — **{passed} passed, {failed} failed{unsupported}**\n\n",
         report.run_id,
         report.started_at,
         report.host,
         report.duration_ms / 1000.0
     );
-    md.push_str("| environment | transport | passed | failed | infra-errors | wall time |\n|---|---|---|---|---|---|\n");
+    md.push_str("| environment | transport | passed | failed | infra-errors | unsupported here | wall time |\n|---|---|---|---|---|---|---|\n");
     for e in &report.environments {
         match &e.unavailable {
             Some(why) => md.push_str(&format!(
-                "| {} | unavailable: {} | | | | |\n",
+                "| {} | unavailable: {} | | | | | |\n",
                 e.name,
                 escape(why)
             )),
             None => md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:.1} s |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.1} s |\n",
                 e.name,
                 e.transport,
                 e.passed,
                 e.failed,
                 e.infra_errors,
+                e.unsupported,
                 e.wall_ms / 1000.0
             )),
         }

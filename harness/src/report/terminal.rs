@@ -39,6 +39,7 @@ pub fn render(report: &RunReport, color: bool) -> String {
                 Some(Outcome::Passed) => ("pass", "32"),
                 Some(Outcome::Failed) => ("FAIL", "31"),
                 Some(Outcome::InfraError) => ("INFRA", "33"),
+                Some(Outcome::Unsupported) => ("unsupported", "36"),
                 None => ("-", "2"),
             };
             out.push_str("  ");
@@ -49,6 +50,7 @@ pub fn render(report: &RunReport, color: bool) -> String {
             Verdict::Fail => "31;1",
             Verdict::InfraError => "33;1",
             Verdict::ParityDrift => "35;1",
+            Verdict::Unsupported => "36",
         };
         out.push_str("  ");
         out.push_str(&paint(s.verdict.label(), code));
@@ -104,19 +106,54 @@ pub fn render(report: &RunReport, color: bool) -> String {
         let state = match &env.unavailable {
             Some(why) => format!("UNAVAILABLE: {why}"),
             None => format!(
-                "{} passed, {} failed, {} infra-errors in {:.1} s ({})",
+                "{} passed, {} failed, {} infra-errors{} in {:.1} s ({})",
                 env.passed,
                 env.failed,
                 env.infra_errors,
+                if env.unsupported > 0 {
+                    format!(", {} unsupported here", env.unsupported)
+                } else {
+                    String::new()
+                },
                 env.wall_ms / 1000.0,
                 env.transport
             ),
         };
-        out.push_str(&format!("{:>12}: {state}\n", env.name));
+        out.push_str(&format!(
+            "{:>12}: {state}{}\n",
+            env.name,
+            deploy_figure(report, &env.name)
+        ));
     }
     let (passed, failed) = report.totals();
-    out.push_str(&format!("{passed} passed, {failed} failed\n"));
+    match report.unsupported() {
+        0 => out.push_str(&format!("{passed} passed, {failed} failed\n")),
+        // Counted as skipped on the closing line; the matrix and the problems list say why.
+        n => out.push_str(&format!("{passed} passed, {failed} failed, {n} skipped\n")),
+    }
     out
+}
+
+/// `; deploy to ready: median … ms (n)` from the `ready <pod>` metrics of an environment's runs.
+fn deploy_figure(report: &RunReport, env: &str) -> String {
+    let mut values: Vec<f64> = report
+        .runs
+        .iter()
+        .filter(|r| r.env == env)
+        .flat_map(|r| r.metrics.iter())
+        .filter(|m| m.name.starts_with("ready "))
+        .map(|m| m.value)
+        .collect();
+    if values.is_empty() {
+        return String::new();
+    }
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    let max = values[values.len() - 1];
+    format!(
+        "; deploy to ready: median {median:.0} ms, max {max:.0} ms ({} deploys)",
+        values.len()
+    )
 }
 
 /// Whether stdout wants colors.

@@ -222,12 +222,23 @@ async fn none_has(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     .await
 }
 
+/// How long `the latest … has …` waits for a first frame of the message.
+const LATEST_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn latest_has(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     let msg = message(w, a.get(0))?;
     let conditions = parse_conditions(a.get(1))?;
     check_conditions(&msg, &conditions)?;
     let tol = tolerances(&msg);
     let bus = w.bus(a.opt(2))?;
+    // A message sent right after the readiness heartbeat may still be in flight when the step starts: when
+    // none has been seen yet, give the first one a moment to arrive.
+    let settle = tokio::time::Instant::now() + LATEST_SETTLE;
+    bus.tape()
+        .wait(0, settle, |frames| {
+            frames.iter().any(|f| f.frame.id() == Some(msg.id)).then_some(())
+        })
+        .await;
     let latest = bus
         .tape()
         .since(0)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod board;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,8 @@ impl TestProject {
             progress: false,
             prebuilt_workloads: Some(workload_bins()),
             interrupt: Default::default(),
+            lab: None,
+            parallel_environments: false,
         }
     }
 

@@ -1,0 +1,70 @@
+//! Building packages of this workspace with cargo at run time: the static workload binaries (for the host or
+//! a board's target triple) and the VMM. Uses the cargo that runs the harness (`CARGO`) and the workspace's
+//! target directory (`CARGO_TARGET_DIR` or `<project>/target`), so nothing is built twice.
+
+use std::path::{Path, PathBuf};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    pub package: &'a str,
+    /// `--target` triple; `None` builds for the host into `target/release`.
+    pub triple: Option<&'a str>,
+    /// Link statically (`-C target-feature=+crt-static`); needs a `triple` so that build scripts and
+    /// proc-macros are not affected.
+    pub static_crt: bool,
+}
+
+/// The workspace's target directory.
+pub fn target_dir(project_dir: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_dir.join("target"))
+}
+
+/// Builds the package's binaries in release mode; returns the directory holding them.
+pub async fn build(project_dir: &Path, request: &BuildRequest<'_>) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = target_dir(project_dir);
+    let mut args = vec!["build", "--release", "-p", request.package, "--bins"];
+    if let Some(triple) = request.triple {
+        args.extend(["--target", triple]);
+    }
+    let mut command = tokio::process::Command::new(&cargo);
+    command
+        .current_dir(project_dir)
+        .args(&args)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .kill_on_drop(true);
+    if request.static_crt {
+        command.env("RUSTFLAGS", "-C target-feature=+crt-static");
+    } else {
+        command.env_remove("RUSTFLAGS");
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(package = request.package, triple = ?request.triple, "cargo build");
+    let output = command
+        .output()
+        .await
+        .map_err(|e| format!("cannot run `{}`: {e}", PathBuf::from(&cargo).display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
+        return Err(format!(
+            "`cargo {}` failed ({}):\n{}",
+            args.join(" "),
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    tracing::info!(
+        package = request.package,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "built"
+    );
+    Ok(match request.triple {
+        Some(triple) => target_dir.join(triple).join("release"),
+        None => target_dir.join("release"),
+    })
+}

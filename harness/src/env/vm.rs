@@ -1,0 +1,387 @@
+//! The vm environment: the unmodified static workload binary in a KVM microVM of this project's VMM
+//! (`harness/vmm`, binary `agl-vmm`), which has no guest kernel and serves the Linux syscall ABI itself.
+//!
+//! * **CAN**: the workload uses the real SocketCAN API (`CAN_BUS=socketcan:can0`); the VMM provides `can0`,
+//!   `can1`, … (one per bus of the pod, in manifest order) and bridges them to the scenario's hub sockets.
+//! * **Snapshots**: for each distinct container (binary, arguments, environment, memory) a template VM boots
+//!   once per run and is snapshotted right before it joins its bus (`--snapshot-at-bind`); every scenario,
+//!   and every restart, then restores from that snapshot (memory mapped copy-on-write), so every scenario
+//!   starts from the same state and the workload's start-up frames still go onto the scenario's bus.
+//!   `AGL_PARITY_VM_SNAPSHOTS=0` boots every incarnation cold instead.
+//! * **Manifest**: memory limit → guest RAM (default 64 MiB); env and args as given; restart policy and
+//!   readiness by the shared supervisor; exec readiness probes run the probe command in a VM of its own.
+//! * Each VM is a host process carrying the run marker, so killed runs are swept like native processes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use super::native::{argv_for, bus_env_name, HostLauncher};
+use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use crate::cleanup::RUN_MARKER_ENV;
+use crate::logs::LogSink;
+use crate::supervisor::{Launcher, Process, Supervisor};
+
+const DEFAULT_MEMORY: u64 = 64 << 20;
+const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+
+/// Registry entry.
+pub fn kind() -> EnvKind {
+    EnvKind {
+        name: "vm",
+        summary:
+            "KVM microVM of agl-vmm: the static workload at CPL3, syscalls and SocketCAN served by the VMM",
+        probe: || Box::pin(async { probe() }),
+        create: |run| Ok(Arc::new(VmEnv::new(run))),
+        // VMs are host processes with the run marker: the common process sweep removes them.
+        sweep: |_live| Box::pin(async { Vec::new() }),
+    }
+}
+
+/// Whether /dev/kvm is usable, and whether it is hardware KVM or PVM.
+pub fn probe() -> Result<String, String> {
+    use std::os::fd::AsRawFd;
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| {
+            format!(
+            "/dev/kvm cannot be opened ({e}): enable virtualization (VT-x/AMD-V) or nested virtualization, \
+             `modprobe kvm_intel` / `kvm_amd`, and give this user access (`usermod -aG kvm $USER`)"
+        )
+        })?;
+    // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an integer.
+    let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0) };
+    if version != 12 {
+        return Err(format!(
+            "/dev/kvm answers KVM_GET_API_VERSION with {version}, expected 12"
+        ));
+    }
+    Ok(match host_kind() {
+        HostKind::Pvm => {
+            "KVM usable: PVM (nested, pagetable-based; guest CPL0 emulated, ~50-100 µs per exit)".into()
+        }
+        HostKind::Hardware => "KVM usable: hardware virtualization".into(),
+    })
+}
+
+/// What kind of KVM this host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Pvm,
+    Hardware,
+}
+
+pub fn host_kind() -> HostKind {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        HostKind::Pvm
+    } else {
+        HostKind::Hardware
+    }
+}
+
+type Snapshot = Arc<OnceCell<Result<PathBuf, String>>>;
+
+/// Workloads in KVM microVMs.
+pub struct VmEnv {
+    project_dir: PathBuf,
+    state_dir: PathBuf,
+    run_id: String,
+    vmm: OnceCell<Result<PathBuf, String>>,
+    snapshots: tokio::sync::Mutex<HashMap<String, Snapshot>>,
+    use_snapshots: bool,
+}
+
+impl VmEnv {
+    fn new(run: &RunContext) -> VmEnv {
+        VmEnv {
+            project_dir: run.catalog.project_dir().to_path_buf(),
+            state_dir: run.state_dir.clone(),
+            run_id: run.run_id.clone(),
+            vmm: OnceCell::new(),
+            snapshots: tokio::sync::Mutex::new(HashMap::new()),
+            use_snapshots: std::env::var("AGL_PARITY_VM_SNAPSHOTS")
+                .map(|v| v != "0")
+                .unwrap_or(true),
+        }
+    }
+
+    /// The `agl-vmm` binary: `AGL_PARITY_VMM` if set, else built from the workspace.
+    async fn vmm(&self) -> Result<PathBuf, InfraError> {
+        let result = self
+            .vmm
+            .get_or_init(|| async {
+                if let Some(path) = std::env::var_os("AGL_PARITY_VMM") {
+                    return Ok(PathBuf::from(path));
+                }
+                let request = crate::cargo::BuildRequest {
+                    package: "agl-vmm",
+                    triple: None,
+                    static_crt: false,
+                };
+                crate::cargo::build(&self.project_dir, &request)
+                    .await
+                    .map(|dir| dir.join("agl-vmm"))
+            })
+            .await;
+        result.clone().map_err(|reason| InfraError::Build {
+            workload: "agl-vmm".into(),
+            reason,
+        })
+    }
+
+    /// The snapshot for a VM command line, made once per run by a template boot.
+    async fn snapshot(
+        &self,
+        key: &str,
+        template: Vec<String>,
+        process_env: &[(String, String)],
+    ) -> Result<PathBuf, String> {
+        let cell = {
+            let mut map = self.snapshots.lock().await;
+            map.entry(key.to_string())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        cell.get_or_init(|| async {
+            let n = self.snapshots.lock().await.len();
+            let dir = self.state_dir.join("vm-snapshots").join(n.to_string());
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            // The template boots cold and is snapshotted right before its first CAN bind(); its bus does not
+            // exist, so it stops right after the snapshot.
+            let mut argv = template;
+            let at = argv.iter().position(|a| a == "run").map(|i| i + 1).unwrap_or(1);
+            argv.insert(at, dir.display().to_string());
+            argv.insert(at, "--snapshot-at-bind".into());
+            let (program, args) = argv.split_first().ok_or("empty VMM command")?;
+            let started = std::time::Instant::now();
+            let out = tokio::process::Command::new(program)
+                .args(args)
+                .env_clear()
+                .envs(process_env.iter().cloned())
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
+                .await
+                .map_err(|_| "the template VM did not reach its bus within 120 s".to_string())?
+                .map_err(|e| format!("cannot start the template VM: {e}"))?;
+            if std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true) {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("the template VM wrote no snapshot ({}): {}", out.status, stderr.trim()));
+            }
+            tracing::info!(snapshot = %dir.display(), ms = started.elapsed().as_millis() as u64, "VM snapshot made");
+            Ok(dir)
+        })
+        .await
+        .clone()
+    }
+}
+
+#[async_trait]
+impl Environment for VmEnv {
+    fn name(&self) -> &str {
+        "vm"
+    }
+
+    fn transport(&self) -> Transport {
+        "SocketCAN API (AF_CAN) served by the VMM, bridged to the userspace hub".into()
+    }
+
+    async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
+        probe().map_err(|reason| InfraError::Unavailable {
+            env: "vm".into(),
+            reason,
+        })?;
+        self.vmm().await?;
+        run.catalog.ensure_built().await.map(|_| ())
+    }
+
+    async fn deploy(
+        &self,
+        run: &RunContext,
+        request: DeployRequest<'_>,
+    ) -> Result<Vec<Instance>, InfraError> {
+        let pod = request.workload;
+        let vmm = self.vmm().await?.display().to_string();
+        let mut guest_bus_env = Vec::new();
+        let mut can_args = Vec::new();
+        for (i, bus) in request.buses.iter().enumerate() {
+            let path = bus.unix_path.as_ref().ok_or_else(|| InfraError::Bus {
+                bus: bus.name.clone(),
+                reason: "the vm environment needs the bus on a Unix socket".into(),
+            })?;
+            let ifname = format!("can{i}");
+            if i == 0 {
+                guest_bus_env.push((vcan::endpoint::BUS_ENV.to_string(), format!("socketcan:{ifname}")));
+            }
+            guest_bus_env.push((bus_env_name(&bus.name), format!("socketcan:{ifname}")));
+            can_args.push(format!("{ifname}=unix:{}", path.display()));
+        }
+        let process_env = vec![(RUN_MARKER_ENV.to_string(), self.run_id.clone())];
+        let mut instances = Vec::new();
+        for container in &pod.containers {
+            let binary = run.catalog.binary_for(&container.image).await?;
+            let guest_args: Vec<String> = argv_for(container, &binary)?.into_iter().skip(1).collect();
+            let memory = container.limits.memory_bytes.unwrap_or(DEFAULT_MEMORY);
+            let workdir = request
+                .scratch_dir
+                .join(format!("{}-{}", pod.name, container.name));
+            let root = workdir.join("root");
+            std::fs::create_dir_all(&root).map_err(|e| InfraError::Launch {
+                workload: pod.name.clone(),
+                reason: format!("cannot create {}: {e}", root.display()),
+            })?;
+            let mut guest_env = container.env.clone();
+            guest_env.extend(guest_bus_env.iter().cloned());
+            let mut common = vec![
+                "--mem".to_string(),
+                memory.to_string(),
+                "--root".into(),
+                root.display().to_string(),
+            ];
+            for (k, v) in &guest_env {
+                common.push("--env".into());
+                common.push(format!("{k}={v}"));
+            }
+            let mut argv = vec![vmm.clone(), "run".into()];
+            let mut boot = "cold boot".to_string();
+            if self.use_snapshots {
+                let mut template = vec![
+                    vmm.clone(),
+                    "run".into(),
+                    "--elf".into(),
+                    binary.display().to_string(),
+                ];
+                template.extend(common.iter().cloned());
+                for (i, _) in can_args.iter().enumerate() {
+                    template.push("--can".into());
+                    template.push(format!(
+                        "can{i}=unix:{}",
+                        self.state_dir.join("no-bus.sock").display()
+                    ));
+                }
+                template.push("--".into());
+                template.extend(guest_args.iter().cloned());
+                // The same container in every scenario: binary, memory, environment, arguments (not its scratch
+                // root, which is empty at bind time, nor its bus sockets, given again at restore).
+                let key = format!("{}|{memory}|{guest_env:?}|{guest_args:?}", binary.display());
+                match self.snapshot(&key, template, &process_env).await {
+                    Ok(dir) => {
+                        boot = format!("restore from snapshot {}", dir.display());
+                        argv.extend(["--restore".to_string(), dir.display().to_string()]);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no VM snapshot: booting cold");
+                        argv.extend(["--elf".to_string(), binary.display().to_string()]);
+                    }
+                }
+            } else {
+                argv.extend(["--elf".to_string(), binary.display().to_string()]);
+            }
+            argv.extend(common.iter().cloned());
+            for can in &can_args {
+                argv.push("--can".into());
+                argv.push(can.clone());
+            }
+            argv.push("--".into());
+            argv.extend(guest_args.iter().cloned());
+            let logs = LogSink::create(
+                &container.name,
+                &request.log_dir.join(format!("{}.log", container.name)),
+            )
+            .map_err(|e| InfraError::Launch {
+                workload: pod.name.clone(),
+                reason: format!("log file: {e}"),
+            })?;
+            let launcher = Arc::new(VmLauncher {
+                host: HostLauncher {
+                    name: container.name.clone(),
+                    binary: binary.clone(),
+                    argv,
+                    env: process_env.clone(),
+                    workdir,
+                },
+                vmm: vmm.clone(),
+                binary,
+                probe_args: common,
+                boot,
+                can_args: can_args.clone(),
+                process_env: process_env.clone(),
+            });
+            instances.push(Instance {
+                pod: pod.name.clone(),
+                container: container.clone(),
+                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
+            });
+        }
+        Ok(instances)
+    }
+}
+
+/// A VMM process per incarnation; exec probes run in a VM of their own.
+struct VmLauncher {
+    host: HostLauncher,
+    vmm: String,
+    binary: PathBuf,
+    probe_args: Vec<String>,
+    /// How each incarnation starts (cold boot or restore), noted in the log.
+    boot: String,
+    can_args: Vec<String>,
+    process_env: Vec<(String, String)>,
+}
+
+#[async_trait]
+impl Launcher for VmLauncher {
+    async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
+        logs.note(&format!("VM: {}", self.boot));
+        self.host.launch(logs).await
+    }
+
+    async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
+        let Some((first, args)) = command.split_first() else {
+            return Ok(false);
+        };
+        let name = self
+            .binary
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if first.rsplit('/').next() != Some(name.as_str()) {
+            return Err(InfraError::Launch {
+                workload: self.host.name.clone(),
+                reason: format!("exec probe `{first}`: a VM holds only the workload binary `{name}`"),
+            });
+        }
+        let mut argv = vec![
+            "run".to_string(),
+            "--elf".into(),
+            self.binary.display().to_string(),
+        ];
+        argv.extend(self.probe_args.iter().cloned());
+        for can in &self.can_args {
+            argv.push("--can".into());
+            argv.push(can.clone());
+        }
+        argv.push("--".into());
+        argv.extend(args.iter().cloned());
+        let status = tokio::process::Command::new(&self.vmm)
+            .args(&argv)
+            .env_clear()
+            .envs(self.process_env.iter().cloned())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| InfraError::Launch {
+                workload: self.host.name.clone(),
+                reason: format!("exec probe VM: {e}"),
+            })?;
+        Ok(status.success())
+    }
+}

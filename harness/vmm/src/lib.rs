@@ -1,0 +1,60 @@
+//! agl-vmm: a small KVM virtual machine monitor that runs one static Linux x86-64 program without a
+//! guest kernel.
+//!
+//! The VMM loads the program's ELF into guest memory, runs it at CPL3 in 64-bit long mode, traps every
+//! `syscall` into a two-instruction CPL0 stub that exits to the VMM, and serves the Linux syscall ABI
+//! itself (the gVisor/Hyperlight approach). This fits hosts whose KVM emulates guest CPL0 slowly (PVM) and
+//! runs unchanged on hardware KVM. The guest gets SocketCAN (`AF_CAN`) bridged to a vcan bus, a read-only
+//! root directory, signals, fault reports, and snapshot/restore with copy-on-write memory.
+//!
+//! Modules, one per concern:
+//! * [`memory`] — guest RAM, layout, page tables, GDT/IDT/TSS and CPL0 stubs;
+//! * [`loader`] — ELF loading and the initial stack (argv, envp, auxv);
+//! * [`vcpu`] — KVM VM/vCPU setup, register state, the run call and its exits;
+//! * [`mm`] — the guest address space (brk, mmap, munmap, mprotect) and pointer checks;
+//! * [`guest`] — the guest process state and checked guest-memory access;
+//! * [`syscalls`] — the syscall table and handlers;
+//! * [`fdtable`], [`fs`], [`can`] — descriptors, the guest root, SocketCAN emulation;
+//! * [`signals`] — host signal forwarding, guest signal state and frames;
+//! * [`faults`] — guest exception reports;
+//! * [`snapshot`] — snapshot/restore;
+//! * [`vm`] — building and running a guest;
+//! * [`cli`] — the `agl-vmm` command line.
+
+pub mod can;
+pub mod cli;
+pub mod errno;
+pub mod faults;
+pub mod fdtable;
+pub mod fs;
+pub mod guest;
+pub mod loader;
+pub mod memory;
+pub mod mm;
+pub mod signals;
+pub mod snapshot;
+pub mod syscalls;
+pub mod vcpu;
+pub mod vm;
+
+pub use guest::GuestExit;
+pub use vm::{Vm, VmConfig};
+
+/// Everything that can make the VMM itself fail (as opposed to the guest failing).
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    #[error("cannot load the guest program: {0}")]
+    Elf(#[from] loader::ElfError),
+    #[error(transparent)]
+    Kvm(#[from] vcpu::KvmError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

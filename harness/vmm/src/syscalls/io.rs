@@ -1,0 +1,598 @@
+//! Descriptor I/O: `read`/`write` (+ vectored and positional forms), `lseek`, `close`, `dup*`, `fcntl`,
+//! `ioctl`, `poll`/`ppoll`.
+//!
+//! Guest stdout/stderr writes go straight to the VMM's fd 1/2 with `write(2)`, unbuffered, so guest lines
+//! interleave with other output exactly as a native process's would. Blocking operations wait through
+//! [`Guest::wait`], which a host signal for the guest interrupts.
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use super::net;
+use super::SysResult;
+use crate::errno::{Errno, ERESTARTNOHAND};
+use crate::fdtable::{Object, MAX_FDS};
+use crate::fs::FileKind;
+use crate::guest::{Guest, Woken, MAX_IO};
+use crate::vcpu::CpuState;
+
+/// Linux's user address space limit: `addr + len` beyond it is `EFAULT` before anything is touched.
+const TASK_SIZE: u64 = 1 << 47;
+
+/// The range check Linux does first (`access_ok`): no overflow, below the top of user space.
+pub fn access_ok(addr: u64, len: u64) -> Result<(), Errno> {
+    match addr.checked_add(len) {
+        Some(end) if end <= TASK_SIZE => Ok(()),
+        _ => Err(Errno::EFAULT),
+    }
+}
+
+/// Writes all of `data` to a host fd (stdout/stderr), waiting when the fd is full.
+fn host_write(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < data.len() {
+        // SAFETY: writing from a valid slice to a host fd the VMM owns (its stdout/stderr).
+        let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), data.len() - done) };
+        if n >= 0 {
+            done += n as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {
+                // A host signal: if the guest must see it, stop here (a blocked stdout must not make the
+                // guest deaf to SIGTERM).
+                g.collect_host_signals();
+                if g.signals.interrupts() {
+                    if done == 0 {
+                        return Err(crate::errno::ERESTARTSYS);
+                    }
+                    break;
+                }
+            }
+            Some(libc::EAGAIN) => match g.wait(&[(fd, libc::POLLOUT)], None) {
+                Ok(_) => continue,
+                Err(err) if done == 0 => return Err(err),
+                Err(_) => break,
+            },
+            _ if done > 0 => break,
+            _ => return Err(Errno::from_io(&e)),
+        }
+    }
+    Ok(done)
+}
+
+/// Reads from the VMM's stdin.
+fn host_read(g: &mut Guest, fd: i32, len: usize, nonblock: bool) -> Result<Vec<u8>, Errno> {
+    if !nonblock {
+        g.wait(&[(fd, libc::POLLIN)], None)?;
+    }
+    let mut buf = vec![0u8; len];
+    loop {
+        // SAFETY: reading into a valid buffer of `len` bytes from a host fd the VMM owns.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Errno::from_io(&e));
+        }
+    }
+}
+
+/// Reads up to `len` bytes from descriptor `fd` (the common part of read/readv/recv).
+pub(super) fn read_fd(g: &mut Guest, fd: i32, len: u64) -> Result<Vec<u8>, Errno> {
+    let desc = g.fds.get(fd)?;
+    let len = len.min(MAX_IO) as usize;
+    let nonblock = desc.borrow().nonblock;
+    let stdin = matches!(desc.borrow().object, Object::Stdio(0));
+    if stdin {
+        return host_read(g, 0, len, nonblock);
+    }
+    let is_can = matches!(desc.borrow().object, Object::Can(_));
+    if is_can {
+        let (bytes, _) = net::can_recv(g, &desc, nonblock, false)?;
+        return Ok(bytes.into_iter().take(len).collect());
+    }
+    let mut d = desc.borrow_mut();
+    match &mut d.object {
+        Object::Stdio(_) => Err(Errno::EBADF),
+        Object::File(f) if f.kind == FileKind::Directory => Err(Errno::EISDIR),
+        Object::File(f) => {
+            let mut buf = vec![0u8; len];
+            let n = f
+                .file
+                .read_at(&mut buf, f.offset)
+                .map_err(|e| Errno::from_io(&e))?;
+            buf.truncate(n);
+            f.offset += n as u64;
+            Ok(buf)
+        }
+        Object::IoctlSocket { .. } => Err(if d.nonblock {
+            Errno::EAGAIN
+        } else {
+            Errno::ENOTCONN
+        }),
+        Object::Can(_) => Err(Errno::EBADF),
+    }
+}
+
+/// Writes `data` to descriptor `fd` (the common part of write/writev/send).
+pub(super) fn write_fd(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
+    let desc = g.fds.get(fd)?;
+    let host = match &desc.borrow().object {
+        Object::Stdio(out @ (1 | 2)) => Some(*out),
+        _ => None,
+    };
+    if let Some(out) = host {
+        return host_write(g, out, data);
+    }
+    let mut d = desc.borrow_mut();
+    match &mut d.object {
+        Object::Stdio(_) | Object::File(_) => Err(Errno::EBADF),
+        Object::Can(sock) => sock.send(data),
+        Object::IoctlSocket { .. } => Err(Errno::EDESTADDRREQ),
+    }
+}
+
+/// A file read whose bytes could not be copied to the guest did not happen: the offset goes back.
+fn unread(g: &Guest, fd: i32, n: usize) {
+    if let Ok(desc) = g.fds.get(fd) {
+        if let Object::File(f) = &mut desc.borrow_mut().object {
+            f.offset = f.offset.saturating_sub(n as u64);
+        }
+    }
+}
+
+pub fn read(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    access_ok(a[1], a[2])?;
+    let data = read_fd(g, a[0] as i32, a[2])?;
+    if let Err(e) = g.write_user(a[1], &data) {
+        unread(g, a[0] as i32, data.len());
+        return Err(e);
+    }
+    Ok(data.len() as u64)
+}
+
+pub fn write(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    access_ok(a[1], a[2])?;
+    // Check the descriptor before the buffer (Linux order: EBADF wins over EFAULT).
+    g.fds.get(a[0] as i32)?;
+    let data = g.read_user(a[1], a[2].min(MAX_IO))?;
+    Ok(write_fd(g, a[0] as i32, &data)? as u64)
+}
+
+pub fn readv(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let iov = g.read_iovecs(a[1], a[2])?;
+    for &(base, len) in &iov {
+        access_ok(base, len)?;
+    }
+    let total: u64 = iov.iter().map(|v| v.1).sum();
+    let data = read_fd(g, a[0] as i32, total)?;
+    match g.scatter(&iov, &data) {
+        Ok(n) => Ok(n as u64),
+        Err(e) => {
+            unread(g, a[0] as i32, data.len());
+            Err(e)
+        }
+    }
+}
+
+pub fn writev(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    g.fds.get(a[0] as i32)?;
+    let iov = g.read_iovecs(a[1], a[2])?;
+    for &(base, len) in &iov {
+        access_ok(base, len)?;
+    }
+    let data = g.gather(&iov, MAX_IO)?;
+    Ok(write_fd(g, a[0] as i32, &data)? as u64)
+}
+
+fn pread_file(g: &mut Guest, fd: i32, len: u64, offset: u64) -> Result<Vec<u8>, Errno> {
+    if offset > i64::MAX as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let desc = g.fds.get(fd)?;
+    let d = desc.borrow();
+    match &d.object {
+        Object::File(f) if f.kind == FileKind::Regular => {
+            let mut buf = vec![0u8; len.min(MAX_IO) as usize];
+            let n = f.file.read_at(&mut buf, offset).map_err(|e| Errno::from_io(&e))?;
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Object::File(_) => Err(Errno::EISDIR),
+        _ => Err(Errno::ESPIPE),
+    }
+}
+
+pub fn pread64(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    access_ok(a[1], a[2])?;
+    let data = pread_file(g, a[0] as i32, a[2], a[3])?;
+    g.write_user(a[1], &data)?;
+    Ok(data.len() as u64)
+}
+
+pub fn preadv(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let iov = g.read_iovecs(a[1], a[2])?;
+    let total: u64 = iov.iter().map(|v| v.1).sum();
+    let data = pread_file(g, a[0] as i32, total, a[3])?;
+    Ok(g.scatter(&iov, &data)? as u64)
+}
+
+pub fn pwrite64(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let desc = g.fds.get(a[0] as i32)?;
+    let d = desc.borrow();
+    match d.object {
+        Object::File(_) => Err(Errno::EBADF),
+        _ => Err(Errno::ESPIPE),
+    }
+}
+
+pub fn lseek(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let desc = g.fds.get(a[0] as i32)?;
+    let mut d = desc.borrow_mut();
+    let Object::File(f) = &mut d.object else {
+        return Err(Errno::ESPIPE);
+    };
+    let off = a[1] as i64;
+    let base: i64 = match a[2] as i32 {
+        libc::SEEK_SET => 0,
+        libc::SEEK_CUR => f.offset as i64,
+        libc::SEEK_END => f.file.metadata().map_err(|e| Errno::from_io(&e))?.len() as i64,
+        _ => return Err(Errno::EINVAL),
+    };
+    let new = base.checked_add(off).filter(|v| *v >= 0).ok_or(Errno::EINVAL)?;
+    f.offset = new as u64;
+    Ok(new as u64)
+}
+
+pub fn close(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    g.fds.close(a[0] as i32)?;
+    Ok(0)
+}
+
+pub fn dup(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    Ok(g.fds.dup(a[0] as i32, 0, false)? as u64)
+}
+
+pub fn dup2(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (old, new) = (a[0] as i32, a[1] as i32);
+    if old == new {
+        g.fds.get(old)?;
+        return Ok(new as u64);
+    }
+    Ok(g.fds.dup_to(old, new, false)? as u64)
+}
+
+pub fn dup3(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (old, new, flags) = (a[0] as i32, a[1] as i32, a[2] as i32);
+    if old == new || flags & !libc::O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(g.fds.dup_to(old, new, flags & libc::O_CLOEXEC != 0)? as u64)
+}
+
+pub fn fcntl(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let fd = a[0] as i32;
+    let desc = g.fds.get(fd)?;
+    match a[1] as i32 {
+        libc::F_DUPFD => Ok(g.fds.dup(fd, a[2] as i32, false)? as u64),
+        libc::F_DUPFD_CLOEXEC => Ok(g.fds.dup(fd, a[2] as i32, true)? as u64),
+        libc::F_GETFD => Ok(if g.fds.cloexec(fd)? {
+            libc::FD_CLOEXEC as u64
+        } else {
+            0
+        }),
+        libc::F_SETFD => {
+            g.fds.set_cloexec(fd, a[2] as i32 & libc::FD_CLOEXEC != 0)?;
+            Ok(0)
+        }
+        libc::F_GETFL => {
+            let d = desc.borrow();
+            let acc = match d.object {
+                Object::File(_) => libc::O_RDONLY,
+                Object::Stdio(0) => libc::O_RDONLY,
+                Object::Stdio(_) => libc::O_WRONLY,
+                _ => libc::O_RDWR,
+            };
+            Ok((acc | if d.nonblock { libc::O_NONBLOCK } else { 0 }) as u64)
+        }
+        libc::F_SETFL => {
+            desc.borrow_mut().nonblock = a[2] as i32 & libc::O_NONBLOCK != 0;
+            Ok(0)
+        }
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+const TCGETS: u64 = 0x5401;
+const FIONREAD: u64 = 0x541b;
+const FIONBIO: u64 = 0x5421;
+const SIOCGIFNAME: u64 = 0x8910;
+const SIOCGIFFLAGS: u64 = 0x8913;
+const SIOCGIFMTU: u64 = 0x8921;
+const SIOCGIFINDEX: u64 = 0x8933;
+/// `sizeof(struct ifreq)`.
+const IFREQ_LEN: u64 = 40;
+
+pub fn ioctl(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (fd, req, arg) = (a[0] as i32, a[1] & 0xffff_ffff, a[2]);
+    let desc = g.fds.get(fd)?;
+    let is_socket = matches!(desc.borrow().object, Object::Can(_) | Object::IoctlSocket { .. });
+    match req {
+        FIONBIO => {
+            let on = g.read_u32(arg)? != 0;
+            desc.borrow_mut().nonblock = on;
+            Ok(0)
+        }
+        FIONREAD => {
+            let n: u32 = {
+                let mut d = desc.borrow_mut();
+                match &mut d.object {
+                    Object::Can(s) => {
+                        if s.readable() {
+                            16
+                        } else {
+                            0
+                        }
+                    }
+                    Object::File(f) => {
+                        let len = f.file.metadata().map(|m| m.len()).unwrap_or(0);
+                        len.saturating_sub(f.offset).min(u64::from(u32::MAX)) as u32
+                    }
+                    _ => return Err(Errno::ENOTTY),
+                }
+            };
+            g.write_u32(arg, n)?;
+            Ok(0)
+        }
+        SIOCGIFINDEX | SIOCGIFNAME | SIOCGIFFLAGS | SIOCGIFMTU if is_socket => {
+            let mut ifr = g.read_user(arg, IFREQ_LEN)?;
+            let name_of = |ifr: &[u8]| -> Result<String, Errno> {
+                let end = ifr[..16].iter().position(|&b| b == 0).ok_or(Errno::ENODEV)?;
+                String::from_utf8(ifr[..end].to_vec()).map_err(|_| Errno::ENODEV)
+            };
+            match req {
+                SIOCGIFINDEX => {
+                    let idx = g.ifaces.index_of(&name_of(&ifr)?).ok_or(Errno::ENODEV)?;
+                    ifr[16..20].copy_from_slice(&idx.to_le_bytes());
+                }
+                SIOCGIFNAME => {
+                    let idx = u32::from_le_bytes([ifr[16], ifr[17], ifr[18], ifr[19]]);
+                    let name = g.ifaces.name_of(idx).ok_or(Errno::ENODEV)?.as_bytes().to_vec();
+                    ifr[..16].fill(0);
+                    ifr[..name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+                }
+                SIOCGIFFLAGS => {
+                    g.ifaces.index_of(&name_of(&ifr)?).ok_or(Errno::ENODEV)?;
+                    let flags: u16 = 0x1 | 0x40 | 0x80; // IFF_UP | IFF_RUNNING | IFF_NOARP
+                    ifr[16..18].copy_from_slice(&flags.to_le_bytes());
+                }
+                _ => {
+                    g.ifaces.index_of(&name_of(&ifr)?).ok_or(Errno::ENODEV)?;
+                    ifr[16..20].copy_from_slice(&(crate::can::CANFD_MTU as u32).to_le_bytes());
+                }
+            }
+            g.write_user(arg, &ifr)?;
+            Ok(0)
+        }
+        TCGETS => Err(Errno::ENOTTY),
+        _ if is_socket => Err(Errno::ENOTTY),
+        _ => Err(Errno::ENOTTY),
+    }
+}
+
+/// One `struct pollfd` evaluated now: `revents`, and the host fd to wait on if it is not ready.
+fn poll_one(g: &mut Guest, fd: i32, events: i16) -> (i16, Option<(i32, i16)>) {
+    if fd < 0 {
+        return (0, None);
+    }
+    let Ok(desc) = g.fds.get(fd) else {
+        return (libc::POLLNVAL, None);
+    };
+    let want_in = events & (libc::POLLIN | libc::POLLRDNORM) != 0;
+    let want_out = events & (libc::POLLOUT | libc::POLLWRNORM) != 0;
+    let mut d = desc.borrow_mut();
+    match &mut d.object {
+        Object::Stdio(0) => {
+            let mut p = libc::pollfd {
+                fd: 0,
+                events: events & (libc::POLLIN | libc::POLLRDNORM),
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) };
+            let wait = (p.revents == 0 && want_in).then_some((0, libc::POLLIN));
+            (p.revents, wait)
+        }
+        Object::Stdio(_) | Object::IoctlSocket { .. } => (events & (libc::POLLOUT | libc::POLLWRNORM), None),
+        Object::File(_) => (
+            events & (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM),
+            None,
+        ),
+        Object::Can(s) => {
+            let mut r = 0;
+            if want_in && s.readable() {
+                r |= events & (libc::POLLIN | libc::POLLRDNORM);
+            }
+            if want_out {
+                r |= events & (libc::POLLOUT | libc::POLLWRNORM);
+            }
+            if s.has_error() {
+                r |= libc::POLLERR;
+            }
+            let wait = if r == 0 && want_in {
+                s.wait_fd().map(|f| (f, libc::POLLIN))
+            } else {
+                None
+            };
+            (r, wait)
+        }
+    }
+}
+
+/// The core of poll/ppoll: `timeout` None = forever.
+fn do_poll(g: &mut Guest, fds_addr: u64, nfds: u64, timeout: Option<Duration>) -> SysResult {
+    if nfds > MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let raw = g.read_user(fds_addr, nfds * 8)?;
+    // The array must also be writable (revents).
+    g.mm.check(fds_addr, nfds * 8, crate::mm::Access::Write)?;
+    let deadline = timeout.map(|t| {
+        Instant::now()
+            .checked_add(t)
+            .unwrap_or_else(crate::guest::far_future)
+    });
+    let entries: Vec<(i32, i16)> = raw
+        .chunks_exact(8)
+        .map(|c| {
+            (
+                i32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                i16::from_le_bytes([c[4], c[5]]),
+            )
+        })
+        .collect();
+    loop {
+        let mut out = raw.clone();
+        let mut ready = 0u64;
+        let mut waits = Vec::new();
+        for (i, &(fd, events)) in entries.iter().enumerate() {
+            let (revents, wait) = poll_one(g, fd, events);
+            out[i * 8 + 6..i * 8 + 8].copy_from_slice(&revents.to_le_bytes());
+            if revents != 0 {
+                ready += 1;
+            }
+            waits.extend(wait);
+        }
+        let expired = deadline.is_some_and(|d| Instant::now() >= d);
+        if ready > 0 || expired {
+            g.write_user(fds_addr, &out)?;
+            return Ok(ready);
+        }
+        match g.wait(&waits, deadline) {
+            Ok(Woken::Timeout) => {
+                g.write_user(fds_addr, &out)?;
+                return Ok(0);
+            }
+            Ok(Woken::Ready(_)) => continue,
+            Err(e) if e == crate::errno::ERESTARTSYS => return Err(ERESTARTNOHAND),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn poll(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let ms = a[2] as i32;
+    let timeout = (ms >= 0).then(|| Duration::from_millis(ms as u64));
+    do_poll(g, a[0], a[1], timeout)
+}
+
+pub fn ppoll(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let timeout = if a[2] == 0 {
+        None
+    } else {
+        Some(super::time::read_timespec(g, a[2])?)
+    };
+    let mut old_mask = None;
+    if a[3] != 0 {
+        if a[4] != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let mask = g.read_u64(a[3])?;
+        old_mask = Some(g.signals.mask);
+        g.signals.set_mask(mask);
+    }
+    let r = do_poll(g, a[0], a[1], timeout);
+    if let Some(m) = old_mask {
+        g.signals.set_mask(m);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::tests::test_guest;
+
+    fn cpu() -> CpuState {
+        CpuState::for_tests(Default::default())
+    }
+
+    #[test]
+    fn bad_pointers_and_descriptors() {
+        let mut g = test_guest();
+        let mut c = cpu();
+        assert_eq!(write(&mut g, &mut c, &[1, 0x10, 5, 0, 0, 0]), Err(Errno::EFAULT));
+        assert_eq!(
+            write(&mut g, &mut c, &[1, 0x40_0000, 1 << 62, 0, 0, 0]),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            write(&mut g, &mut c, &[1, u64::MAX - 2, 8, 0, 0, 0]),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            write(&mut g, &mut c, &[77, 0x40_0000, 1, 0, 0, 0]),
+            Err(Errno::EBADF)
+        );
+        assert_eq!(
+            write(&mut g, &mut c, &[0, 0x40_0000, 1, 0, 0, 0]),
+            Err(Errno::EBADF),
+            "stdin is read-only"
+        );
+        assert_eq!(
+            read(&mut g, &mut c, &[1, 0x40_0000, 1, 0, 0, 0]),
+            Err(Errno::EBADF)
+        );
+        assert_eq!(lseek(&mut g, &mut c, &[1, 0, 0, 0, 0, 0]), Err(Errno::ESPIPE));
+        assert_eq!(close(&mut g, &mut c, &[55, 0, 0, 0, 0, 0]), Err(Errno::EBADF));
+        assert_eq!(writev(&mut g, &mut c, &[1, 0x10, 1, 0, 0, 0]), Err(Errno::EFAULT));
+        assert_eq!(
+            ioctl(&mut g, &mut c, &[1, TCGETS, 0x40_0000, 0, 0, 0]),
+            Err(Errno::ENOTTY)
+        );
+    }
+
+    #[test]
+    fn poll_reports_nval_and_times_out() {
+        let mut g = test_guest();
+        let mut c = cpu();
+        let mut pfds = Vec::new();
+        for (fd, ev) in [(1i32, libc::POLLOUT), (99, libc::POLLIN), (-1, libc::POLLIN)] {
+            pfds.extend_from_slice(&fd.to_le_bytes());
+            pfds.extend_from_slice(&ev.to_le_bytes());
+            pfds.extend_from_slice(&0i16.to_le_bytes());
+        }
+        g.write_user(0x40_0000, &pfds).unwrap();
+        assert_eq!(poll(&mut g, &mut c, &[0x40_0000, 3, 0, 0, 0, 0]), Ok(2));
+        let out = g.read_user(0x40_0000, 24).unwrap();
+        assert_eq!(i16::from_le_bytes([out[6], out[7]]), libc::POLLOUT);
+        assert_eq!(i16::from_le_bytes([out[14], out[15]]), libc::POLLNVAL);
+        assert_eq!(i16::from_le_bytes([out[22], out[23]]), 0);
+        assert_eq!(
+            poll(&mut g, &mut c, &[0x40_0000, 5000, 0, 0, 0, 0]),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            poll(&mut g, &mut c, &[0x50_0000, 1, 0, 0, 0, 0]),
+            Err(Errno::EFAULT),
+            "read-only array"
+        );
+        // Nothing ready: a 20 ms timeout elapses.
+        g.write_user(0x40_0000, &[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0])
+            .unwrap();
+        let t0 = Instant::now();
+        assert_eq!(poll(&mut g, &mut c, &[0x40_0000, 1, 20, 0, 0, 0]), Ok(0));
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,622 @@
+//! Socket syscalls. `AF_CAN`/`SOCK_RAW`/`CAN_RAW` sockets are served by [`crate::can`]; `AF_UNIX`,
+//! `AF_INET` and `AF_INET6` datagram sockets exist only for interface `ioctl`s (glibc's
+//! `if_nametoindex` opens one for `SIOCGIFINDEX`). Every other socket is refused with `EACCES`: the
+//! guest has no network besides its CAN interfaces.
+
+use std::time::Instant;
+
+use super::SysResult;
+use crate::can::{
+    encode_frame, parse_filters, GuestCanSocket, AF_CAN, CAN_RAW, CAN_RAW_ERR_FILTER, CAN_RAW_FD_FRAMES,
+    CAN_RAW_FILTER, CAN_RAW_JOIN_FILTERS, CAN_RAW_LOOPBACK, CAN_RAW_RECV_OWN_MSGS, SOCKADDR_CAN_LEN,
+    SOL_CAN_RAW,
+};
+use crate::errno::Errno;
+use crate::fdtable::{Object, Shared};
+use crate::guest::{Guest, Woken, MAX_IO};
+use crate::vcpu::CpuState;
+
+const SOCK_DGRAM: u64 = 2;
+const SOCK_RAW: u64 = 3;
+const SOCK_NONBLOCK: u64 = 0x800;
+const SOCK_CLOEXEC: u64 = 0x8_0000;
+const MSG_PEEK: u64 = 0x2;
+const MSG_TRUNC: u64 = 0x20;
+const MSG_DONTWAIT: u64 = 0x40;
+const MSG_CONFIRM: i32 = 0x800;
+const MSG_DONTROUTE: i32 = 0x4;
+const MSG_CTRUNC: i32 = 0x8;
+const SOL_SOCKET: i32 = 1;
+const SO_TYPE: i32 = 3;
+const SO_ERROR: i32 = 4;
+const SO_SNDBUF: i32 = 7;
+const SO_RCVBUF: i32 = 8;
+const SO_RCVTIMEO: i32 = 20;
+const SO_TIMESTAMP: i32 = 29;
+const SO_SNDBUFFORCE: i32 = 32;
+const SO_RCVBUFFORCE: i32 = 33;
+const SO_TIMESTAMPNS: i32 = 35;
+const SO_PROTOCOL: i32 = 38;
+const SO_DOMAIN: i32 = 39;
+
+/// True if `fd` is a guest CAN socket (used to trigger the snapshot before its `bind`).
+pub fn is_can_socket(g: &Guest, fd: u64) -> bool {
+    g.fds
+        .get(fd as i32)
+        .is_ok_and(|d| matches!(d.borrow().object, Object::Can(_)))
+}
+
+pub fn socket(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (domain, ty, proto) = (a[0] as i32, a[1], a[2] as i32);
+    if ty & !(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let nonblock = ty & SOCK_NONBLOCK != 0;
+    let cloexec = ty & SOCK_CLOEXEC != 0;
+    let base = ty & 0xf;
+    let object = match domain {
+        AF_CAN => {
+            if base != SOCK_RAW {
+                return Err(Errno::EPROTONOSUPPORT);
+            }
+            if proto != CAN_RAW {
+                return Err(Errno::EPROTONOSUPPORT);
+            }
+            Object::Can(Box::new(GuestCanSocket::new(format!("{}@vm", g.info.exe_name))))
+        }
+        libc::AF_UNIX | libc::AF_INET | libc::AF_INET6 if base == SOCK_DGRAM => {
+            Object::IoctlSocket { domain }
+        }
+        _ => {
+            if g.unknown_seen.insert(1 << 34 | domain as u64) {
+                tracing::warn!(
+                    domain,
+                    kind = base,
+                    "the guest has no network besides its CAN interfaces: socket refused with EACCES"
+                );
+            }
+            return Err(Errno::EACCES);
+        }
+    };
+    Ok(g.fds.insert(object, nonblock, cloexec)? as u64)
+}
+
+fn with_can<R>(
+    g: &Guest,
+    fd: u64,
+    f: impl FnOnce(&mut GuestCanSocket) -> Result<R, Errno>,
+) -> Result<R, Errno> {
+    let desc = g.fds.get(fd as i32)?;
+    let mut d = desc.borrow_mut();
+    match &mut d.object {
+        Object::Can(s) => f(s),
+        Object::IoctlSocket { .. } => Err(Errno::EOPNOTSUPP),
+        _ => Err(Errno::ENOTSOCK),
+    }
+}
+
+/// Reads a `sockaddr_can` and returns its ifindex.
+fn read_can_addr(g: &Guest, addr: u64, len: u64) -> Result<u32, Errno> {
+    if len < 8 {
+        return Err(Errno::EINVAL);
+    }
+    let b = g.read_user(addr, len.min(SOCKADDR_CAN_LEN as u64))?;
+    let family = u16::from_le_bytes([b[0], b[1]]);
+    if i32::from(family) != AF_CAN {
+        return Err(Errno::EINVAL);
+    }
+    let idx = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    u32::try_from(idx).map_err(|_| Errno::ENODEV)
+}
+
+fn can_addr_bytes(ifindex: u32) -> Vec<u8> {
+    let mut b = vec![0u8; SOCKADDR_CAN_LEN];
+    b[0..2].copy_from_slice(&(AF_CAN as u16).to_le_bytes());
+    b[4..8].copy_from_slice(&ifindex.to_le_bytes());
+    b
+}
+
+/// Writes an address into a (`addr`, `*addrlen`) pair: truncated to the caller's buffer, length updated.
+fn put_addr(g: &mut Guest, addr: u64, lenp: u64, bytes: &[u8]) -> Result<(), Errno> {
+    if addr == 0 || lenp == 0 {
+        return Ok(());
+    }
+    let cap = g.read_u32(lenp)? as i32;
+    if cap < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let n = (cap as usize).min(bytes.len());
+    g.write_user(addr, &bytes[..n])?;
+    g.write_u32(lenp, bytes.len() as u32)
+}
+
+pub fn bind(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let desc = g.fds.get(a[0] as i32)?;
+    if !matches!(desc.borrow().object, Object::Can(_)) {
+        return Err(match desc.borrow().object {
+            Object::IoctlSocket { .. } => Errno::EINVAL,
+            _ => Errno::ENOTSOCK,
+        });
+    }
+    let mut ifindex = read_can_addr(g, a[1], a[2])?;
+    if ifindex == 0 {
+        // "All interfaces": one bus node per socket here, so only a single interface is supported.
+        if g.ifaces.len() != 1 {
+            tracing::warn!("bind to all CAN interfaces (ifindex 0) needs exactly one --can interface");
+            return Err(Errno::EINVAL);
+        }
+        ifindex = 1;
+    }
+    let ifaces = g.ifaces.clone();
+    with_can(g, a[0], |s| s.bind(&ifaces, ifindex))?;
+    Ok(0)
+}
+
+pub fn connect(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let desc = g.fds.get(a[0] as i32)?;
+    let d = desc.borrow();
+    match d.object {
+        Object::Can(_) | Object::IoctlSocket { .. } => Err(Errno::EOPNOTSUPP),
+        _ => Err(Errno::ENOTSOCK),
+    }
+}
+
+pub fn listen(g: &mut Guest, cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    connect(g, cpu, a)
+}
+
+pub fn shutdown(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let desc = g.fds.get(a[0] as i32)?;
+    let d = desc.borrow();
+    match d.object {
+        Object::Can(_) | Object::IoctlSocket { .. } => Err(Errno::ENOTCONN),
+        _ => Err(Errno::ENOTSOCK),
+    }
+}
+
+pub fn getsockname(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let ifindex = with_can(g, a[0], |s| Ok(s.bound.unwrap_or(0)))?;
+    put_addr(g, a[1], a[2], &can_addr_bytes(ifindex))?;
+    Ok(0)
+}
+
+pub fn getpeername(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    g.fds.get(a[0] as i32)?;
+    Err(Errno::ENOTCONN)
+}
+
+pub fn setsockopt(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (fd, level, opt, val, len) = (a[0], a[1] as i32, a[2] as i32, a[3], a[4]);
+    if len > 1 << 16 {
+        return Err(Errno::EINVAL);
+    }
+    let desc = g.fds.get(fd as i32)?;
+    let is_can = matches!(desc.borrow().object, Object::Can(_));
+    if !is_can {
+        return match desc.borrow().object {
+            Object::IoctlSocket { .. } if level == SOL_SOCKET => Ok(0),
+            Object::IoctlSocket { .. } => Err(Errno::ENOPROTOOPT),
+            _ => Err(Errno::ENOTSOCK),
+        };
+    }
+    // Read the value first (EFAULT before any change).
+    let bytes = g.read_user(val, len)?;
+    let int = || -> Result<i32, Errno> {
+        if bytes.len() != 4 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    };
+    let ifaces = g.ifaces.clone();
+    with_can(g, fd, |s| {
+        let before = s.opts.clone();
+        match (level, opt) {
+            (SOL_CAN_RAW, CAN_RAW_FILTER) => s.opts.filters = parse_filters(&bytes)?,
+            (SOL_CAN_RAW, CAN_RAW_ERR_FILTER) => s.opts.err_mask = int()? as u32,
+            (SOL_CAN_RAW, CAN_RAW_LOOPBACK) => s.opts.loopback = int()? != 0,
+            (SOL_CAN_RAW, CAN_RAW_RECV_OWN_MSGS) => s.opts.recv_own = int()? != 0,
+            (SOL_CAN_RAW, CAN_RAW_FD_FRAMES) => s.opts.fd_frames = int()? != 0,
+            (SOL_CAN_RAW, CAN_RAW_JOIN_FILTERS) => s.opts.join_filters = int()? != 0,
+            (SOL_CAN_RAW, _) => return Err(Errno::ENOPROTOOPT),
+            (SOL_SOCKET, SO_TIMESTAMPNS) => s.opts.timestamp_ns = int()? != 0,
+            (SOL_SOCKET, SO_TIMESTAMP) => s.opts.timestamp_us = int()? != 0,
+            (SOL_SOCKET, SO_RCVBUF | SO_RCVBUFFORCE) => s.opts.rcvbuf = int()?.clamp(2304, 1 << 26) * 2,
+            (SOL_SOCKET, SO_SNDBUF | SO_SNDBUFFORCE) => s.opts.sndbuf = int()?.clamp(2304, 1 << 26) * 2,
+            (SOL_SOCKET, SO_RCVTIMEO) => {
+                if bytes.len() < 16 {
+                    return Err(Errno::EINVAL);
+                }
+                let sec = i64::from_le_bytes(bytes[0..8].try_into().map_err(|_| Errno::EINVAL)?);
+                let usec = i64::from_le_bytes(bytes[8..16].try_into().map_err(|_| Errno::EINVAL)?);
+                if sec < 0 || !(0..1_000_000).contains(&usec) {
+                    return Err(Errno::EINVAL);
+                }
+                s.rcvtimeo_us = (sec as u64).saturating_mul(1_000_000).saturating_add(usec as u64);
+            }
+            (SOL_SOCKET, _) => {}
+            _ => return Err(Errno::ENOPROTOOPT),
+        }
+        s.options_changed(&ifaces, &before)
+    })?;
+    Ok(0)
+}
+
+pub fn getsockopt(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (fd, level, opt, val, lenp) = (a[0], a[1] as i32, a[2] as i32, a[3], a[4]);
+    let desc = g.fds.get(fd as i32)?;
+    let (is_can, domain) = match desc.borrow().object {
+        Object::Can(_) => (true, AF_CAN),
+        Object::IoctlSocket { domain } => (false, domain),
+        _ => return Err(Errno::ENOTSOCK),
+    };
+    let cap = g.read_u32(lenp)? as i32;
+    if cap < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let value: Vec<u8> = if is_can {
+        with_can(g, fd, |s| {
+            let i = |v: i32| v.to_le_bytes().to_vec();
+            Ok(match (level, opt) {
+                (SOL_CAN_RAW, CAN_RAW_FILTER) => {
+                    let mut b = Vec::new();
+                    for (id, mask) in &s.opts.filters {
+                        b.extend_from_slice(&id.to_le_bytes());
+                        b.extend_from_slice(&mask.to_le_bytes());
+                    }
+                    if b.len() > cap as usize {
+                        return Err(Errno::ERANGE);
+                    }
+                    b
+                }
+                (SOL_CAN_RAW, CAN_RAW_ERR_FILTER) => i(s.opts.err_mask as i32),
+                (SOL_CAN_RAW, CAN_RAW_LOOPBACK) => i(s.opts.loopback as i32),
+                (SOL_CAN_RAW, CAN_RAW_RECV_OWN_MSGS) => i(s.opts.recv_own as i32),
+                (SOL_CAN_RAW, CAN_RAW_FD_FRAMES) => i(s.opts.fd_frames as i32),
+                (SOL_CAN_RAW, CAN_RAW_JOIN_FILTERS) => i(s.opts.join_filters as i32),
+                (SOL_SOCKET, SO_TYPE) => i(SOCK_RAW as i32),
+                (SOL_SOCKET, SO_ERROR) => i(if s.has_error() { libc::ENETDOWN } else { 0 }),
+                (SOL_SOCKET, SO_DOMAIN) => i(AF_CAN),
+                (SOL_SOCKET, SO_PROTOCOL) => i(CAN_RAW),
+                (SOL_SOCKET, SO_RCVBUF) => i(s.opts.rcvbuf),
+                (SOL_SOCKET, SO_SNDBUF) => i(s.opts.sndbuf),
+                (SOL_SOCKET, SO_TIMESTAMPNS) => i(s.opts.timestamp_ns as i32),
+                (SOL_SOCKET, SO_TIMESTAMP) => i(s.opts.timestamp_us as i32),
+                _ => return Err(Errno::ENOPROTOOPT),
+            })
+        })?
+    } else {
+        match (level, opt) {
+            (SOL_SOCKET, SO_TYPE) => (SOCK_DGRAM as i32).to_le_bytes().to_vec(),
+            (SOL_SOCKET, SO_DOMAIN) => domain.to_le_bytes().to_vec(),
+            (SOL_SOCKET, SO_ERROR) => 0i32.to_le_bytes().to_vec(),
+            _ => return Err(Errno::ENOPROTOOPT),
+        }
+    };
+    let n = value.len().min(cap as usize);
+    g.write_user(val, &value[..n])?;
+    g.write_u32(lenp, n as u32)?;
+    Ok(0)
+}
+
+/// A received CAN frame as guest bytes, plus what `recvmsg` reports about it.
+pub struct Delivered {
+    pub ifindex: u32,
+    pub own: bool,
+    pub timestamp_ns: u64,
+    pub timestamp: bool,
+    pub timestamp_us: bool,
+}
+
+/// Receives one frame from the CAN socket behind `desc`, blocking unless `dontwait`.
+pub fn can_recv(
+    g: &mut Guest,
+    desc: &Shared,
+    dontwait: bool,
+    peek: bool,
+) -> Result<(Vec<u8>, Delivered), Errno> {
+    let timeout_us = match &desc.borrow().object {
+        Object::Can(s) => s.rcvtimeo_us,
+        _ => return Err(Errno::ENOTSOCK),
+    };
+    let deadline = (timeout_us > 0).then(|| Instant::now() + std::time::Duration::from_micros(timeout_us));
+    loop {
+        let wait_fd = {
+            let mut d = desc.borrow_mut();
+            let Object::Can(s) = &mut d.object else {
+                return Err(Errno::ENOTSOCK);
+            };
+            let got = if peek {
+                if s.readable() {
+                    s.peek()
+                } else {
+                    None
+                }
+            } else {
+                s.take()?
+            };
+            if let Some(rx) = got {
+                let info = Delivered {
+                    ifindex: s.bound.unwrap_or(0),
+                    own: rx.own,
+                    timestamp_ns: rx.timestamp_ns,
+                    timestamp: s.opts.timestamp_ns,
+                    timestamp_us: s.opts.timestamp_us,
+                };
+                return Ok((encode_frame(&rx.frame), info));
+            }
+            if dontwait {
+                return Err(Errno::EAGAIN);
+            }
+            s.wait_fd()
+        };
+        let fds: Vec<(i32, i16)> = wait_fd.into_iter().map(|f| (f, libc::POLLIN)).collect();
+        match g.wait(&fds, deadline)? {
+            Woken::Timeout => return Err(Errno::EAGAIN),
+            Woken::Ready(_) => continue,
+        }
+    }
+}
+
+fn can_send(g: &mut Guest, fd: u64, data: &[u8], dest: Option<(u64, u64)>) -> SysResult {
+    if let Some((addr, len)) = dest {
+        if addr != 0 {
+            let ifindex = read_can_addr(g, addr, len)?;
+            let bound = with_can(g, fd, |s| Ok(s.bound))?;
+            if bound.is_some_and(|b| b != ifindex && ifindex != 0) || bound.is_none() {
+                return Err(Errno::EINVAL);
+            }
+        }
+    }
+    with_can(g, fd, |s| s.send(data).map(|n| n as u64))
+}
+
+pub fn sendto(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    super::io::access_ok(a[1], a[2])?;
+    let desc = g.fds.get(a[0] as i32)?;
+    let is_can = matches!(desc.borrow().object, Object::Can(_));
+    let data = g.read_user(a[1], a[2].min(MAX_IO))?;
+    if !is_can {
+        return Ok(super::io::write_fd(g, a[0] as i32, &data)? as u64);
+    }
+    can_send(g, a[0], &data, Some((a[4], a[5])))
+}
+
+pub fn recvfrom(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (fd, buf, len, flags, src, srclen) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+    super::io::access_ok(buf, len)?;
+    let desc = g.fds.get(fd as i32)?;
+    if !matches!(desc.borrow().object, Object::Can(_)) {
+        let data = super::io::read_fd(g, fd as i32, len)?;
+        g.write_user(buf, &data)?;
+        return Ok(data.len() as u64);
+    }
+    let dontwait = desc.borrow().nonblock || flags & MSG_DONTWAIT != 0;
+    let (frame, info) = can_recv(g, &desc, dontwait, flags & MSG_PEEK != 0)?;
+    let n = frame.len().min(len as usize);
+    g.write_user(buf, &frame[..n])?;
+    put_addr(g, src, srclen, &can_addr_bytes(info.ifindex))?;
+    Ok(if flags & MSG_TRUNC != 0 { frame.len() } else { n } as u64)
+}
+
+/// `struct msghdr` fields.
+struct MsgHdr {
+    name: u64,
+    namelen: u32,
+    iov: u64,
+    iovlen: u64,
+    control: u64,
+    controllen: u64,
+}
+
+fn read_msghdr(g: &Guest, addr: u64) -> Result<MsgHdr, Errno> {
+    let b = g.read_user(addr, 56)?;
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    Ok(MsgHdr {
+        name: u64_at(0),
+        namelen: u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4])),
+        iov: u64_at(16),
+        iovlen: u64_at(24),
+        control: u64_at(32),
+        controllen: u64_at(40),
+    })
+}
+
+pub fn sendmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let m = read_msghdr(g, a[1])?;
+    let iov = g.read_iovecs(m.iov, m.iovlen)?;
+    let data = g.gather(&iov, MAX_IO)?;
+    let desc = g.fds.get(a[0] as i32)?;
+    if !matches!(desc.borrow().object, Object::Can(_)) {
+        return Ok(super::io::write_fd(g, a[0] as i32, &data)? as u64);
+    }
+    let dest = (m.name != 0).then_some((m.name, u64::from(m.namelen)));
+    can_send(g, a[0], &data, dest)
+}
+
+pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (fd, msg, flags) = (a[0], a[1], a[2]);
+    let m = read_msghdr(g, msg)?;
+    let iov = g.read_iovecs(m.iov, m.iovlen)?;
+    g.mm.check(msg, 56, crate::mm::Access::Write)?;
+    let desc = g.fds.get(fd as i32)?;
+    if !matches!(desc.borrow().object, Object::Can(_)) {
+        let total: u64 = iov.iter().map(|v| v.1).sum();
+        let data = super::io::read_fd(g, fd as i32, total)?;
+        return Ok(g.scatter(&iov, &data)? as u64);
+    }
+    let dontwait = desc.borrow().nonblock || flags & MSG_DONTWAIT != 0;
+    let (frame, info) = can_recv(g, &desc, dontwait, flags & MSG_PEEK != 0)?;
+    let copied = g.scatter(&iov, &frame)?;
+    let mut out_flags = MSG_DONTROUTE;
+    if info.own {
+        out_flags |= MSG_CONFIRM;
+    }
+    if copied < frame.len() {
+        out_flags |= MSG_TRUNC as i32;
+    }
+    // Source address.
+    if m.name != 0 {
+        let addr = can_addr_bytes(info.ifindex);
+        let n = (m.namelen as usize).min(addr.len());
+        g.write_user(m.name, &addr[..n])?;
+        g.write_u32(msg + 8, SOCKADDR_CAN_LEN as u32)?;
+    }
+    // Control messages: the receive timestamp.
+    let mut control = Vec::new();
+    let secs = info.timestamp_ns / 1_000_000_000;
+    let sub = info.timestamp_ns % 1_000_000_000;
+    if info.timestamp {
+        push_cmsg(&mut control, SOL_SOCKET, SO_TIMESTAMPNS, &[secs, sub]);
+    } else if info.timestamp_us {
+        push_cmsg(&mut control, SOL_SOCKET, SO_TIMESTAMP, &[secs, sub / 1000]);
+    }
+    let mut controllen = 0u64;
+    if m.control != 0 && !control.is_empty() {
+        if (control.len() as u64) <= m.controllen {
+            g.write_user(m.control, &control)?;
+            controllen = control.len() as u64;
+        } else {
+            out_flags |= MSG_CTRUNC;
+        }
+    } else if !control.is_empty() {
+        out_flags |= MSG_CTRUNC;
+    }
+    g.write_u64(msg + 40, controllen)?;
+    g.write_u32(msg + 48, out_flags as u32)?;
+    Ok(if flags & MSG_TRUNC != 0 {
+        frame.len()
+    } else {
+        copied
+    } as u64)
+}
+
+/// Appends a control message (`cmsghdr` + 8-byte words) in the x86-64 layout.
+fn push_cmsg(out: &mut Vec<u8>, level: i32, ty: i32, words: &[u64]) {
+    let len = 16 + words.len() * 8;
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+    out.extend_from_slice(&level.to_le_bytes());
+    out.extend_from_slice(&ty.to_le_bytes());
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::tests::test_guest;
+
+    fn cpu() -> CpuState {
+        CpuState::for_tests(Default::default())
+    }
+
+    #[test]
+    fn sockets_and_interface_ioctls() {
+        let mut g = test_guest();
+        g.ifaces =
+            crate::can::Interfaces::new(vec![("can0".into(), "unix:/nonexistent.sock".parse().unwrap())]);
+        let mut c = cpu();
+        // Only CAN_RAW raw sockets and datagram ioctl sockets exist.
+        assert_eq!(
+            socket(&mut g, &mut c, &[libc::AF_INET as u64, 1, 0, 0, 0, 0]),
+            Err(Errno::EACCES)
+        );
+        assert_eq!(
+            socket(&mut g, &mut c, &[AF_CAN as u64, 2, 2, 0, 0, 0]),
+            Err(Errno::EPROTONOSUPPORT)
+        );
+        assert_eq!(
+            socket(&mut g, &mut c, &[AF_CAN as u64, 3, 0, 0, 0, 0]),
+            Err(Errno::EPROTONOSUPPORT)
+        );
+        let s = socket(&mut g, &mut c, &[AF_CAN as u64, 3 | SOCK_CLOEXEC, 1, 0, 0, 0]).unwrap();
+        assert_eq!(s, 3);
+        let u = socket(
+            &mut g,
+            &mut c,
+            &[libc::AF_UNIX as u64, 2 | SOCK_CLOEXEC, 0, 0, 0, 0],
+        )
+        .unwrap();
+        // if_nametoindex("can0") through the datagram socket.
+        let mut ifr = vec![0u8; 40];
+        ifr[..4].copy_from_slice(b"can0");
+        g.write_user(0x40_0000, &ifr).unwrap();
+        assert_eq!(
+            super::super::io::ioctl(&mut g, &mut c, &[u, 0x8933, 0x40_0000, 0, 0, 0]),
+            Ok(0)
+        );
+        assert_eq!(g.read_u32(0x40_0010).unwrap(), 1);
+        ifr[..5].copy_from_slice(b"can7\0");
+        g.write_user(0x40_0000, &ifr).unwrap();
+        assert_eq!(
+            super::super::io::ioctl(&mut g, &mut c, &[u, 0x8933, 0x40_0000, 0, 0, 0]),
+            Err(Errno::ENODEV)
+        );
+        assert_eq!(
+            super::super::io::ioctl(&mut g, &mut c, &[u, 0x8933, 0x10, 0, 0, 0]),
+            Err(Errno::EFAULT)
+        );
+        // Options before bind are stored; bad lengths are EINVAL, bad pointers EFAULT.
+        g.write_u32(0x40_0100, 1).unwrap();
+        assert_eq!(setsockopt(&mut g, &mut c, &[s, 101, 4, 0x40_0100, 4, 0]), Ok(0));
+        assert_eq!(
+            setsockopt(&mut g, &mut c, &[s, 101, 4, 0x40_0100, 2, 0]),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            setsockopt(&mut g, &mut c, &[s, 101, 4, 0x10, 4, 0]),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            setsockopt(&mut g, &mut c, &[s, 101, 99, 0x40_0100, 4, 0]),
+            Err(Errno::ENOPROTOOPT)
+        );
+        assert_eq!(
+            setsockopt(&mut g, &mut c, &[s, 101, 1, 0x40_0100, 7, 0]),
+            Err(Errno::EINVAL)
+        );
+        // Filters: two filters, read back.
+        let mut f = Vec::new();
+        for v in [0x120u32, 0x7ff, 0x130, 0x7ff] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        g.write_user(0x40_0200, &f).unwrap();
+        assert_eq!(setsockopt(&mut g, &mut c, &[s, 101, 1, 0x40_0200, 16, 0]), Ok(0));
+        g.write_u32(0x40_0300, 64).unwrap();
+        assert_eq!(
+            getsockopt(&mut g, &mut c, &[s, 101, 1, 0x40_0400, 0x40_0300, 0]),
+            Ok(0)
+        );
+        assert_eq!(g.read_u32(0x40_0300).unwrap(), 16);
+        assert_eq!(g.read_user(0x40_0400, 16).unwrap(), f);
+        // bind: bad family, unknown ifindex, unreachable bus.
+        let mut addr = vec![0u8; 24];
+        addr[0..2].copy_from_slice(&(AF_CAN as u16).to_le_bytes());
+        addr[4..8].copy_from_slice(&5i32.to_le_bytes());
+        g.write_user(0x40_0500, &addr).unwrap();
+        assert_eq!(
+            bind(&mut g, &mut c, &[s, 0x40_0500, 24, 0, 0, 0]),
+            Err(Errno::ENODEV)
+        );
+        assert_eq!(
+            bind(&mut g, &mut c, &[s, 0x40_0500, 4, 0, 0, 0]),
+            Err(Errno::EINVAL)
+        );
+        addr[4..8].copy_from_slice(&1i32.to_le_bytes());
+        g.write_user(0x40_0500, &addr).unwrap();
+        assert_eq!(
+            bind(&mut g, &mut c, &[s, 0x40_0500, 24, 0, 0, 0]),
+            Err(Errno::ENETDOWN)
+        );
+        assert_eq!(
+            bind(&mut g, &mut c, &[1, 0x40_0500, 24, 0, 0, 0]),
+            Err(Errno::ENOTSOCK)
+        );
+        // Unbound: nothing to read, sending needs a bound socket.
+        g.fds.get(s as i32).unwrap().borrow_mut().nonblock = true;
+        assert_eq!(
+            recvfrom(&mut g, &mut c, &[s, 0x40_0600, 16, 0, 0, 0]),
+            Err(Errno::EAGAIN)
+        );
+    }
+}
