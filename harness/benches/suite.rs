@@ -11,11 +11,7 @@ use agl_parity::workload::WorkloadCatalog;
 
 fn main() {
     let project = agl_parity::default_project_dir();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match agl_parity::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

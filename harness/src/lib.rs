@@ -57,6 +57,15 @@ pub mod world;
 
 use std::path::PathBuf;
 
+/// The async runtime the CLI, the scenario test target and the benchmarks use: two workers, enough for the
+/// harness on the small machines it targets (workloads are separate processes).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// Environment variable naming the project directory (scenarios/, fixtures/, reports/).
 pub const PROJECT_ENV: &str = "AGL_PARITY_PROJECT";
 

@@ -152,11 +152,7 @@ fn main() -> ExitCode {
         .project
         .clone()
         .unwrap_or_else(agl_parity::default_project_dir);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match agl_parity::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -35,11 +35,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match agl_parity::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -117,17 +113,6 @@ fn main() -> ExitCode {
         lab,
         parallel_environments: false,
         project_dir: project,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let journal = runner::Journal::new();
     let outcome = match runtime.block_on(runner::run(options, journal)) {

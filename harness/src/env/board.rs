@@ -400,8 +400,8 @@ impl Environment for BoardEnv {
         request: DeployRequest<'_>,
     ) -> Result<Vec<Instance>, InfraError> {
         let pod = request.workload;
-        let mut bus_env = Vec::new();
-        for (i, bus) in request.buses.iter().enumerate() {
+        let mut endpoints = Vec::new();
+        for bus in &request.buses {
             let iface = self
                 .board
                 .interface_for(&bus.name)
@@ -419,11 +419,9 @@ impl Environment for BoardEnv {
                 }
                 _ => format!("socketcan:{}", iface.name),
             };
-            if i == 0 {
-                bus_env.push((vcan::endpoint::BUS_ENV.to_string(), uri.clone()));
-            }
-            bus_env.push((super::native::bus_env_name(&bus.name), uri));
+            endpoints.push((bus.name.clone(), uri));
         }
+        let bus_env = super::bus_env(&endpoints);
         let mut instances = Vec::new();
         for container in &pod.containers {
             let local = self.catalog.binary_for(&container.image).await?;
@@ -447,14 +445,7 @@ impl Environment for BoardEnv {
             }
             let n = self.instances.fetch_add(1, Ordering::SeqCst);
             let dir = format!("{}/i{n}-{}-{}", self.remote_dir, pod.name, container.name);
-            let logs = LogSink::create(
-                &container.name,
-                &request.log_dir.join(format!("{}.log", container.name)),
-            )
-            .map_err(|e| InfraError::Launch {
-                workload: pod.name.clone(),
-                reason: format!("log file: {e}"),
-            })?;
+            let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(BoardLauncher {
                 ssh: self.ssh.clone(),
                 workload: format!("{}/{}", pod.name, container.name),

@@ -312,28 +312,9 @@ impl Environment for ContainerEnv {
         for container in &pod.containers {
             let image = self.image_for(run, container).await?;
             let pod_init = run.catalog.ensure_built().await?.join("pod-init");
-            let links: Vec<(String, PathBuf)> = request
-                .buses
-                .iter()
-                .map(|b| {
-                    b.unix_path
-                        .clone()
-                        .map(|p| (b.name.clone(), p))
-                        .ok_or_else(|| InfraError::Bus {
-                            bus: b.name.clone(),
-                            reason: "the container environment needs the bus on a Unix socket".into(),
-                        })
-                })
-                .collect::<Result<_, _>>()?;
+            let links = request.unix_sockets("container")?;
             let key = spec_key(&image.reference, &image.argv, container, &links);
-            let logs = LogSink::create(
-                &container.name,
-                &request.log_dir.join(format!("{}.log", container.name)),
-            )
-            .map_err(|e| InfraError::Launch {
-                workload: pod.name.clone(),
-                reason: format!("log file: {e}"),
-            })?;
+            let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(ContainerLauncher {
                 shared: self.shared.clone(),
                 pod: pod.name.clone(),
@@ -458,12 +439,13 @@ impl ContainerLauncher {
         for (k, v) in &self.spec.env {
             request = request.with_env_var(k.clone(), v.clone());
         }
-        for (i, (bus, _)) in self.links.iter().enumerate() {
-            let uri = format!("unix:{slot_in_container}/{bus}.sock");
-            if i == 0 {
-                request = request.with_env_var(vcan::endpoint::BUS_ENV, uri.clone());
-            }
-            request = request.with_env_var(super::native::bus_env_name(bus), uri);
+        let endpoints: Vec<(String, String)> = self
+            .links
+            .iter()
+            .map(|(bus, _)| (bus.clone(), format!("unix:{slot_in_container}/{bus}.sock")))
+            .collect();
+        for (k, v) in super::bus_env(&endpoints) {
+            request = request.with_env_var(k, v);
         }
         let limits = self.spec.limits;
         let request = request.with_host_config_modifier(move |hc| {

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use crate::bus::BusInfo;
+use crate::logs::LogSink;
 use crate::manifest::{ContainerSpec, WorkloadSpec};
 use crate::supervisor::Supervisor;
 use crate::workload::WorkloadCatalog;
@@ -81,6 +82,58 @@ pub struct DeployRequest<'a> {
     pub log_dir: &'a Path,
     /// Scratch directory for this scenario.
     pub scratch_dir: &'a Path,
+}
+
+impl DeployRequest<'_> {
+    /// The log of one container of the pod, in the report directory.
+    pub fn container_log(&self, container: &str) -> Result<LogSink, InfraError> {
+        LogSink::create(container, &self.log_dir.join(format!("{container}.log"))).map_err(|e| {
+            InfraError::Launch {
+                workload: self.workload.name.clone(),
+                reason: format!("log file: {e}"),
+            }
+        })
+    }
+
+    /// (bus name, hub socket) of every bus, for environments that reach the hub through its Unix socket.
+    pub fn unix_sockets(&self, env: &str) -> Result<Vec<(String, PathBuf)>, InfraError> {
+        self.buses
+            .iter()
+            .map(|b| {
+                b.unix_path
+                    .clone()
+                    .map(|p| (b.name.clone(), p))
+                    .ok_or_else(|| InfraError::Bus {
+                        bus: b.name.clone(),
+                        reason: format!("the {env} environment needs the bus on a Unix socket"),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The workload's bus variables from (bus name, endpoint URI) pairs in manifest order: `CAN_BUS` for the
+/// first bus and `CAN_BUS_<NAME>` for every bus.
+pub fn bus_env(endpoints: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some((_, first)) = endpoints.first() {
+        env.push((vcan::endpoint::BUS_ENV.to_string(), first.clone()));
+    }
+    env.extend(
+        endpoints
+            .iter()
+            .map(|(bus, uri)| (bus_env_name(bus), uri.clone())),
+    );
+    env
+}
+
+/// `CAN_BUS_<NAME>` for a bus name (upper case, `-` as `_`).
+pub fn bus_env_name(bus: &str) -> String {
+    format!(
+        "{}_{}",
+        vcan::endpoint::BUS_ENV,
+        bus.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// How CAN reaches the workload in an environment, as shown in reports.
@@ -193,5 +246,28 @@ pub fn create(
             })?;
             (kind.create)(run)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_variables() {
+        assert_eq!(bus_env_name("body-1"), "CAN_BUS_BODY_1");
+        let env = bus_env(&[
+            ("vehicle".into(), "unix:/a".into()),
+            ("body".into(), "unix:/b".into()),
+        ]);
+        assert_eq!(
+            env,
+            vec![
+                ("CAN_BUS".to_string(), "unix:/a".to_string()),
+                ("CAN_BUS_VEHICLE".to_string(), "unix:/a".to_string()),
+                ("CAN_BUS_BODY".to_string(), "unix:/b".to_string()),
+            ]
+        );
+        assert!(bus_env(&[]).is_empty());
     }
 }

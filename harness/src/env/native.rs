@@ -57,18 +57,12 @@ impl Environment for NativeEnv {
         request: DeployRequest<'_>,
     ) -> Result<Vec<Instance>, InfraError> {
         let pod = request.workload;
-        let mut bus_env = Vec::new();
-        for (i, bus) in request.buses.iter().enumerate() {
-            let path = bus.unix_path.as_ref().ok_or_else(|| InfraError::Bus {
-                bus: bus.name.clone(),
-                reason: "the native environment needs the bus on a Unix socket".into(),
-            })?;
-            let uri = format!("unix:{}", path.display());
-            if i == 0 {
-                bus_env.push((vcan::endpoint::BUS_ENV.to_string(), uri.clone()));
-            }
-            bus_env.push((bus_env_name(&bus.name), uri));
-        }
+        let endpoints: Vec<(String, String)> = request
+            .unix_sockets("native")?
+            .into_iter()
+            .map(|(bus, path)| (bus, format!("unix:{}", path.display())))
+            .collect();
+        let bus_env = super::bus_env(&endpoints);
         let mut instances = Vec::new();
         for container in &pod.containers {
             let binary = run.catalog.binary_for(&container.image).await?;
@@ -83,14 +77,7 @@ impl Environment for NativeEnv {
             let mut env = container.env.clone();
             env.extend(bus_env.iter().cloned());
             env.push((RUN_MARKER_ENV.to_string(), run.run_id.clone()));
-            let logs = LogSink::create(
-                &container.name,
-                &request.log_dir.join(format!("{}.log", container.name)),
-            )
-            .map_err(|e| InfraError::Launch {
-                workload: pod.name.clone(),
-                reason: format!("log file: {e}"),
-            })?;
+            let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(HostLauncher {
                 name: container.name.clone(),
                 binary,
@@ -106,15 +93,6 @@ impl Environment for NativeEnv {
         }
         Ok(instances)
     }
-}
-
-/// `CAN_BUS_<NAME>` for a bus name (upper case, `-` as `_`).
-pub fn bus_env_name(bus: &str) -> String {
-    format!(
-        "{}_{}",
-        vcan::endpoint::BUS_ENV,
-        bus.to_ascii_uppercase().replace('-', "_")
-    )
 }
 
 fn basename(path: &str) -> &str {
@@ -287,11 +265,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("command[0] `/bin/sh` is not in image"), "{err}");
-    }
-
-    #[test]
-    fn bus_env_names() {
-        assert_eq!(bus_env_name("vehicle"), "CAN_BUS_VEHICLE");
-        assert_eq!(bus_env_name("body-1"), "CAN_BUS_BODY_1");
     }
 }

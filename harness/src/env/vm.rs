@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::native::{argv_for, bus_env_name, HostLauncher};
+use super::native::{argv_for, HostLauncher};
 use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::logs::LogSink;
@@ -207,20 +207,20 @@ impl Environment for VmEnv {
     ) -> Result<Vec<Instance>, InfraError> {
         let pod = request.workload;
         let vmm = self.vmm().await?.display().to_string();
-        let mut guest_bus_env = Vec::new();
-        let mut can_args = Vec::new();
-        for (i, bus) in request.buses.iter().enumerate() {
-            let path = bus.unix_path.as_ref().ok_or_else(|| InfraError::Bus {
-                bus: bus.name.clone(),
-                reason: "the vm environment needs the bus on a Unix socket".into(),
-            })?;
-            let ifname = format!("can{i}");
-            if i == 0 {
-                guest_bus_env.push((vcan::endpoint::BUS_ENV.to_string(), format!("socketcan:{ifname}")));
-            }
-            guest_bus_env.push((bus_env_name(&bus.name), format!("socketcan:{ifname}")));
-            can_args.push(format!("{ifname}=unix:{}", path.display()));
-        }
+        // Bus i is the guest's `can<i>`, bridged by the VMM to the hub socket.
+        let sockets = request.unix_sockets("vm")?;
+        let guest_bus_env = super::bus_env(
+            &sockets
+                .iter()
+                .enumerate()
+                .map(|(i, (bus, _))| (bus.clone(), format!("socketcan:can{i}")))
+                .collect::<Vec<_>>(),
+        );
+        let can_args: Vec<String> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, (_, path))| format!("can{i}=unix:{}", path.display()))
+            .collect();
         let process_env = vec![(RUN_MARKER_ENV.to_string(), self.run_id.clone())];
         let mut instances = Vec::new();
         for container in &pod.containers {
@@ -289,14 +289,7 @@ impl Environment for VmEnv {
             }
             argv.push("--".into());
             argv.extend(guest_args.iter().cloned());
-            let logs = LogSink::create(
-                &container.name,
-                &request.log_dir.join(format!("{}.log", container.name)),
-            )
-            .map_err(|e| InfraError::Launch {
-                workload: pod.name.clone(),
-                reason: format!("log file: {e}"),
-            })?;
+            let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(VmLauncher {
                 host: HostLauncher {
                     name: container.name.clone(),
