@@ -156,6 +156,39 @@ struct Resident {
     container: ContainerAsync<GenericImage>,
     /// Host path of the container's slot directory (bus symlinks, `init.sock`).
     slot: PathBuf,
+    /// Slot number (names the vxcan pairs).
+    slot_no: usize,
+    /// With kernel CAN: the vxcan pairs in the container's namespace, one per bus.
+    vxcan: Vec<super::vxcan::VxcanPlan>,
+    /// With kernel CAN: the bridges from the host ends of the pairs to the current scenario's hubs.
+    bridges: Vec<super::vxcan::CanBridge>,
+}
+
+/// How CAN reaches workloads in containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerCan {
+    /// The hub's Unix socket, bind-mounted (works everywhere).
+    SocketMount,
+    /// A vxcan pair per bus into the container's network namespace, bridged to the hub (needs kernel CAN
+    /// and CAP_NET_ADMIN; see [`super::vxcan`]).
+    Vxcan,
+}
+
+/// The transport to use: vxcan where the kernel has CAN, unless `AGL_PARITY_CONTAINER_CAN=socket`;
+/// `AGL_PARITY_CONTAINER_CAN=vxcan` insists on vxcan.
+pub fn container_can(kernel_can: bool, setting: Option<&str>) -> Result<ContainerCan, String> {
+    match (setting, kernel_can) {
+        (Some("socket"), _) | (None, false) => Ok(ContainerCan::SocketMount),
+        (Some("vxcan"), true) | (None, true) => Ok(ContainerCan::Vxcan),
+        (Some("vxcan"), false) => Err(
+            "AGL_PARITY_CONTAINER_CAN=vxcan, but this kernel has no CAN support \
+             (socket(AF_CAN) fails): `modprobe can can-raw vxcan`"
+                .into(),
+        ),
+        (Some(other), _) => Err(format!(
+            "AGL_PARITY_CONTAINER_CAN=`{other}`: expected `socket` or `vxcan`"
+        )),
+    }
 }
 
 /// A local image and the command line it runs under `pod-init`.
@@ -169,6 +202,7 @@ struct LocalImage {
 /// What the environment's instances share.
 struct Shared {
     docker: Docker,
+    can: ContainerCan,
     run_id: String,
     state_dir: PathBuf,
     reuse: bool,
@@ -189,9 +223,17 @@ impl ContainerEnv {
             env: "container".into(),
             reason,
         })?;
+        let setting = std::env::var("AGL_PARITY_CONTAINER_CAN").ok();
+        let can = container_can(crate::doctor::kernel_can_available().is_ok(), setting.as_deref()).map_err(
+            |reason| InfraError::Unavailable {
+                env: "container".into(),
+                reason,
+            },
+        )?;
         Ok(ContainerEnv {
             shared: Arc::new(Shared {
                 docker,
+                can,
                 run_id: run.run_id.clone(),
                 state_dir: run.state_dir.clone(),
                 reuse,
@@ -285,7 +327,12 @@ impl Environment for ContainerEnv {
     }
 
     fn transport(&self) -> Transport {
-        "userspace hub, Unix socket bind-mounted into the container".into()
+        match self.shared.can {
+            ContainerCan::SocketMount => "userspace hub, Unix socket bind-mounted into the container".into(),
+            ContainerCan::Vxcan => {
+                "vxcan pair into the container's network namespace, bridged to the hub".into()
+            }
+        }
     }
 
     async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
@@ -442,7 +489,11 @@ impl ContainerLauncher {
         let endpoints: Vec<(String, String)> = self
             .links
             .iter()
-            .map(|(bus, _)| (bus.clone(), format!("unix:{slot_in_container}/{bus}.sock")))
+            .enumerate()
+            .map(|(i, (bus, _))| match self.shared.can {
+                ContainerCan::SocketMount => (bus.clone(), format!("unix:{slot_in_container}/{bus}.sock")),
+                ContainerCan::Vxcan => (bus.clone(), format!("socketcan:can{i}")),
+            })
             .collect();
         for (k, v) in super::bus_env(&endpoints) {
             request = request.with_env_var(k, v);
@@ -462,7 +513,47 @@ impl ContainerLauncher {
             .start()
             .await
             .map_err(|e| self.err(format!("docker could not start {}: {e}", self.image.reference)))?;
-        Ok(Resident { container, slot })
+        let mut resident = Resident {
+            container,
+            slot,
+            slot_no: n,
+            vxcan: Vec::new(),
+            bridges: Vec::new(),
+        };
+        if self.shared.can == ContainerCan::Vxcan {
+            // pod-init holds the namespace and starts the workload only on request, so the interfaces exist
+            // before the workload opens `can0`.
+            let inspect = self
+                .shared
+                .docker
+                .inspect_container(resident.container.id(), None)
+                .await
+                .map_err(|e| self.err(format!("docker inspect: {e}")))?;
+            let pid = inspect.state.and_then(|st| st.pid).unwrap_or(0);
+            if pid <= 0 {
+                return Err(self.err("the container has no process to hold its network namespace".into()));
+            }
+            for i in 0..self.links.len() {
+                let plan = super::vxcan::VxcanPlan::new(pid as u32, resident.slot_no, i);
+                super::vxcan::run_commands(&plan.setup())
+                    .await
+                    .map_err(|e| self.err(format!("vxcan: {e}")))?;
+                resident.vxcan.push(plan);
+            }
+        }
+        Ok(resident)
+    }
+
+    /// With vxcan: (re)connects the host ends of the container's pairs to this scenario's hubs.
+    fn bridge(&self, resident: &mut Resident) -> Result<(), InfraError> {
+        resident.bridges.clear();
+        for (plan, (_, socket)) in resident.vxcan.iter().zip(&self.links) {
+            let bridge =
+                super::vxcan::CanBridge::start(&plan.host_endpoint(), &vcan::Endpoint::Unix(socket.clone()))
+                    .map_err(|e| self.err(format!("vxcan bridge {}: {e}", plan.host_if)))?;
+            resident.bridges.push(bridge);
+        }
+        Ok(())
     }
 
     fn take_pooled(&self) -> Option<Resident> {
@@ -510,6 +601,11 @@ impl Launcher for ContainerLauncher {
                 }
             },
         };
+        if how != "restarting in" {
+            if let Some(r) = held.as_mut() {
+                self.bridge(r)?;
+            }
+        }
         let resident = held.as_ref().ok_or_else(|| self.err("no container".into()))?;
         let id = resident.container.id().to_string();
         if let Ok(mut slot) = self.id.lock() {
@@ -655,6 +751,79 @@ impl Process for ContainerProcess {
 mod tests {
     use super::*;
     use crate::manifest::ImageRef;
+
+    /// A launcher whose bus sockets are `links`, in a run directory `state`.
+    fn launcher(state: &Path, links: Vec<(String, PathBuf)>) -> ContainerLauncher {
+        ContainerLauncher {
+            shared: Arc::new(Shared {
+                docker: Docker::connect_with_local_defaults().expect("client (no connection is made)"),
+                can: ContainerCan::SocketMount,
+                run_id: "r".into(),
+                state_dir: state.to_path_buf(),
+                reuse: true,
+                pool: Mutex::new(HashMap::new()),
+                slots: AtomicUsize::new(0),
+                names: AtomicUsize::new(0),
+            }),
+            pod: "hvac".into(),
+            spec: ContainerSpec {
+                name: "c".into(),
+                image: ImageRef {
+                    repository: "agl/x".into(),
+                    tag: "1".into(),
+                },
+                command: vec![],
+                args: vec![],
+                env: vec![],
+                limits: Default::default(),
+                requests: Default::default(),
+                readiness: None,
+            },
+            image: LocalImage {
+                reference: "agl/x:1".into(),
+                argv: vec!["/x".into()],
+            },
+            pod_init: PathBuf::from("/nonexistent/pod-init"),
+            links,
+            key: String::new(),
+            held: tokio::sync::Mutex::new(None),
+            idle: Arc::new(AtomicBool::new(true)),
+            id: Mutex::new(String::new()),
+        }
+    }
+
+    #[test]
+    fn slot_links_resolve_inside_the_container_and_bad_sockets_are_named() {
+        let state = tempfile::tempdir().unwrap();
+        let socket = state.path().join("container-s3/vehicle.sock");
+        let l = launcher(state.path(), vec![("vehicle".into(), socket)]);
+        let slot = state.path().join("slots/7");
+        l.link_slot(&slot).unwrap();
+        let target = std::fs::read_link(slot.join("vehicle.sock")).unwrap();
+        // Relative, so that /run/agl-parity/slots/7/vehicle.sock -> /run/agl-parity/container-s3/vehicle.sock.
+        assert_eq!(target, Path::new("../../container-s3/vehicle.sock"));
+
+        let outside = launcher(
+            state.path(),
+            vec![("vehicle".into(), PathBuf::from("/elsewhere/vehicle.sock"))],
+        );
+        let err = outside.link_slot(&slot).unwrap_err().to_string();
+        assert!(
+            err.contains("hvac/c") && err.contains("outside the run directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn transport_follows_the_kernel_unless_told() {
+        assert_eq!(container_can(false, None), Ok(ContainerCan::SocketMount));
+        assert_eq!(container_can(true, None), Ok(ContainerCan::Vxcan));
+        assert_eq!(container_can(true, Some("socket")), Ok(ContainerCan::SocketMount));
+        assert!(container_can(false, Some("vxcan"))
+            .unwrap_err()
+            .contains("no CAN support"));
+        assert!(container_can(true, Some("tcp")).is_err());
+    }
 
     #[test]
     fn content_hash_is_stable_and_content_based() {

@@ -1,8 +1,9 @@
 //! Kernel CAN into containers: a vxcan pair per bus, one end in the pod's network namespace, the other on
 //! the host, bridged to the scenario's bus.
 //!
-//! Used by the container environment only where the host kernel has CAN (`socket(AF_CAN)` works). The pod's
-//! network namespace is held by a pause container (as Kubernetes does); for each bus the harness runs
+//! Used by the container environment where the host kernel has CAN (`socket(AF_CAN)` works; force either
+//! way with `AGL_PARITY_CONTAINER_CAN=vxcan|socket`). The container's network namespace is held by its PID 1,
+//! `pod-init`, which starts the workload only when asked, so for each bus the harness first runs
 //!
 //! ```text
 //! ip link add <host-if> type vxcan peer name <can-if> netns <pause pid>
@@ -16,8 +17,9 @@
 //! Requirements on the host: modules `can`, `can-raw` and `vxcan` (`modprobe can can-raw vxcan`; on Ubuntu
 //! `linux-modules-extra-$(uname -r)`), `ip` and `nsenter` (iproute2, util-linux), and `CAP_NET_ADMIN` for the
 //! harness (root, or `setcap cap_net_admin+ep`). The containers themselves need no capability: the pair is
-//! created from the host side. The pair disappears with the namespace, so a restarted pause container gets a
-//! new pair; workload restarts inside the pod keep it.
+//! created from the host side. The pair disappears with the namespace (when the container is removed); workload
+//! restarts inside the container, and reuse of the container by the next scenario, keep it (the bridge is
+//! re-pointed at the new scenario's hub).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
