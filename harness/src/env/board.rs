@@ -42,7 +42,7 @@ use crate::cleanup::RUN_MARKER_ENV;
 use crate::lab::{Arch, BenchSide, Board, CanInterface, Lab};
 use crate::logs::LogSink;
 use crate::ssh::{last_lines, sh_quote, Ssh, SshError};
-use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
+use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
 use crate::workload::WorkloadCatalog;
 
 /// Environment variable carrying the bench's identity on every remote process.
@@ -458,11 +458,7 @@ impl Environment for BoardEnv {
                 owner: self.owner.clone(),
                 connect_timeout: self.board.ssh.connect_timeout,
             });
-            instances.push(Instance {
-                pod: pod.name.clone(),
-                container: container.clone(),
-                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
-            });
+            instances.push(Instance::start(pod, container, launcher, logs));
         }
         Ok(instances)
     }

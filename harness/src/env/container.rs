@@ -37,7 +37,7 @@ use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContex
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::logs::LogSink;
 use crate::manifest::ContainerSpec;
-use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
+use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
 
 /// Label carrying the run id on every container of a run.
 pub const RUN_LABEL: &str = "agl.parity.run";
@@ -374,11 +374,7 @@ impl Environment for ContainerEnv {
                 idle: Arc::new(AtomicBool::new(true)),
                 id: Mutex::new(String::new()),
             });
-            instances.push(Instance {
-                pod: pod.name.clone(),
-                container: container.clone(),
-                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
-            });
+            instances.push(Instance::start(pod, container, launcher, logs));
         }
         Ok(instances)
     }

@@ -199,6 +199,22 @@ pub trait Environment: Send + Sync {
     async fn finish(&self, _run: &RunContext) {}
 }
 
+impl Instance {
+    /// Starts supervising one container of `pod` with the environment's launcher.
+    pub fn start(
+        pod: &WorkloadSpec,
+        container: &ContainerSpec,
+        launcher: Arc<dyn crate::supervisor::Launcher>,
+        logs: LogSink,
+    ) -> Instance {
+        Instance {
+            pod: pod.name.clone(),
+            container: container.clone(),
+            supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
+        }
+    }
+}
+
 /// One supervised container of a deployed pod.
 pub struct Instance {
     /// Pod name (`metadata.name`).

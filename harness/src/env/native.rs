@@ -17,7 +17,7 @@ use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContex
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::logs::LogSink;
 use crate::manifest::ContainerSpec;
-use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
+use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
 
 /// Registry entry.
 pub fn kind() -> EnvKind {
@@ -85,11 +85,7 @@ impl Environment for NativeEnv {
                 env,
                 workdir,
             });
-            instances.push(Instance {
-                pod: pod.name.clone(),
-                container: container.clone(),
-                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
-            });
+            instances.push(Instance::start(pod, container, launcher, logs));
         }
         Ok(instances)
     }

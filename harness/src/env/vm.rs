@@ -23,7 +23,7 @@ use super::native::{argv_for, HostLauncher};
 use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::logs::LogSink;
-use crate::supervisor::{Launcher, Process, Supervisor};
+use crate::supervisor::{Launcher, Process};
 
 const DEFAULT_MEMORY: u64 = 64 << 20;
 const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
@@ -305,11 +305,7 @@ impl Environment for VmEnv {
                 can_args: can_args.clone(),
                 process_env: process_env.clone(),
             });
-            instances.push(Instance {
-                pod: pod.name.clone(),
-                container: container.clone(),
-                supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
-            });
+            instances.push(Instance::start(pod, container, launcher, logs));
         }
         Ok(instances)
     }
