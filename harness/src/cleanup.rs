@@ -181,6 +181,11 @@ mod tests {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        // /proc/<pid>/environ is empty for a moment while the child finishes execve: wait for it (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while marked_processes("dead-run").is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert_eq!(marked_processes("dead-run"), vec![orphan.id()]);
 
         let report = sweep(root.path());
