@@ -728,7 +728,8 @@ async fn run_pass(
         .max_concurrent_scenarios(concurrency.max(1))
         .before(before_hook(pass.clone()))
         .after(after_hook(pass.clone()));
-    let wanted = Arc::new(Mutex::new(wanted));
+    // The closure owns the list: it is only read.
+    let wanted: std::collections::HashSet<ScenarioId> = wanted.into_iter().collect();
     let filter_pass = pass.clone();
     let filter =
         move |feature: &gherkin::Feature, _rule: Option<&gherkin::Rule>, scenario: &gherkin::Scenario| {
@@ -736,7 +737,7 @@ async fn run_pass(
                 feature: filter_pass.relative(feature.path.as_deref()),
                 line: scenario.position.line,
             };
-            wanted.lock().map(|w| w.contains(&id)).unwrap_or(false)
+            wanted.contains(&id)
         };
     cucumber::Cucumber::<ScenarioWorld, _, (), _, _, cli::Empty>::custom(
         FeatureList(features),

@@ -748,6 +748,23 @@ mod tests {
     use super::*;
     use crate::manifest::ImageRef;
 
+    /// A container spec of image `agl/x:1` with environment `env`.
+    fn spec(env: &[(&str, &str)]) -> ContainerSpec {
+        ContainerSpec {
+            name: "c".into(),
+            image: ImageRef {
+                repository: "agl/x".into(),
+                tag: "1".into(),
+            },
+            command: vec![],
+            args: vec![],
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            limits: Default::default(),
+            requests: Default::default(),
+            readiness: None,
+        }
+    }
+
     /// A launcher whose bus sockets are `links`, in a run directory `state`.
     fn launcher(state: &Path, links: Vec<(String, PathBuf)>) -> ContainerLauncher {
         ContainerLauncher {
@@ -762,19 +779,7 @@ mod tests {
                 names: AtomicUsize::new(0),
             }),
             pod: "hvac".into(),
-            spec: ContainerSpec {
-                name: "c".into(),
-                image: ImageRef {
-                    repository: "agl/x".into(),
-                    tag: "1".into(),
-                },
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                limits: Default::default(),
-                requests: Default::default(),
-                readiness: None,
-            },
+            spec: spec(&[]),
             image: LocalImage {
                 reference: "agl/x:1".into(),
                 argv: vec!["/x".into()],
@@ -835,19 +840,6 @@ mod tests {
 
     #[test]
     fn spec_keys_separate_different_containers() {
-        let spec = |env: &[(&str, &str)]| ContainerSpec {
-            name: "c".into(),
-            image: ImageRef {
-                repository: "agl/x".into(),
-                tag: "1".into(),
-            },
-            command: vec![],
-            args: vec![],
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            limits: Default::default(),
-            requests: Default::default(),
-            readiness: None,
-        };
         let links = vec![("vehicle".to_string(), PathBuf::from("/s/a.sock"))];
         let other_links = vec![("vehicle".to_string(), PathBuf::from("/s/b.sock"))];
         let a = spec_key("img:1", &[], &spec(&[("A", "1"), ("B", "2")]), &links);
