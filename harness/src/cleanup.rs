@@ -29,13 +29,31 @@ pub struct RunGuard {
 }
 
 impl RunGuard {
-    /// Registers run `run_id` under `root`.
+    /// Registers run `run_id` under `root`. The directory appears atomically with its `owner` file (it is
+    /// prepared under a staging name and renamed), so a concurrent [`sweep`] never sees a run without an
+    /// owner and takes it for a dead one. A run id already registered is an `AlreadyExists` error.
     pub fn register(root: &Path, run_id: &str) -> std::io::Result<RunGuard> {
-        let dir = root.join("runs").join(run_id);
-        fs::create_dir_all(&dir)?;
+        let runs = root.join("runs");
+        fs::create_dir_all(&runs)?;
+        let dir = runs.join(run_id);
+        if dir.exists() {
+            return Err(already_registered(run_id));
+        }
         let me = std::process::id();
+        let staging = runs.join(format!("{STAGING_PREFIX}{me}-{run_id}"));
+        fs::create_dir_all(&staging)?;
         let start = process_start_time(me).unwrap_or(0);
-        fs::write(dir.join("owner"), format!("{me} {start}\n"))?;
+        let prepared = fs::write(staging.join("owner"), format!("{me} {start}\n"))
+            .and_then(|()| fs::rename(&staging, &dir));
+        if let Err(e) = prepared {
+            let _ = fs::remove_dir_all(&staging);
+            // rename(2) onto a non-empty directory: someone registered the id in between.
+            return Err(if dir.exists() {
+                already_registered(run_id)
+            } else {
+                e
+            });
+        }
         Ok(RunGuard {
             run_id: run_id.to_string(),
             dir,
@@ -54,8 +72,26 @@ impl RunGuard {
 impl Drop for RunGuard {
     fn drop(&mut self) {
         kill_marked_processes(&self.run_id);
-        let _ = fs::remove_dir_all(&self.dir);
+        // Out of sight first, so a concurrent sweep never finds the run half removed and owner-less.
+        let doomed =
+            self.dir
+                .with_file_name(format!("{STAGING_PREFIX}{}-{}", std::process::id(), self.run_id));
+        let gone = match fs::rename(&self.dir, &doomed) {
+            Ok(()) => &doomed,
+            Err(_) => &self.dir,
+        };
+        let _ = fs::remove_dir_all(gone);
     }
+}
+
+/// Name prefix of a run directory being prepared by [`RunGuard::register`]: `.staging-<pid>-<run-id>`.
+const STAGING_PREFIX: &str = ".staging-";
+
+fn already_registered(run_id: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("run id `{run_id}` is already registered"),
+    )
 }
 
 /// What a sweep removed.
@@ -84,6 +120,14 @@ pub fn sweep(root: &Path) -> SweepReport {
     for entry in entries.flatten() {
         let dir = entry.path();
         let run_id = entry.file_name().to_string_lossy().to_string();
+        if let Some(rest) = run_id.strip_prefix(STAGING_PREFIX) {
+            // A registration cut short: its owner died between preparing and renaming it.
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| process_start_time(pid).is_none()) {
+                let _ = fs::remove_dir_all(&dir);
+            }
+            continue;
+        }
         if owner_alive(&dir) {
             continue;
         }
@@ -102,6 +146,7 @@ pub fn live_runs(root: &Path) -> Vec<String> {
     };
     entries
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
         .filter(|e| owner_alive(&e.path()))
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect()
@@ -198,5 +243,47 @@ mod tests {
         assert_eq!(live_runs(root.path()), vec!["live-run".to_string()]);
         drop(live);
         assert!(!root.path().join("runs/live-run").exists());
+    }
+
+    #[test]
+    fn a_run_id_registers_once() {
+        let root = tempfile::tempdir().unwrap();
+        let _first = RunGuard::register(root.path(), "same").unwrap();
+        let err = RunGuard::register(root.path(), "same").err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn a_run_registering_during_a_sweep_is_never_taken_for_dead() {
+        let root = tempfile::tempdir().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let report = sweep(root.path());
+                    assert!(report.runs.is_empty(), "swept a live run: {report:?}");
+                }
+            });
+            for i in 0..300 {
+                let guard = RunGuard::register(root.path(), &format!("run-{i}")).unwrap();
+                assert!(guard.dir().join("owner").is_file());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+
+    #[test]
+    fn sweep_removes_staging_dirs_of_dead_registrations_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = root.path().join("runs/.staging-999999999-r1");
+        let mine = root
+            .path()
+            .join(format!("runs/.staging-{}-r2", std::process::id()));
+        fs::create_dir_all(&dead).unwrap();
+        fs::create_dir_all(&mine).unwrap();
+        let report = sweep(root.path());
+        assert!(report.runs.is_empty());
+        assert!(!dead.exists() && mine.exists());
+        assert!(live_runs(root.path()).is_empty());
     }
 }

@@ -8,9 +8,11 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 struct Inner {
     lines: Vec<String>,
@@ -131,8 +133,13 @@ impl LogSink {
         }
     }
 
-    /// Copies lines from a process pipe into the log until EOF (run as a task).
-    pub fn follow<R: AsyncRead + Unpin + Send + 'static>(&self, reader: R, prefix: &'static str) {
+    /// Copies lines from a process pipe into the log until EOF (run as a task). Await the returned handle
+    /// (see [`drain`]) after the process exits, so its last lines are in the log before the exit is noted.
+    pub fn follow<R: AsyncRead + Unpin + Send + 'static>(
+        &self,
+        reader: R,
+        prefix: &'static str,
+    ) -> JoinHandle<()> {
         let sink = self.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
@@ -143,14 +150,30 @@ impl LogSink {
                     sink.push(&format!("{prefix}{line}"));
                 }
             }
-        });
+        })
+    }
+}
+
+/// How long [`drain`] waits for pipe readers after their process exited. A pipe stays open past that only
+/// when a descendant of the process still holds it.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Waits (up to [`DRAIN_LIMIT`] in all) until every reader of an exited process's pipes reached EOF.
+pub async fn drain(readers: &mut [Option<JoinHandle<()>>]) {
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    for slot in readers.iter_mut() {
+        if let Some(handle) = slot.as_mut() {
+            if tokio::time::timeout_at(deadline, &mut *handle).await.is_err() {
+                handle.abort();
+            }
+        }
+        *slot = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn lines_are_found_and_written() {

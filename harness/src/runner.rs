@@ -152,10 +152,13 @@ pub struct RunOutcome {
     pub report_dir: PathBuf,
 }
 
-/// A new run id: UTC time plus a few bits of the pid and clock.
+/// A new run id: UTC time plus a 16-bit salt from the pid, the clock and a per-process counter, so a clash
+/// is unlikely; [`RunGuard::register`] refuses one.
 pub fn new_run_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let now = chrono::Utc::now();
-    let salt = (std::process::id() ^ now.timestamp_subsec_nanos()) & 0xffff;
+    let count = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let salt = (std::process::id().wrapping_mul(0x9E37_79B9) ^ now.timestamp_subsec_nanos() ^ count) & 0xffff;
     format!("{}-{salt:04x}", now.format("%Y%m%d-%H%M%S"))
 }
 

@@ -40,7 +40,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::lab::{Arch, BenchSide, Board, CanInterface, Lab};
-use crate::logs::LogSink;
+use crate::logs::{self, LogSink};
 use crate::ssh::{last_lines, sh_quote, Ssh, SshError};
 use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
 use crate::workload::WorkloadCatalog;
@@ -951,15 +951,7 @@ impl Launcher for BoardLauncher {
         let stdin = child.stdin.take();
         let control = Arc::new(Mutex::new(Control::default()));
         let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<()>();
-        let stdout = child.stdout.take().map(|out| {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.push(&line);
-                }
-            })
-        });
+        let stdout = child.stdout.take().map(|out| logs.follow(out, ""));
         let stderr = child.stderr.take().map(|err| {
             let logs = logs.clone();
             let control = control.clone();
@@ -1073,12 +1065,7 @@ struct BoardProcess {
 impl Process for BoardProcess {
     async fn wait(&mut self) -> ExitInfo {
         let status = self.child.wait().await;
-        for slot in &mut self.readers {
-            if let Some(h) = slot.as_mut() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
-                *slot = None;
-            }
-        }
+        logs::drain(&mut self.readers).await;
         let reported = self.control.lock().ok().and_then(|c| c.exit);
         tracing::debug!(?status, ?reported, "board session ended");
         match reported {

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::task::JoinHandle;
 
 use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
 use crate::cleanup::RUN_MARKER_ENV;
-use crate::logs::LogSink;
+use crate::logs::{self, LogSink};
 use crate::manifest::ContainerSpec;
 use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
 
@@ -156,14 +157,12 @@ impl Launcher for HostLauncher {
             workload: self.name.clone(),
             reason: format!("`{program}`: {e}"),
         })?;
-        if let Some(out) = child.stdout.take() {
-            logs.follow(out, "");
-        }
-        if let Some(err) = child.stderr.take() {
-            logs.follow(err, "");
-        }
+        let readers = [
+            child.stdout.take().map(|out| logs.follow(out, "")),
+            child.stderr.take().map(|err| logs.follow(err, "")),
+        ];
         logs.note(&format!("started pid {}", child.id().unwrap_or(0)));
-        Ok(Box::new(HostProcess { child }))
+        Ok(Box::new(HostProcess { child, readers }))
     }
 
     async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
@@ -196,13 +195,16 @@ impl Launcher for HostLauncher {
 
 struct HostProcess {
     child: tokio::process::Child,
+    readers: [Option<JoinHandle<()>>; 2],
 }
 
 #[async_trait]
 impl Process for HostProcess {
     async fn wait(&mut self) -> ExitInfo {
         use std::os::unix::process::ExitStatusExt;
-        match self.child.wait().await {
+        let status = self.child.wait().await;
+        logs::drain(&mut self.readers).await;
+        match status {
             Ok(status) => ExitInfo {
                 code: status.code(),
                 signal: status.signal(),
@@ -261,5 +263,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("command[0] `/bin/sh` is not in image"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_last_lines_are_logged_before_the_exit_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let launcher = HostLauncher {
+            name: "w".into(),
+            binary: "/bin/sh".into(),
+            argv: [
+                "/bin/sh",
+                "-c",
+                "for i in $(seq 1 200); do echo line $i; done; echo fatal >&2; exit 2",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: vec![],
+            workdir: dir.path().to_path_buf(),
+        };
+        for _ in 0..20 {
+            let logs = LogSink::memory("w");
+            let mut process = launcher.launch(&logs).await.unwrap();
+            let exit = process.wait().await;
+            assert_eq!(exit.code, Some(2));
+            assert!(logs.find(0, "line 200").is_some(), "{}", logs.tail(3));
+            assert!(logs.find(0, "fatal").is_some(), "{}", logs.tail(3));
+        }
     }
 }

@@ -36,9 +36,13 @@ pub struct TestProject {
 }
 
 impl TestProject {
-    /// A project with this repository's fixtures and no scenarios.
+    /// A project with this repository's fixtures and no scenarios. With `AGL_PARITY_KEEP_TEST_DIRS` set
+    /// the directory (reports, logs, traces) outlives the test, for post-mortems.
     pub fn new() -> TestProject {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        if std::env::var_os("AGL_PARITY_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+        }
         for sub in ["fixtures/manifests", "fixtures/dbc", "scenarios"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
