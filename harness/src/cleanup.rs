@@ -36,11 +36,8 @@ impl RunGuard {
         let runs = root.join("runs");
         fs::create_dir_all(&runs)?;
         let dir = runs.join(run_id);
-        if dir.exists() {
-            return Err(already_registered(run_id));
-        }
         let me = std::process::id();
-        let staging = runs.join(format!("{STAGING_PREFIX}{me}-{run_id}"));
+        let staging = staging_dir(&runs, run_id);
         fs::create_dir_all(&staging)?;
         let start = process_start_time(me).unwrap_or(0);
         let prepared = fs::write(staging.join("owner"), format!("{me} {start}\n"))
@@ -73,9 +70,11 @@ impl Drop for RunGuard {
     fn drop(&mut self) {
         kill_marked_processes(&self.run_id);
         // Out of sight first, so a concurrent sweep never finds the run half removed and owner-less.
-        let doomed =
-            self.dir
-                .with_file_name(format!("{STAGING_PREFIX}{}-{}", std::process::id(), self.run_id));
+        let doomed = self
+            .dir
+            .parent()
+            .map(|runs| staging_dir(runs, &self.run_id))
+            .unwrap_or_else(|| self.dir.clone());
         let gone = match fs::rename(&self.dir, &doomed) {
             Ok(()) => &doomed,
             Err(_) => &self.dir,
@@ -86,6 +85,11 @@ impl Drop for RunGuard {
 
 /// Name prefix of a run directory being prepared by [`RunGuard::register`]: `.staging-<pid>-<run-id>`.
 const STAGING_PREFIX: &str = ".staging-";
+
+/// This process's staging directory for `run_id` under `runs`.
+fn staging_dir(runs: &Path, run_id: &str) -> PathBuf {
+    runs.join(format!("{STAGING_PREFIX}{}-{run_id}", std::process::id()))
+}
 
 fn already_registered(run_id: &str) -> std::io::Error {
     std::io::Error::new(

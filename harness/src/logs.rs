@@ -135,20 +135,12 @@ impl LogSink {
 
     /// Copies lines from a process pipe into the log until EOF (run as a task). Await the returned handle
     /// (see [`drain`]) after the process exits, so its last lines are in the log before the exit is noted.
-    pub fn follow<R: AsyncRead + Unpin + Send + 'static>(
-        &self,
-        reader: R,
-        prefix: &'static str,
-    ) -> JoinHandle<()> {
+    pub fn follow<R: AsyncRead + Unpin + Send + 'static>(&self, reader: R) -> JoinHandle<()> {
         let sink = self.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if prefix.is_empty() {
-                    sink.push(&line);
-                } else {
-                    sink.push(&format!("{prefix}{line}"));
-                }
+                sink.push(&line);
             }
         })
     }

@@ -951,7 +951,7 @@ impl Launcher for BoardLauncher {
         let stdin = child.stdin.take();
         let control = Arc::new(Mutex::new(Control::default()));
         let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<()>();
-        let stdout = child.stdout.take().map(|out| logs.follow(out, ""));
+        let stdout = child.stdout.take().map(|out| logs.follow(out));
         let stderr = child.stderr.take().map(|err| {
             let logs = logs.clone();
             let control = control.clone();

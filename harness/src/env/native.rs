@@ -158,8 +158,8 @@ impl Launcher for HostLauncher {
             reason: format!("`{program}`: {e}"),
         })?;
         let readers = [
-            child.stdout.take().map(|out| logs.follow(out, "")),
-            child.stderr.take().map(|err| logs.follow(err, "")),
+            child.stdout.take().map(|out| logs.follow(out)),
+            child.stderr.take().map(|err| logs.follow(err)),
         ];
         logs.note(&format!("started pid {}", child.id().unwrap_or(0)));
         Ok(Box::new(HostProcess { child, readers }))
