@@ -17,7 +17,7 @@ use vcan::candump::{TraceRecord, TraceWriter};
 use vcan::hub::{Hub, HubConfig, HubStats};
 use vcan::{CanSocket, Endpoint, Filter, Frame, OpenOptions};
 
-use crate::env::InfraError;
+use crate::error::InfraError;
 
 /// Where an environment's workloads reach one bus.
 #[derive(Debug, Clone)]

@@ -1,4 +1,7 @@
 //! `doctor`: which environments this machine can host, and for each missing one why and how to fix it.
+//!
+//! It sits on top: it asks every kind of the environment registry ([`crate::env::registry`]) for its probe,
+//! sweep and pre-flight checks, and nothing below it calls back into it.
 
 use std::path::Path;
 
@@ -6,13 +9,7 @@ use crate::cleanup;
 use crate::env;
 
 /// One line of the doctor's report.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    /// What was found, or why it is missing and how to fix it.
-    pub detail: String,
-}
+pub use crate::env::Check;
 
 /// Runs every check.
 pub async fn checks(project_dir: &Path) -> Vec<Check> {
@@ -20,7 +17,7 @@ pub async fn checks(project_dir: &Path) -> Vec<Check> {
     for kind in env::registry() {
         let (ok, detail) = match (kind.probe)().await {
             Ok(d) => (true, d),
-            Err(d) => (false, d),
+            Err(d) => (false, d.reason),
         };
         out.push(Check {
             name: format!("env {}", kind.name),
@@ -69,20 +66,8 @@ fn toolchain_check(project_dir: &Path) -> Check {
     }
 }
 
-/// Whether the kernel offers SocketCAN (`socket(AF_CAN)`).
-pub fn kernel_can_available() -> Result<(), String> {
-    // SAFETY: plain socket(2)/close(2) calls with constant arguments.
-    let fd = unsafe { libc::socket(libc::AF_CAN, libc::SOCK_RAW, 1) };
-    if fd >= 0 {
-        // SAFETY: fd was just returned by socket(2).
-        unsafe { libc::close(fd) };
-        return Ok(());
-    }
-    Err(std::io::Error::last_os_error().to_string())
-}
-
 fn kernel_can_check() -> Check {
-    match kernel_can_available() {
+    match vcan::kernel::kernel_has_can() {
         Ok(()) => Check {
             name: "kernel SocketCAN".into(),
             ok: true,
@@ -112,7 +97,7 @@ pub async fn leftovers(clean: bool) -> Vec<String> {
             lines.push(format!("killed {} leftover processes", report.processes));
         }
         for kind in env::registry() {
-            lines.extend((kind.sweep)(cleanup::live_runs(&root)).await);
+            lines.extend((kind.sweep)(cleanup::live_runs(&root), env::Setup::default()).await);
         }
         if lines.is_empty() {
             lines.push("nothing left over by earlier runs".into());
@@ -151,72 +136,10 @@ pub async fn lab_checks(path: &Path) -> Vec<Check> {
             }]
         }
     };
-    let scratch = std::env::temp_dir().join(format!("agl-parity-doctor-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&scratch);
-    let checks = lab.boards.iter().map(|board| {
-        let ssh = crate::ssh::Ssh::new(board, &scratch.join(format!("known_hosts-{}", board.name)), None);
-        async move {
-            let mut out: Vec<Check> = env::board::check_board(board, &ssh)
-                .await
-                .into_iter()
-                .map(|f| Check {
-                    name: format!("{} {}", board.column(), f.what),
-                    ok: f.ok,
-                    detail: f.detail,
-                })
-                .collect();
-            out.push(workload_build_check(board));
-            out
-        }
-    });
-    let out = futures::future::join_all(checks).await.concat();
-    let _ = std::fs::remove_dir_all(&scratch);
+    let setup = env::Setup { lab: Some(&lab) };
+    let mut out = Vec::new();
+    for kind in env::registry() {
+        out.extend((kind.preflight)(setup).await);
+    }
     out
-}
-
-/// Whether workloads can be had for a board's architecture: prebuilt binaries, the host build, or an
-/// installed Rust target for cross-compiling.
-fn workload_build_check(board: &crate::lab::Board) -> Check {
-    let name = format!("{} workloads", board.column());
-    let triple = board.arch.triple();
-    if let Some(dir) = &board.workloads {
-        let ok = dir.is_dir();
-        return Check {
-            name,
-            ok,
-            detail: if ok {
-                format!("prebuilt {triple} binaries from {}", dir.display())
-            } else {
-                format!("`workloads: {}` is not a directory", dir.display())
-            },
-        };
-    }
-    if board.arch == crate::lab::Arch::host() {
-        return Check {
-            name,
-            ok: true,
-            detail: format!("built for the host triple {triple}"),
-        };
-    }
-    let installed = std::process::Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == triple)
-        })
-        .unwrap_or(false);
-    Check {
-        name,
-        ok: installed,
-        detail: if installed {
-            format!("cross-built for {triple} (see fixtures/lab/README.md for the linker)")
-        } else {
-            format!(
-                "no Rust target {triple} on this bench: `rustup target add {triple}` and a linker \
-                 (fixtures/lab/README.md), or `workloads: <dir>` with prebuilt binaries"
-            )
-        },
-    }
 }

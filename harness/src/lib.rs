@@ -9,6 +9,7 @@
 //! | [`fixtures`] | the project's manifests by pod name and its DBC databases |
 //! | [`workload`] | workload binaries: built static, located by image name |
 //! | [`cargo`] | building workspace packages (workloads, VMM) at run time |
+//! | [`error`] | [`error::InfraError`]: what an environment, the supervisor or the bus report as an infra-error |
 //! | [`env`] | the [`env::Environment`] trait and the environments (native, ...) |
 //! | [`supervisor`] | restart policy, stop, kill, restart of one container, for every environment |
 //! | [`readiness`] | readiness probes (process, CAN heartbeat, exec) |
@@ -36,6 +37,7 @@ pub mod cleanup;
 pub mod config;
 pub mod doctor;
 pub mod env;
+pub mod error;
 pub mod features;
 pub mod fixtures;
 pub mod interrupt;

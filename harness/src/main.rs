@@ -249,9 +249,9 @@ async fn run(options: RunOptions) -> ExitCode {
             let dir = options.report_root.join(&options.run_id);
             let report = runner::partial_report(&options, &journal, started.elapsed());
             agl_parity::cleanup::sweep(&agl_parity::cleanup::state_root());
-            runner::sweep_environments().await;
-            if let Some(lab) = &options.lab {
-                runner::sweep_lab(lab).await;
+            match &options.lab {
+                Some(lab) => runner::sweep_lab(lab).await,
+                None => runner::sweep_environments(Default::default()).await,
             }
             (report, dir)
         }
@@ -392,7 +392,10 @@ async fn doctor_cmd(project: &std::path::Path, clean: bool, lab: Option<PathBuf>
     if clean {
         if let Ok(inventory) = agl_parity::lab::Lab::load(&lab) {
             let live = agl_parity::cleanup::live_runs(&agl_parity::cleanup::state_root());
-            for line in env::board::sweep_lab(&inventory, &live).await {
+            let setup = env::Setup {
+                lab: Some(&inventory),
+            };
+            for (_, line) in env::sweep(&live, setup).await {
                 println!("  {:<7} {:<26} {line}", "", "leftovers");
             }
         }

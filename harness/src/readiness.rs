@@ -13,7 +13,8 @@ use futures::future::select_all;
 use tokio::time::Instant;
 
 use crate::bus::Tape;
-use crate::env::{InfraError, Instance};
+use crate::env::contract::Instance;
+use crate::error::InfraError;
 use crate::manifest::{Readiness, WorkloadSpec};
 use crate::supervisor::Phase;
 
@@ -33,8 +34,8 @@ pub async fn wait_ready(
         match &pod.readiness {
             Readiness::Started => wait_running(instances).await,
             Readiness::CanFrame(id) => {
-                let (tape, from, since_ns) = tape.ok_or_else(|| {
-                    InfraError::Other(format!("`{}`: readiness frame needs a bus", pod.name))
+                let (tape, from, since_ns) = tape.ok_or_else(|| InfraError::ReadinessWithoutBus {
+                    workload: pod.name.clone(),
                 })?;
                 let seen = tape.wait(from, deadline, |frames| {
                     frames
@@ -154,7 +155,7 @@ async fn wait_running(instances: &[Instance]) -> Result<(), InfraError> {
         let state = w
             .wait_for(|s| s.phase != Phase::Starting)
             .await
-            .map_err(|_| InfraError::Other("supervisor ended".into()))?
+            .map_err(|_| InfraError::SupervisorEnded)?
             .clone();
         match state.phase {
             Phase::Running => {}

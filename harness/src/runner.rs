@@ -15,10 +15,10 @@ use futures::future::LocalBoxFuture;
 
 use crate::cleanup::{self, RunGuard};
 use crate::config::ParityConfig;
-use crate::env::{self, board, RunContext};
+use crate::env::{self, ColumnError, RunContext, Setup};
 use crate::features::{self, FeatureSet};
 use crate::fixtures::Fixtures;
-use crate::lab::{Board, Lab};
+use crate::lab::Lab;
 use crate::parity::{self, EnvSummary, RunReport};
 use crate::progress::Progress;
 use crate::record::{Outcome, ScenarioId, ScenarioRun};
@@ -192,15 +192,9 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     if !swept.is_empty() {
         tracing::warn!(runs = ?swept.runs, processes = swept.processes, "removed leftovers of killed runs");
     }
-    for kind in env::registry() {
-        for item in (kind.sweep)(cleanup::live_runs(&root)).await {
-            tracing::warn!(%item, env = kind.name, "removed leftover of a killed run");
-        }
-    }
-    if let Some(lab) = &lab {
-        for item in board::sweep_lab(lab, &cleanup::live_runs(&root)).await {
-            tracing::warn!(%item, "removed leftover of a killed run");
-        }
+    let setup = Setup { lab: lab.as_deref() };
+    for (env, item) in env::sweep(&cleanup::live_runs(&root), setup).await {
+        tracing::warn!(%item, env, "removed leftover of a killed run");
     }
     let run_id = options.run_id.clone();
     let guard = RunGuard::register(&root, &run_id)
@@ -263,48 +257,22 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         &config,
     );
     drop(guard);
-    sweep_environments().await;
-    if let Some(lab) = &lab {
-        for item in board::sweep_lab(lab, &cleanup::live_runs(&root)).await {
-            tracing::info!(%item, "swept");
-        }
-    }
+    sweep_environments(setup).await;
     Ok(RunOutcome { report, report_dir })
 }
 
-/// Expands `board` into every board of the lab and checks every column name.
+/// Expands each name into the columns it stands for (`board` is every board of the lab) and checks them.
 pub fn resolve_environments(names: &[String], lab: Option<&Lab>) -> Result<Vec<String>, RunError> {
-    let known = || {
-        let mut k: Vec<String> = env::registry().iter().map(|k| k.name.to_string()).collect();
-        if let Some(lab) = lab {
-            k.extend(lab.boards.iter().map(Board::column));
-        }
-        k.join(", ")
-    };
+    let setup = Setup { lab };
     let mut out: Vec<String> = Vec::new();
     for name in names {
-        let expanded: Vec<String> = match (name.as_str(), name.strip_prefix("board:"), lab) {
-            ("board", _, Some(lab)) => lab.boards.iter().map(Board::column).collect(),
-            ("board", _, None) | (_, Some(_), None) => {
-                return Err(RunError::Usage(format!(
-                    "environment `{name}` needs a lab inventory: --lab FILE (see fixtures/lab/README.md)"
-                )))
-            }
-            (_, Some(board), Some(lab)) if lab.board(board).is_none() => {
-                return Err(RunError::UnknownEnvironment {
-                    name: name.clone(),
-                    known: known(),
-                })
-            }
-            (_, Some(_), Some(_)) => vec![name.clone()],
-            (_, None, _) if env::find_kind(name).is_none() => {
-                return Err(RunError::UnknownEnvironment {
-                    name: name.clone(),
-                    known: known(),
-                })
-            }
-            _ => vec![name.clone()],
-        };
+        let expanded = env::columns(name, setup).map_err(|e| match e {
+            ColumnError::Unknown(name) => RunError::UnknownEnvironment {
+                name,
+                known: env::known_columns(setup).join(", "),
+            },
+            e @ ColumnError::NeedsLab(_) => RunError::Usage(e.to_string()),
+        })?;
         for e in expanded {
             if !out.contains(&e) {
                 out.push(e);
@@ -356,7 +324,7 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         name: env_name.to_string(),
         ..EnvSummary::default()
     };
-    let environment = match env::create(env_name, s.run_ctx, s.lab) {
+    let environment = match env::create(env_name, s.run_ctx, Setup { lab: s.lab }) {
         Ok(e) => e,
         Err(e) => {
             summary.unavailable = Some(e.to_string());
@@ -474,23 +442,20 @@ fn count(summary: &mut EnvSummary, runs: &[ScenarioRun]) {
     }
 }
 
-/// Removes, on every board of the lab at `path`, what runs that are no longer alive left behind.
+/// [`sweep_environments`] with the lab at `path`, so that its boards are swept too.
 pub async fn sweep_lab(path: &std::path::Path) {
-    if let Ok(lab) = Lab::load(path) {
-        for item in board::sweep_lab(&lab, &cleanup::live_runs(&cleanup::state_root())).await {
-            tracing::info!(%item, "swept");
-        }
+    match Lab::load(path) {
+        Ok(lab) => sweep_environments(Setup { lab: Some(&lab) }).await,
+        Err(_) => sweep_environments(Setup::default()).await,
     }
 }
 
 /// Lets every environment remove what runs that are no longer alive left behind (this run included, once
 /// its guard is gone).
-pub async fn sweep_environments() {
+pub async fn sweep_environments(setup: Setup<'_>) {
     let live = cleanup::live_runs(&cleanup::state_root());
-    for kind in env::registry() {
-        for item in (kind.sweep)(live.clone()).await {
-            tracing::info!(%item, env = kind.name, "swept");
-        }
+    for (env, item) in env::sweep(&live, setup).await {
+        tracing::info!(%item, env, "swept");
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::env::InfraError;
+use crate::error::InfraError;
 use crate::logs::LogSink;
 use crate::manifest::RestartPolicy;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::OnceCell;
 
-use crate::env::InfraError;
+use crate::error::InfraError;
 use crate::manifest::ImageRef;
 
 /// Environment variable naming a directory of prebuilt workload binaries.

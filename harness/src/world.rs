@@ -15,7 +15,8 @@ use cucumber::gherkin;
 
 use crate::bus::{now_ns, write_candump, BusSummary, ScenarioBus, TracedFrame};
 use crate::config::ParityConfig;
-use crate::env::{DeployRequest, Environment, InfraError, Instance, RunContext};
+use crate::env::contract::{DeployRequest, Environment, Instance, RunContext};
+use crate::error::InfraError;
 use crate::fixtures::Fixtures;
 use crate::record::{
     BusRun, Metric, NodeDrops, Outcome, ScenarioId, ScenarioRun, StepRun, StepStatus, WorkloadRun,
@@ -290,7 +291,7 @@ impl ScenarioWorld {
         let spec = pass
             .fixtures
             .workload(name)
-            .map_err(|e| StepFailure::Infra(InfraError::Other(e)))?
+            .map_err(|e| StepFailure::Infra(InfraError::Manifest(e)))?
             .clone();
         self.deploy_spec(spec).await
     }

@@ -63,10 +63,10 @@ fn main() -> ExitCode {
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == kind.name)) {
             continue;
         }
-        let probed = if kind.name == "board" {
+        let probed = if kind.needs_lab {
             board_lab(&mut sim_lab).map(|path| lab = Some(path))
         } else {
-            runtime.block_on((kind.probe)()).map(|_| ())
+            runtime.block_on((kind.probe)()).map(|_| ()).map_err(|e| e.reason)
         };
         match probed {
             Ok(()) => environments.push(kind.name.to_string()),

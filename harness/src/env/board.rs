@@ -37,8 +37,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use futures::future::BoxFuture;
+
+use super::contract::{
+    bus_env, Check, ColumnError, DeployRequest, EnvKind, Environment, Instance, ProbeFailure, RunContext,
+    Setup, Transport,
+};
+use super::launcher::argv_for;
 use crate::cleanup::RUN_MARKER_ENV;
+use crate::error::InfraError;
 use crate::lab::{Arch, BenchSide, Board, CanInterface, Lab};
 use crate::logs::{self, LogSink};
 use crate::ssh::{last_lines, sh_quote, Ssh, SshError};
@@ -58,43 +65,154 @@ const READY_QUIET: Duration = Duration::from_millis(30);
 /// Time limit of one binary copy.
 const COPY_LIMIT: Duration = Duration::from_secs(120);
 
-/// Registry entry. Board columns are created from a lab inventory ([`create`]); the registry entry is what
-/// `doctor` and `list` show.
+/// Registry entry. Board columns (`board:<name>`) come from a lab inventory: `board` stands for every board
+/// of it.
 pub fn kind() -> EnvKind {
     EnvKind {
         name: "board",
         summary: "target boards of a lab inventory, deployed over ssh (`--lab FILE`, columns board:<name>)",
+        needs_lab: true,
         probe: || Box::pin(probe()),
-        create: |_run| {
-            Err(InfraError::Unavailable {
-                env: "board".into(),
-                reason: "board columns need a lab inventory: `run --lab FILE --env board:<name>`".into(),
-            })
+        columns,
+        create: create_column,
+        sweep: sweep_entry,
+        preflight,
+    }
+}
+
+/// `board` is every board of the lab, `board:<name>` one of them; both need the lab.
+fn columns(requested: &str, setup: Setup<'_>) -> Result<Vec<String>, ColumnError> {
+    let Some(lab) = setup.lab else {
+        return Err(ColumnError::NeedsLab(requested.to_string()));
+    };
+    match requested.strip_prefix("board:") {
+        None if requested == "board" => Ok(lab.boards.iter().map(Board::column).collect()),
+        Some(name) if lab.board(name).is_some() => Ok(vec![requested.to_string()]),
+        _ => Err(ColumnError::Unknown(requested.to_string())),
+    }
+}
+
+fn create_column(
+    column: &str,
+    run: &RunContext,
+    setup: Setup<'_>,
+) -> Result<Arc<dyn Environment>, InfraError> {
+    match (column.strip_prefix("board:"), setup.lab) {
+        (Some(name), Some(lab)) => create(run, lab, name),
+        _ => Err(InfraError::Unavailable {
+            env: "board".into(),
+            reason: "board columns need a lab inventory: `run --lab FILE --env board:<name>`".into(),
+        }),
+    }
+}
+
+fn sweep_entry(live: Vec<String>, setup: Setup<'_>) -> BoxFuture<'_, Vec<String>> {
+    Box::pin(async move {
+        match setup.lab {
+            Some(lab) => sweep_lab(lab, &live).await,
+            None => Vec::new(),
+        }
+    })
+}
+
+/// Pre-flight of every board of the lab: reachable, key accepted, architecture, workload build for it, CAN
+/// interfaces (or the hub endpoint of a simulated board). One line per fact; problems are not ok.
+fn preflight(setup: Setup<'_>) -> BoxFuture<'_, Vec<Check>> {
+    Box::pin(async move {
+        let Some(lab) = setup.lab else { return Vec::new() };
+        let scratch = std::env::temp_dir().join(format!("agl-parity-doctor-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&scratch);
+        let checks = lab.boards.iter().map(|board| {
+            let ssh = Ssh::new(board, &scratch.join(format!("known_hosts-{}", board.name)), None);
+            async move {
+                let mut out: Vec<Check> = check_board(board, &ssh)
+                    .await
+                    .into_iter()
+                    .map(|f| Check {
+                        name: format!("{} {}", board.column(), f.what),
+                        ok: f.ok,
+                        detail: f.detail,
+                    })
+                    .collect();
+                out.push(workload_build_check(board));
+                out
+            }
+        });
+        let out = futures::future::join_all(checks).await.concat();
+        let _ = std::fs::remove_dir_all(&scratch);
+        out
+    })
+}
+
+/// Whether workloads can be had for a board's architecture: prebuilt binaries, the host build, or an
+/// installed Rust target for cross-compiling.
+fn workload_build_check(board: &crate::lab::Board) -> Check {
+    let name = format!("{} workloads", board.column());
+    let triple = board.arch.triple();
+    if let Some(dir) = &board.workloads {
+        let ok = dir.is_dir();
+        return Check {
+            name,
+            ok,
+            detail: if ok {
+                format!("prebuilt {triple} binaries from {}", dir.display())
+            } else {
+                format!("`workloads: {}` is not a directory", dir.display())
+            },
+        };
+    }
+    if board.arch == crate::lab::Arch::host() {
+        return Check {
+            name,
+            ok: true,
+            detail: format!("built for the host triple {triple}"),
+        };
+    }
+    let installed = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == triple)
+        })
+        .unwrap_or(false);
+    Check {
+        name,
+        ok: installed,
+        detail: if installed {
+            format!("cross-built for {triple} (see fixtures/lab/README.md for the linker)")
+        } else {
+            format!(
+                "no Rust target {triple} on this bench: `rustup target add {triple}` and a linker \
+                 (fixtures/lab/README.md), or `workloads: <dir>` with prebuilt binaries"
+            )
         },
-        sweep: |_live| Box::pin(async { Vec::new() }),
     }
 }
 
 /// Whether this bench can drive boards: an ssh client, and a lab named by `AGL_PARITY_LAB`.
-pub async fn probe() -> Result<String, String> {
+pub async fn probe() -> Result<String, ProbeFailure> {
     for tool in ["ssh", "scp"] {
         if which(tool).is_none() {
-            return Err(format!("no `{tool}` client: `apt-get install openssh-client`"));
+            return Err(ProbeFailure::new(format!(
+                "no `{tool}` client: `apt-get install openssh-client`"
+            )));
         }
     }
     match std::env::var_os(LAB_ENV) {
         Some(path) => {
-            let lab = Lab::load(Path::new(&path)).map_err(|e| e.to_string())?;
+            let lab = Lab::load(Path::new(&path)).map_err(|e| ProbeFailure::new(e.to_string()))?;
             Ok(format!(
                 "lab {} (from {LAB_ENV}): boards {}",
                 Path::new(&path).display(),
                 lab.board_names().join(", ")
             ))
         }
-        None => Err(format!(
+        None => Err(ProbeFailure::new(format!(
             "no lab inventory: pass `--lab FILE` (see fixtures/lab/README.md) or set {LAB_ENV}; \
              `just lab-up` starts a simulated board (sshd in a network namespace)"
-        )),
+        ))),
     }
 }
 
@@ -421,13 +539,13 @@ impl Environment for BoardEnv {
             };
             endpoints.push((bus.name.clone(), uri));
         }
-        let bus_env = super::bus_env(&endpoints);
+        let bus_env = bus_env(&endpoints);
         let mut instances = Vec::new();
         for container in &pod.containers {
             let local = self.catalog.binary_for(&container.image).await?;
             let name = container.image.binary_name().to_string();
             let remote = self.remote_binary(&local, &name).await?;
-            let argv = super::native::argv_for(container, Path::new(&remote))?;
+            let argv = argv_for(container, Path::new(&remote))?;
             let mut env = container.env.clone();
             env.extend(bus_env.iter().cloned());
             env.push((RUN_MARKER_ENV.to_string(), self.run_id.clone()));
@@ -786,7 +904,7 @@ async fn check_bench(c: &CanInterface, bench: &BenchSide) -> Finding {
     let what = format!("bench {bench}");
     match bench {
         BenchSide::SocketCan(ifname) => {
-            if let Err(e) = crate::doctor::kernel_can_available() {
+            if let Err(e) = vcan::kernel::kernel_has_can() {
                 return Finding::problem(
                     &what,
                     format!("this bench has no kernel SocketCAN ({e}): `modprobe can can-raw`"),

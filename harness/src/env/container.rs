@@ -33,8 +33,12 @@ use testcontainers::core::Mount;
 use testcontainers::runners::{AsyncBuilder, AsyncRunner};
 use testcontainers::{ContainerAsync, GenericBuildableImage, GenericImage, ImageExt};
 
-use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use super::contract::{
+    no_preflight, single_column, DeployRequest, EnvKind, Environment, Instance, ProbeFailure, RunContext,
+    Setup, Transport,
+};
 use crate::cleanup::RUN_MARKER_ENV;
+use crate::error::InfraError;
 use crate::logs::LogSink;
 use crate::manifest::ContainerSpec;
 use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
@@ -55,10 +59,17 @@ pub fn kind() -> EnvKind {
     EnvKind {
         name: "container",
         summary: "Docker containers (testcontainers-rs) from FROM-scratch images of the workload binaries",
+        needs_lab: false,
         probe: || Box::pin(probe()),
-        create: |run| Ok(Arc::new(ContainerEnv::new(run, reuse_from_env())?)),
-        sweep: |live| Box::pin(sweep(live)),
+        columns: single_column,
+        create: |_column, run, _setup| Ok(Arc::new(ContainerEnv::new(run, reuse_from_env())?)),
+        sweep: sweep_entry,
+        preflight: no_preflight,
     }
+}
+
+fn sweep_entry(live: Vec<String>, _setup: Setup<'_>) -> futures::future::BoxFuture<'_, Vec<String>> {
+    Box::pin(sweep(live))
 }
 
 /// `AGL_PARITY_CONTAINER_REUSE=0` turns container reuse off.
@@ -74,18 +85,20 @@ fn connect() -> Result<Docker, String> {
 }
 
 /// Whether a Docker engine answers, and which.
-pub async fn probe() -> Result<String, String> {
-    let docker = connect()?;
+pub async fn probe() -> Result<String, ProbeFailure> {
+    let docker = connect().map_err(ProbeFailure::new)?;
     match tokio::time::timeout(std::time::Duration::from_secs(5), docker.version()).await {
         Ok(Ok(v)) => Ok(format!(
             "Docker Engine {} (API {}), images built locally FROM scratch",
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default()
         )),
-        Ok(Err(e)) => Err(format!("no Docker engine answers ({e}); {HOW_TO_START}")),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(ProbeFailure::new(format!(
+            "no Docker engine answers ({e}); {HOW_TO_START}"
+        ))),
+        Err(_) => Err(ProbeFailure::new(format!(
             "the Docker engine did not answer within 5 s; {HOW_TO_START}"
-        )),
+        ))),
     }
 }
 
@@ -224,12 +237,13 @@ impl ContainerEnv {
             reason,
         })?;
         let setting = std::env::var("AGL_PARITY_CONTAINER_CAN").ok();
-        let can = container_can(crate::doctor::kernel_can_available().is_ok(), setting.as_deref()).map_err(
-            |reason| InfraError::Unavailable {
-                env: "container".into(),
-                reason,
-            },
-        )?;
+        let can =
+            container_can(vcan::kernel::kernel_has_can().is_ok(), setting.as_deref()).map_err(|reason| {
+                InfraError::Unavailable {
+                    env: "container".into(),
+                    reason,
+                }
+            })?;
         Ok(ContainerEnv {
             shared: Arc::new(Shared {
                 docker,
@@ -275,7 +289,7 @@ impl ContainerEnv {
         };
         let entry = format!("/{}", image.binary_name());
         let mut argv = vec![entry.clone()];
-        argv.extend(super::native::argv_for(spec, &binary)?.into_iter().skip(1));
+        argv.extend(super::launcher::argv_for(spec, &binary)?.into_iter().skip(1));
         let mut images = self.images.lock().await;
         if let Some(reference) = images.get(&image.to_string()) {
             return Ok(LocalImage {
@@ -491,7 +505,7 @@ impl ContainerLauncher {
                 ContainerCan::Vxcan => (bus.clone(), format!("socketcan:can{i}")),
             })
             .collect();
-        for (k, v) in super::bus_env(&endpoints) {
+        for (k, v) in super::contract::bus_env(&endpoints) {
             request = request.with_env_var(k, v);
         }
         let limits = self.spec.limits;
@@ -739,7 +753,7 @@ impl Process for ContainerProcess {
         self.write
             .write_all(format!("signal {number}\n").as_bytes())
             .await
-            .map_err(|e| InfraError::Other(format!("pod-init: {e}")))
+            .map_err(|e| InfraError::PodInit(e.to_string()))
     }
 }
 

@@ -5,20 +5,17 @@
 //! directory of their own, and `PR_SET_PDEATHSIG` so they die with the harness; the run marker lets the next
 //! run sweep up anything a SIGKILLed harness left behind. Resource limits are recorded, not enforced, here.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::task::JoinHandle;
 
-use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use super::contract::{
+    bus_env, no_preflight, single_column, sweep_nothing, DeployRequest, EnvKind, Environment, Instance,
+    RunContext, Transport,
+};
+use super::launcher::{argv_for, HostLauncher};
 use crate::cleanup::RUN_MARKER_ENV;
-use crate::logs::{self, LogSink};
-use crate::manifest::ContainerSpec;
-use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal};
+use crate::error::InfraError;
 
 /// Registry entry.
 pub fn kind() -> EnvKind {
@@ -30,8 +27,11 @@ pub fn kind() -> EnvKind {
                 Ok("host processes; CAN through the userspace hub (no kernel CAN needed)".into())
             })
         },
-        create: |_run| Ok(Arc::new(NativeEnv)),
-        sweep: |_live| Box::pin(async { Vec::new() }),
+        needs_lab: false,
+        columns: single_column,
+        create: |_column, _run, _setup| Ok(Arc::new(NativeEnv)),
+        sweep: sweep_nothing,
+        preflight: no_preflight,
     }
 }
 
@@ -63,7 +63,7 @@ impl Environment for NativeEnv {
             .into_iter()
             .map(|(bus, path)| (bus, format!("unix:{}", path.display())))
             .collect();
-        let bus_env = super::bus_env(&endpoints);
+        let bus_env = bus_env(&endpoints);
         let mut instances = Vec::new();
         for container in &pod.containers {
             let binary = run.catalog.binary_for(&container.image).await?;
@@ -89,205 +89,5 @@ impl Environment for NativeEnv {
             instances.push(Instance::start(pod, container, launcher, logs));
         }
         Ok(instances)
-    }
-}
-
-fn basename(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-/// The command line of a container: the image's binary unless `command` overrides it, which it may only
-/// do by naming that binary (images hold nothing else).
-pub fn argv_for(container: &ContainerSpec, binary: &Path) -> Result<Vec<String>, InfraError> {
-    let mut argv = vec![binary.display().to_string()];
-    if let Some((first, rest)) = container.command.split_first() {
-        if basename(first) != container.image.binary_name() {
-            return Err(InfraError::Launch {
-                workload: container.name.clone(),
-                reason: format!(
-                    "command[0] `{first}` is not in image `{}`, which holds only the workload binary `{}`",
-                    container.image,
-                    container.image.binary_name()
-                ),
-            });
-        }
-        argv.extend(rest.iter().cloned());
-    }
-    argv.extend(container.args.iter().cloned());
-    Ok(argv)
-}
-
-/// Starts a host process per incarnation (the workload itself natively, the VMM for the vm environment).
-pub(crate) struct HostLauncher {
-    pub(crate) name: String,
-    /// The image's binary: a probe command naming it (`/hvac-controller --check-ready`) runs this file.
-    pub(crate) binary: std::path::PathBuf,
-    pub(crate) argv: Vec<String>,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) workdir: PathBuf,
-}
-
-#[async_trait]
-impl Launcher for HostLauncher {
-    async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
-        let (program, args) = self.argv.split_first().ok_or_else(|| InfraError::Launch {
-            workload: self.name.clone(),
-            reason: "empty command".into(),
-        })?;
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .envs(self.env.iter().cloned())
-            .current_dir(&self.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: the closure only calls prctl(2), which is async-signal-safe, between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| InfraError::Launch {
-            workload: self.name.clone(),
-            reason: format!("`{program}`: {e}"),
-        })?;
-        let readers = [
-            child.stdout.take().map(|out| logs.follow(out)),
-            child.stderr.take().map(|err| logs.follow(err)),
-        ];
-        logs.note(&format!("started pid {}", child.id().unwrap_or(0)));
-        Ok(Box::new(HostProcess { child, readers }))
-    }
-
-    async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
-        let Some((first, args)) = command.split_first() else {
-            return Ok(false);
-        };
-        let program = if basename(first) == basename(&self.binary.display().to_string()) {
-            self.binary.display().to_string()
-        } else {
-            first.clone()
-        };
-        let status = tokio::process::Command::new(&program)
-            .args(args)
-            .env_clear()
-            .envs(self.env.iter().cloned())
-            .current_dir(&self.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|e| InfraError::Launch {
-                workload: self.name.clone(),
-                reason: format!("probe `{program}`: {e}"),
-            })?;
-        Ok(status.success())
-    }
-}
-
-struct HostProcess {
-    child: tokio::process::Child,
-    readers: [Option<JoinHandle<()>>; 2],
-}
-
-#[async_trait]
-impl Process for HostProcess {
-    async fn wait(&mut self) -> ExitInfo {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self.child.wait().await;
-        logs::drain(&mut self.readers).await;
-        match status {
-            Ok(status) => ExitInfo {
-                code: status.code(),
-                signal: status.signal(),
-            },
-            Err(_) => ExitInfo {
-                code: None,
-                signal: None,
-            },
-        }
-    }
-
-    async fn signal(&mut self, signal: StopSignal) -> Result<(), InfraError> {
-        let Some(pid) = self.child.id() else { return Ok(()) };
-        let sig = match signal {
-            StopSignal::Terminate => Signal::SIGTERM,
-            StopSignal::Kill => Signal::SIGKILL,
-        };
-        kill(Pid::from_raw(pid as i32), sig)
-            .map_err(|e| InfraError::Other(format!("cannot signal pid {pid}: {e}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::{ImageRef, Resources};
-
-    fn container(command: &[&str]) -> ContainerSpec {
-        ContainerSpec {
-            name: "hvac".into(),
-            image: ImageRef {
-                repository: "agl/hvac-controller".into(),
-                tag: "1".into(),
-            },
-            command: command.iter().map(|s| s.to_string()).collect(),
-            args: vec!["-v".into()],
-            env: vec![],
-            limits: Resources::default(),
-            requests: Resources::default(),
-            readiness: None,
-        }
-    }
-
-    #[test]
-    fn command_may_only_name_the_image_binary() {
-        let bin = Path::new("/build/hvac-controller");
-        assert_eq!(
-            argv_for(&container(&[]), bin).unwrap(),
-            vec!["/build/hvac-controller", "-v"]
-        );
-        assert_eq!(
-            argv_for(&container(&["/usr/bin/hvac-controller", "--x"]), bin).unwrap(),
-            vec!["/build/hvac-controller", "--x", "-v"]
-        );
-        let err = argv_for(&container(&["/bin/sh", "-c", "x"]), bin)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("command[0] `/bin/sh` is not in image"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn the_last_lines_are_logged_before_the_exit_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let launcher = HostLauncher {
-            name: "w".into(),
-            binary: "/bin/sh".into(),
-            argv: [
-                "/bin/sh",
-                "-c",
-                "for i in $(seq 1 200); do echo line $i; done; echo fatal >&2; exit 2",
-            ]
-            .map(String::from)
-            .to_vec(),
-            env: vec![],
-            workdir: dir.path().to_path_buf(),
-        };
-        for _ in 0..20 {
-            let logs = LogSink::memory("w");
-            let mut process = launcher.launch(&logs).await.unwrap();
-            let exit = process.wait().await;
-            assert_eq!(exit.code, Some(2));
-            assert!(logs.find(0, "line 200").is_some(), "{}", logs.tail(3));
-            assert!(logs.find(0, "fatal").is_some(), "{}", logs.tail(3));
-        }
     }
 }

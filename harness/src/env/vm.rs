@@ -19,9 +19,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::native::{argv_for, HostLauncher};
-use super::{DeployRequest, EnvKind, Environment, InfraError, Instance, RunContext, Transport};
+use super::contract::{
+    no_preflight, single_column, sweep_nothing, DeployRequest, EnvKind, Environment, Instance, ProbeFailure,
+    RunContext, Transport,
+};
+use super::launcher::{argv_for, HostLauncher};
 use crate::cleanup::RUN_MARKER_ENV;
+use crate::error::InfraError;
 use crate::logs::LogSink;
 use crate::supervisor::{Launcher, Process};
 
@@ -34,32 +38,35 @@ pub fn kind() -> EnvKind {
         name: "vm",
         summary:
             "KVM microVM of agl-vmm: the static workload at CPL3, syscalls and SocketCAN served by the VMM",
+        needs_lab: false,
         probe: || Box::pin(async { probe() }),
-        create: |run| Ok(Arc::new(VmEnv::new(run))),
+        columns: single_column,
+        create: |_column, run, _setup| Ok(Arc::new(VmEnv::new(run))),
         // VMs are host processes with the run marker: the common process sweep removes them.
-        sweep: |_live| Box::pin(async { Vec::new() }),
+        sweep: sweep_nothing,
+        preflight: no_preflight,
     }
 }
 
 /// Whether /dev/kvm is usable, and whether it is hardware KVM or PVM.
-pub fn probe() -> Result<String, String> {
+pub fn probe() -> Result<String, ProbeFailure> {
     use std::os::fd::AsRawFd;
     let kvm = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
         .map_err(|e| {
-            format!(
+            ProbeFailure::new(format!(
             "/dev/kvm cannot be opened ({e}): enable virtualization (VT-x/AMD-V) or nested virtualization, \
              `modprobe kvm_intel` / `kvm_amd`, and give this user access (`usermod -aG kvm $USER`)"
-        )
+        ))
         })?;
     // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an integer.
     let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0) };
     if version != 12 {
-        return Err(format!(
+        return Err(ProbeFailure::new(format!(
             "/dev/kvm answers KVM_GET_API_VERSION with {version}, expected 12"
-        ));
+        )));
     }
     Ok(match host_kind() {
         HostKind::Pvm => {
@@ -192,9 +199,9 @@ impl Environment for VmEnv {
     }
 
     async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
-        probe().map_err(|reason| InfraError::Unavailable {
+        probe().map_err(|e| InfraError::Unavailable {
             env: "vm".into(),
-            reason,
+            reason: e.reason,
         })?;
         self.vmm().await?;
         run.catalog.ensure_built().await.map(|_| ())
@@ -209,7 +216,7 @@ impl Environment for VmEnv {
         let vmm = self.vmm().await?.display().to_string();
         // Bus i is the guest's `can<i>`, bridged by the VMM to the hub socket.
         let sockets = request.unix_sockets("vm")?;
-        let guest_bus_env = super::bus_env(
+        let guest_bus_env = super::contract::bus_env(
             &sockets
                 .iter()
                 .enumerate()

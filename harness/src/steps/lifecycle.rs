@@ -86,7 +86,7 @@ async fn deploy_file(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     let pass = w.pass()?.clone();
     let path = pass.project_dir.join(a.get(0));
     let pods = crate::manifest::load(&path)
-        .map_err(|e| StepFailure::Infra(crate::env::InfraError::Other(e.to_string())))?;
+        .map_err(|e| StepFailure::Infra(crate::error::InfraError::Manifest(e.to_string())))?;
     for pod in pods {
         w.deploy_spec(pod).await?;
     }

@@ -147,11 +147,7 @@ pub async fn guard(
     interrupt: &crate::interrupt::Interrupt,
     cancellable: bool,
 ) -> StepResult {
-    let interrupted = || {
-        Err(StepFailure::Infra(crate::env::InfraError::Other(
-            "run interrupted".into(),
-        )))
-    };
+    let interrupted = || Err(StepFailure::Infra(crate::error::InfraError::Interrupted));
     if interrupt.is_set() {
         return interrupted();
     }

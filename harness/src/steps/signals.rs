@@ -7,7 +7,7 @@ use super::frames::{expect_none, expect_within, seen_with_id};
 use super::{
     parse_assignments, parse_conditions, step_fn, Condition, Kind, StepArgs, StepDef, StepResult, DUR, ON_BUS,
 };
-use crate::env::InfraError;
+use crate::error::InfraError;
 use crate::world::{ScenarioWorld, StepFailure};
 use vcan::dbc::MessageDef;
 
@@ -70,7 +70,7 @@ fn message(w: &ScenarioWorld, name: &str) -> Result<MessageDef, StepFailure> {
     let pass = w.pass()?;
     match pass.fixtures.message(name) {
         Ok(m) => Ok(m.clone()),
-        Err(e) if !pass.fixtures.dbc_errors.is_empty() => Err(StepFailure::Infra(InfraError::Other(e))),
+        Err(e) if !pass.fixtures.dbc_errors.is_empty() => Err(StepFailure::Infra(InfraError::Dbc(e))),
         Err(e) => Err(StepFailure::fail(e)),
     }
 }
