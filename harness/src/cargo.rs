@@ -22,8 +22,25 @@ pub fn target_dir(project_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| project_dir.join("target"))
 }
 
+/// Why a build failed. `Clone`, so that a build made once per run can hand its result to every caller.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot run `{cargo}`: {reason}")]
+    Spawn { cargo: String, reason: String },
+    /// cargo ran and failed; `tail` holds the last lines of its output.
+    #[error("`cargo {command}` failed ({status}):\n{tail}")]
+    Failed {
+        command: String,
+        status: String,
+        tail: String,
+    },
+    /// Prebuilt binaries were named, but the path is not a directory.
+    #[error("{var}={} is not a directory", .dir.display())]
+    PrebuiltNotADirectory { var: &'static str, dir: PathBuf },
+}
+
 /// Builds the package's binaries in release mode; returns the directory holding them.
-pub async fn build(project_dir: &Path, request: &BuildRequest<'_>) -> Result<PathBuf, String> {
+pub async fn build(project_dir: &Path, request: &BuildRequest<'_>) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = target_dir(project_dir);
     let mut args = vec!["build", "--release", "-p", request.package, "--bins"];
@@ -44,19 +61,18 @@ pub async fn build(project_dir: &Path, request: &BuildRequest<'_>) -> Result<Pat
     }
     let started = std::time::Instant::now();
     tracing::info!(package = request.package, triple = ?request.triple, "cargo build");
-    let output = command
-        .output()
-        .await
-        .map_err(|e| format!("cannot run `{}`: {e}", PathBuf::from(&cargo).display()))?;
+    let output = command.output().await.map_err(|e| BuildError::Spawn {
+        cargo: PathBuf::from(&cargo).display().to_string(),
+        reason: e.to_string(),
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
-        return Err(format!(
-            "`cargo {}` failed ({}):\n{}",
-            args.join(" "),
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ));
+        return Err(BuildError::Failed {
+            command: args.join(" "),
+            status: output.status.to_string(),
+            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
     }
     tracing::info!(
         package = request.package,

@@ -60,35 +60,27 @@ impl Fixtures {
     }
 
     /// The pod named `name`, or an error that names the manifests that could not be read.
-    pub fn workload(&self, name: &str) -> Result<&WorkloadSpec, String> {
-        self.workloads.get(name).ok_or_else(|| {
-            let mut msg = format!(
-                "no manifest in {} defines workload `{name}` (known: {})",
-                self.root.join("manifests").display(),
-                self.workloads.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-            for e in &self.manifest_errors {
-                msg.push_str(&format!("\n  unreadable manifest: {e}"));
-            }
-            msg
+    pub fn workload(&self, name: &str) -> Result<&WorkloadSpec, FixtureError> {
+        self.workloads.get(name).ok_or_else(|| FixtureError::NoWorkload {
+            name: name.to_string(),
+            dir: self.root.join("manifests"),
+            known: self.workloads.keys().cloned().collect(),
+            unreadable: self.manifest_errors.clone(),
         })
     }
 
     /// The DBC message named `name`, searching every database.
-    pub fn message(&self, name: &str) -> Result<&MessageDef, String> {
+    pub fn message(&self, name: &str) -> Result<&MessageDef, FixtureError> {
         for db in &self.databases {
             if let Ok(m) = db.message(name) {
                 return Ok(m);
             }
         }
-        let mut msg = format!(
-            "no DBC message named `{name}` in {}",
-            self.root.join("dbc").display()
-        );
-        for e in &self.dbc_errors {
-            msg.push_str(&format!("\n  unreadable DBC: {e}"));
-        }
-        Err(msg)
+        Err(FixtureError::NoMessage {
+            name: name.to_string(),
+            dir: self.root.join("dbc"),
+            unreadable: self.dbc_errors.clone(),
+        })
     }
 
     /// The DBC message with the frame's id, if any.
@@ -113,6 +105,32 @@ fn files_with_extension(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
     files
 }
 
+/// A pod or DBC message a scenario names that the project does not define; the files that could not be read
+/// are listed, since the name may be in one of them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FixtureError {
+    #[error("no manifest in {} defines workload `{name}` (known: {}){}", .dir.display(), .known.join(", "), unreadable_lines("manifest", .unreadable))]
+    NoWorkload {
+        name: String,
+        dir: PathBuf,
+        known: Vec<String>,
+        unreadable: Vec<String>,
+    },
+    #[error("no DBC message named `{name}` in {}{}", .dir.display(), unreadable_lines("DBC", .unreadable))]
+    NoMessage {
+        name: String,
+        dir: PathBuf,
+        unreadable: Vec<String>,
+    },
+}
+
+fn unreadable_lines(what: &str, errors: &[String]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("\n  unreadable {what}: {e}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,7 +145,7 @@ mod tests {
         )
         .unwrap();
         let fx = Fixtures::load(dir.path());
-        let err = fx.workload("x").unwrap_err();
+        let err = fx.workload("x").unwrap_err().to_string();
         assert!(
             err.contains("broken.yaml: document 1: spec.bogus: unknown field `bogus`"),
             "{err}"

@@ -122,26 +122,39 @@ pub enum BenchSide {
 }
 
 impl BenchSide {
-    fn parse(text: &str) -> Result<BenchSide, String> {
+    fn parse(text: &str) -> Result<BenchSide, BenchSideError> {
         let (scheme, rest) = text
             .split_once(':')
-            .ok_or_else(|| format!("`{text}`: expected socketcan:<if>, tcp:<ip>:<port> or hub:<ip>"))?;
+            .ok_or_else(|| BenchSideError::NoScheme(text.to_string()))?;
         match scheme {
             "socketcan" if valid_ifname(rest) => Ok(BenchSide::SocketCan(rest.to_string())),
-            "socketcan" => Err(format!("`{rest}` is not a network interface name")),
-            "tcp" => rest
-                .parse()
-                .map(BenchSide::Tcp)
-                .map_err(|e| format!("`{rest}`: {e} (expected <ip>:<port>)")),
-            "hub" => rest
-                .parse()
-                .map(BenchSide::Hub)
-                .map_err(|e| format!("`{rest}`: {e} (expected an IP address of this bench)")),
-            other => Err(format!(
-                "unknown scheme `{other}`: expected socketcan:<if>, tcp:<ip>:<port> or hub:<ip>"
-            )),
+            "socketcan" => Err(BenchSideError::Interface(rest.to_string())),
+            "tcp" => rest.parse().map(BenchSide::Tcp).map_err(|e| BenchSideError::Tcp {
+                text: rest.to_string(),
+                reason: e.to_string(),
+            }),
+            "hub" => rest.parse().map(BenchSide::Hub).map_err(|e| BenchSideError::Hub {
+                text: rest.to_string(),
+                reason: e.to_string(),
+            }),
+            other => Err(BenchSideError::Scheme(other.to_string())),
         }
     }
+}
+
+/// Why a `bench:` value of a lab inventory is not a bench side.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BenchSideError {
+    #[error("`{0}`: expected socketcan:<if>, tcp:<ip>:<port> or hub:<ip>")]
+    NoScheme(String),
+    #[error("`{0}` is not a network interface name")]
+    Interface(String),
+    #[error("`{text}`: {reason} (expected <ip>:<port>)")]
+    Tcp { text: String, reason: String },
+    #[error("`{text}`: {reason} (expected an IP address of this bench)")]
+    Hub { text: String, reason: String },
+    #[error("unknown scheme `{0}`: expected socketcan:<if>, tcp:<ip>:<port> or hub:<ip>")]
+    Scheme(String),
 }
 
 impl std::fmt::Display for BenchSide {
@@ -350,7 +363,7 @@ impl Lab {
                     }
                     _ => {}
                 }
-                let bench = BenchSide::parse(&c.bench).map_err(|r| err(&f("bench"), r))?;
+                let bench = BenchSide::parse(&c.bench).map_err(|r| err(&f("bench"), r.to_string()))?;
                 can.push(CanInterface {
                     name: c.name,
                     bus: c.bus,

@@ -377,7 +377,7 @@ fn convert(document: Document, path: &Path, doc: usize) -> Result<WorkloadSpec, 
         .name
         .clone()
         .ok_or_else(|| err("metadata.name", "required".into()))?;
-    check_name(&name).map_err(|r| err("metadata.name", r))?;
+    check_name(&name).map_err(|r| err("metadata.name", r.to_string()))?;
 
     let annotations = &pod_meta.annotations;
     for key in annotations.keys() {
@@ -424,10 +424,12 @@ fn convert(document: Document, path: &Path, doc: usize) -> Result<WorkloadSpec, 
     }
 
     let ready_frame = match annotations.get(ANNOTATION_READY_FRAME) {
-        Some(text) => Some(
-            parse_can_id(text)
-                .map_err(|r| err(&format!("metadata.annotations.{ANNOTATION_READY_FRAME}"), r))?,
-        ),
+        Some(text) => Some(parse_can_id(text).map_err(|r| {
+            err(
+                &format!("metadata.annotations.{ANNOTATION_READY_FRAME}"),
+                r.to_string(),
+            )
+        })?),
         None => None,
     };
     let has_exec = containers.iter().any(|c| c.readiness.is_some());
@@ -479,8 +481,8 @@ fn convert_container(
     field: &str,
     err: &dyn Fn(&str, String) -> ManifestError,
 ) -> Result<ContainerSpec, ManifestError> {
-    check_name(&c.name).map_err(|r| err(&format!("{field}.name"), r))?;
-    let image = parse_image(&c.image).map_err(|r| err(&format!("{field}.image"), r))?;
+    check_name(&c.name).map_err(|r| err(&format!("{field}.name"), r.to_string()))?;
+    let image = parse_image(&c.image).map_err(|r| err(&format!("{field}.image"), r.to_string()))?;
     let mut env = Vec::new();
     for (i, var) in c.env.into_iter().enumerate() {
         if var.name.is_empty() || var.name.contains('=') {
@@ -557,8 +559,8 @@ fn resources(
         };
         let here = format!("{field}.{key}");
         match key.as_str() {
-            "memory" => out.memory_bytes = Some(parse_memory(&text).map_err(|r| err(&here, r))?),
-            "cpu" => out.cpu_millis = Some(parse_cpu(&text).map_err(|r| err(&here, r))?),
+            "memory" => out.memory_bytes = Some(parse_memory(&text).map_err(|r| err(&here, r.to_string()))?),
+            "cpu" => out.cpu_millis = Some(parse_cpu(&text).map_err(|r| err(&here, r.to_string()))?),
             other => {
                 return Err(err(
                     &here,
@@ -570,8 +572,32 @@ fn resources(
     Ok(out)
 }
 
+/// Why one manifest value (a quantity, a CAN id, an image reference, a name) is not valid; the caller adds
+/// the file and field path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{0}` is not a memory quantity (e.g. 64Mi, 1G)")]
+    NotMemory(String),
+    #[error("`{0}` must be a positive quantity")]
+    NotPositive(String),
+    #[error("`{0}` is not a CPU quantity (e.g. 500m, 0.5, 2)")]
+    NotCpu(String),
+    #[error("`{0}` must be more than 0")]
+    Zero(String),
+    #[error("`{0}` is not a hex CAN id")]
+    NotCanId(String),
+    #[error("{0}")]
+    CanIdRange(String),
+    #[error("`{0}` is not an image reference")]
+    NotImage(String),
+    #[error("digest references are not supported: images are built locally (use repository:tag)")]
+    Digest,
+    #[error("`{0}` is not a valid name (lowercase letters, digits and `-`, at most 63)")]
+    NotName(String),
+}
+
 /// Parses a Kubernetes memory quantity (`128Mi`, `1G`, `65536`) into bytes.
-pub fn parse_memory(text: &str) -> Result<u64, String> {
+pub fn parse_memory(text: &str) -> Result<u64, ValueError> {
     const SUFFIXES: &[(&str, u64)] = &[
         ("Ki", 1 << 10),
         ("Mi", 1 << 20),
@@ -588,16 +614,16 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         .unwrap_or((text, 1));
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a memory quantity (e.g. 64Mi, 1G)"))?;
+        .map_err(|_| ValueError::NotMemory(text.to_string()))?;
     if !value.is_finite() || value <= 0.0 {
-        return Err(format!("`{text}` must be a positive quantity"));
+        return Err(ValueError::NotPositive(text.to_string()));
     }
     Ok((value * scale as f64).round() as u64)
 }
 
 /// Parses a Kubernetes CPU quantity (`500m`, `0.5`, `2`) into millicores.
-pub fn parse_cpu(text: &str) -> Result<u64, String> {
-    let bad = || format!("`{text}` is not a CPU quantity (e.g. 500m, 0.5, 2)");
+pub fn parse_cpu(text: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::NotCpu(text.to_string());
     let millis = match text.strip_suffix('m') {
         Some(n) => n.parse::<u64>().map_err(|_| bad())?,
         None => {
@@ -609,39 +635,37 @@ pub fn parse_cpu(text: &str) -> Result<u64, String> {
         }
     };
     if millis == 0 {
-        return Err(format!("`{text}` must be more than 0"));
+        return Err(ValueError::Zero(text.to_string()));
     }
     Ok(millis)
 }
 
 /// Parses a hex CAN id (`0x3A0`, `3A0`, `18FF0010`) into the Linux `can_id` (EFF flag for 8 digits).
-pub fn parse_can_id(text: &str) -> Result<u32, String> {
+pub fn parse_can_id(text: &str) -> Result<u32, ValueError> {
     let digits = text.trim().trim_start_matches("0x").trim_start_matches("0X");
-    let id = u32::from_str_radix(digits, 16).map_err(|_| format!("`{text}` is not a hex CAN id"))?;
+    let id = u32::from_str_radix(digits, 16).map_err(|_| ValueError::NotCanId(text.to_string()))?;
     if digits.len() > 3 || id > vcan::frame::SFF_MAX {
         vcan::CanId::extended(id)
             .map(|i| i.to_linux())
-            .map_err(|e| e.to_string())
+            .map_err(|e| ValueError::CanIdRange(e.to_string()))
     } else {
         Ok(id)
     }
 }
 
-fn parse_image(text: &str) -> Result<ImageRef, String> {
+fn parse_image(text: &str) -> Result<ImageRef, ValueError> {
     if text.is_empty() || text.contains(char::is_whitespace) {
-        return Err(format!("`{text}` is not an image reference"));
+        return Err(ValueError::NotImage(text.to_string()));
     }
     if text.contains('@') {
-        return Err(
-            "digest references are not supported: images are built locally (use repository:tag)".into(),
-        );
+        return Err(ValueError::Digest);
     }
     let (repository, tag) = match text.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
         _ => (text, "latest"),
     };
     if repository.is_empty() || tag.is_empty() {
-        return Err(format!("`{text}` is not an image reference"));
+        return Err(ValueError::NotImage(text.to_string()));
     }
     Ok(ImageRef {
         repository: repository.to_string(),
@@ -650,7 +674,7 @@ fn parse_image(text: &str) -> Result<ImageRef, String> {
 }
 
 /// A Kubernetes DNS label: lowercase alphanumerics and `-`, 1-63 characters.
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), ValueError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -661,9 +685,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` is not a valid name (lowercase letters, digits and `-`, at most 63)"
-        ))
+        Err(ValueError::NotName(name.to_string()))
     }
 }
 

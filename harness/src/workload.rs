@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::OnceCell;
 
+use crate::cargo::BuildError;
 use crate::error::InfraError;
 use crate::manifest::ImageRef;
 
@@ -23,7 +24,7 @@ pub struct WorkloadCatalog {
     project_dir: PathBuf,
     prebuilt: Option<PathBuf>,
     triple: String,
-    built: OnceCell<Result<PathBuf, String>>,
+    built: OnceCell<Result<PathBuf, BuildError>>,
 }
 
 impl WorkloadCatalog {
@@ -117,14 +118,17 @@ impl WorkloadCatalog {
             .get_or_init(|| async {
                 match &self.prebuilt {
                     Some(dir) if dir.is_dir() => Ok(dir.clone()),
-                    Some(dir) => Err(format!("{PREBUILT_ENV}={} is not a directory", dir.display())),
+                    Some(dir) => Err(BuildError::PrebuiltNotADirectory {
+                        var: PREBUILT_ENV,
+                        dir: dir.clone(),
+                    }),
                     None => self.cargo_build().await,
                 }
             })
             .await;
-        result.clone().map_err(|reason| InfraError::Build {
+        result.clone().map_err(|e| InfraError::Build {
             workload: PACKAGE.into(),
-            reason,
+            reason: e.to_string(),
         })
     }
 
@@ -147,7 +151,7 @@ impl WorkloadCatalog {
         }
     }
 
-    async fn cargo_build(&self) -> Result<PathBuf, String> {
+    async fn cargo_build(&self) -> Result<PathBuf, BuildError> {
         let request = crate::cargo::BuildRequest {
             package: PACKAGE,
             triple: Some(&self.triple),

@@ -291,7 +291,7 @@ impl ScenarioWorld {
         let spec = pass
             .fixtures
             .workload(name)
-            .map_err(|e| StepFailure::Infra(InfraError::Manifest(e)))?
+            .map_err(|e| StepFailure::Infra(InfraError::Manifest(e.to_string())))?
             .clone();
         self.deploy_spec(spec).await
     }

@@ -142,7 +142,7 @@ fn board_lab(sim: &mut Option<agl_parity::lab::sim::SimLab>) -> Result<std::path
     if let Some(path) = std::env::var_os(agl_parity::env::board::LAB_ENV) {
         return Ok(path.into());
     }
-    let lab = agl_parity::lab::sim::start_for_tests(&["ci-board"])?;
+    let lab = agl_parity::lab::sim::start_for_tests(&["ci-board"]).map_err(|e| e.to_string())?;
     let path = lab.inventory().to_path_buf();
     *sim = Some(lab);
     Ok(path)

@@ -91,14 +91,29 @@ pub fn host_kind() -> HostKind {
     }
 }
 
-type Snapshot = Arc<OnceCell<Result<PathBuf, String>>>;
+type Snapshot = Arc<OnceCell<Result<PathBuf, SnapshotError>>>;
+
+/// Why the template VM of a command line gave no snapshot.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{}: {reason}", .dir.display())]
+    Directory { dir: PathBuf, reason: String },
+    #[error("empty VMM command")]
+    EmptyCommand,
+    #[error("the template VM did not reach its bus within 120 s")]
+    Timeout,
+    #[error("cannot start the template VM: {0}")]
+    Start(String),
+    #[error("the template VM wrote no snapshot ({status}): {stderr}")]
+    NoSnapshot { status: String, stderr: String },
+}
 
 /// Workloads in KVM microVMs.
 pub struct VmEnv {
     project_dir: PathBuf,
     state_dir: PathBuf,
     run_id: String,
-    vmm: OnceCell<Result<PathBuf, String>>,
+    vmm: OnceCell<Result<PathBuf, crate::cargo::BuildError>>,
     snapshots: tokio::sync::Mutex<HashMap<String, Snapshot>>,
     use_snapshots: bool,
 }
@@ -135,9 +150,9 @@ impl VmEnv {
                     .map(|dir| dir.join("agl-vmm"))
             })
             .await;
-        result.clone().map_err(|reason| InfraError::Build {
+        result.clone().map_err(|e| InfraError::Build {
             workload: "agl-vmm".into(),
-            reason,
+            reason: e.to_string(),
         })
     }
 
@@ -147,7 +162,7 @@ impl VmEnv {
         key: &str,
         template: Vec<String>,
         process_env: &[(String, String)],
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, SnapshotError> {
         let cell = {
             let mut map = self.snapshots.lock().await;
             map.entry(key.to_string())
@@ -157,14 +172,17 @@ impl VmEnv {
         cell.get_or_init(|| async {
             let n = self.snapshots.lock().await.len();
             let dir = self.state_dir.join("vm-snapshots").join(n.to_string());
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| SnapshotError::Directory {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            })?;
             // The template boots cold and is snapshotted right before its first CAN bind(); its bus does not
             // exist, so it stops right after the snapshot.
             let mut argv = template;
             let at = argv.iter().position(|a| a == "run").map(|i| i + 1).unwrap_or(1);
             argv.insert(at, dir.display().to_string());
             argv.insert(at, "--snapshot-at-bind".into());
-            let (program, args) = argv.split_first().ok_or("empty VMM command")?;
+            let (program, args) = argv.split_first().ok_or(SnapshotError::EmptyCommand)?;
             let started = std::time::Instant::now();
             let out = tokio::process::Command::new(program)
                 .args(args)
@@ -174,11 +192,14 @@ impl VmEnv {
                 .output();
             let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
                 .await
-                .map_err(|_| "the template VM did not reach its bus within 120 s".to_string())?
-                .map_err(|e| format!("cannot start the template VM: {e}"))?;
+                .map_err(|_| SnapshotError::Timeout)?
+                .map_err(|e| SnapshotError::Start(e.to_string()))?;
             if std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true) {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                return Err(format!("the template VM wrote no snapshot ({}): {}", out.status, stderr.trim()));
+                return Err(SnapshotError::NoSnapshot {
+                    status: out.status.to_string(),
+                    stderr: stderr.trim().to_string(),
+                });
             }
             tracing::info!(snapshot = %dir.display(), ms = started.elapsed().as_millis() as u64, "VM snapshot made");
             Ok(dir)

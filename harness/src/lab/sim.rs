@@ -37,20 +37,27 @@ pub enum SimError {
     Unavailable(String),
     #[error("simulated lab setup failed: {0}")]
     Setup(String),
+    /// Installing `openssh-server` for the simulated boards failed.
+    #[error("{0}")]
+    Install(String),
 }
 
 /// Whether this machine can host simulated boards; `Err` says what is missing.
-pub fn available() -> Result<(), String> {
+pub fn available() -> Result<(), SimError> {
     if !nix::unistd::geteuid().is_root() {
-        return Err("root (network namespaces)".into());
+        return Err(SimError::Unavailable("root (network namespaces)".into()));
     }
     for tool in ["ip", "ssh", "scp", "ssh-keygen"] {
         if !in_path(tool) {
-            return Err(format!("`{tool}` (apt-get install iproute2 openssh-client)"));
+            return Err(SimError::Unavailable(format!(
+                "`{tool}` (apt-get install iproute2 openssh-client)"
+            )));
         }
     }
     if !Path::new(SSHD).is_file() {
-        return Err(format!("{SSHD} (apt-get install openssh-server)"));
+        return Err(SimError::Unavailable(format!(
+            "{SSHD} (apt-get install openssh-server)"
+        )));
     }
     Ok(())
 }
@@ -62,7 +69,7 @@ fn in_path(tool: &str) -> bool {
 
 /// Installs Debian's `openssh-server` when `sshd` is missing, without letting the package start the
 /// system's own sshd (a temporary `policy-rc.d` refuses service starts during the install).
-pub fn install_openssh_server() -> Result<(), String> {
+pub fn install_openssh_server() -> Result<(), SimError> {
     if Path::new(SSHD).is_file() {
         return Ok(());
     }
@@ -85,21 +92,21 @@ pub fn install_openssh_server() -> Result<(), String> {
     }
     match result {
         Ok(o) if o.status.success() && Path::new(SSHD).is_file() => Ok(()),
-        Ok(o) => Err(format!(
+        Ok(o) => Err(SimError::Install(format!(
             "apt-get install openssh-server failed: {}",
             crate::ssh::last_lines(&String::from_utf8_lossy(&o.stderr), 3)
-        )),
-        Err(e) => Err(format!("cannot run apt-get: {e}")),
+        ))),
+        Err(e) => Err(SimError::Install(format!("cannot run apt-get: {e}"))),
     }
 }
 
 /// A lab for tests: installs `openssh-server` when it is missing (as root), then starts `names`.
-pub fn start_for_tests(names: &[&str]) -> Result<SimLab, String> {
+pub fn start_for_tests(names: &[&str]) -> Result<SimLab, SimError> {
     if nix::unistd::geteuid().is_root() && !Path::new(SSHD).is_file() {
         install_openssh_server()?;
     }
-    available().map_err(|what| format!("the simulated lab needs {what}"))?;
-    SimLab::start(&SimSpec::boards(names)).map_err(|e| e.to_string())
+    available()?;
+    SimLab::start(&SimSpec::boards(names))
 }
 
 /// One simulated board.
@@ -181,7 +188,7 @@ fn allocate_subnet(seed: usize) -> Result<(Ipv4Addr, Ipv4Addr), SimError> {
 impl SimLab {
     /// Starts the boards of `spec` (sweeping leftovers of dead owners first).
     pub fn start(spec: &SimSpec) -> Result<SimLab, SimError> {
-        available().map_err(SimError::Unavailable)?;
+        available()?;
         for line in sweep() {
             tracing::warn!("{line}");
         }

@@ -311,7 +311,7 @@ pub fn parse_conditions(text: &str) -> Result<Vec<Condition>, StepFailure> {
 
 /// Parses a CAN id written as `0x3A0`, `3A0` or `18FF0010` into the Linux `can_id`.
 pub fn parse_id(text: &str) -> Result<u32, StepFailure> {
-    crate::manifest::parse_can_id(text).map_err(StepFailure::fail)
+    crate::manifest::parse_can_id(text).map_err(|e| StepFailure::fail(e.to_string()))
 }
 
 /// Parses a candump-syntax frame.

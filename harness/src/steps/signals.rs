@@ -70,8 +70,10 @@ fn message(w: &ScenarioWorld, name: &str) -> Result<MessageDef, StepFailure> {
     let pass = w.pass()?;
     match pass.fixtures.message(name) {
         Ok(m) => Ok(m.clone()),
-        Err(e) if !pass.fixtures.dbc_errors.is_empty() => Err(StepFailure::Infra(InfraError::Dbc(e))),
-        Err(e) => Err(StepFailure::fail(e)),
+        Err(e) if !pass.fixtures.dbc_errors.is_empty() => {
+            Err(StepFailure::Infra(InfraError::Dbc(e.to_string())))
+        }
+        Err(e) => Err(StepFailure::fail(e.to_string())),
     }
 }
 

@@ -69,7 +69,10 @@ async fn periodic(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     };
     let msg = {
         let pass = w.pass()?;
-        pass.fixtures.message(&name).map_err(StepFailure::fail)?.clone()
+        pass.fixtures
+            .message(&name)
+            .map_err(|e| StepFailure::fail(e.to_string()))?
+            .clone()
     };
     let bus = w.bus(a.opt(3))?;
     let from = bus.tape().len();
