@@ -15,10 +15,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::VmConfig;
+use crate::error::VmmError;
 use crate::memory::parse_size;
 use crate::vcpu::{probe, HostKind};
-use crate::vm::{Vm, VmConfig};
-use crate::VmmError;
+use crate::vm::Vm;
 
 /// Exit status for VMM-internal failures (`EX_SOFTWARE`).
 pub const EXIT_VMM_ERROR: i32 = 70;
@@ -73,23 +74,34 @@ struct RunArgs {
     args: Vec<String>,
 }
 
-fn parse_env(s: &str) -> Result<String, String> {
+/// A `--env` or `--can` value that is not accepted (clap prints it after the option's name).
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    #[error("`{0}` is not KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("`{0}` is not IFNAME=ENDPOINT")]
+    NotIfnameEndpoint(String),
+    #[error("interface name `{0}` must be 1-15 characters without `/` or spaces")]
+    BadInterfaceName(String),
+    #[error(transparent)]
+    Endpoint(#[from] vcan::BusError),
+}
+
+fn parse_env(s: &str) -> Result<String, ArgError> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() && !k.contains('\0') && !s.contains('\0') => Ok(s.to_string()),
-        _ => Err(format!("`{s}` is not KEY=VALUE")),
+        _ => Err(ArgError::NotKeyValue(s.to_string())),
     }
 }
 
-fn parse_can(s: &str) -> Result<(String, vcan::Endpoint), String> {
+fn parse_can(s: &str) -> Result<(String, vcan::Endpoint), ArgError> {
     let (name, uri) = s
         .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not IFNAME=ENDPOINT"))?;
+        .ok_or_else(|| ArgError::NotIfnameEndpoint(s.to_string()))?;
     if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-        return Err(format!(
-            "interface name `{name}` must be 1-15 characters without `/` or spaces"
-        ));
+        return Err(ArgError::BadInterfaceName(name.to_string()));
     }
-    let endpoint: vcan::Endpoint = uri.parse().map_err(|e: vcan::BusError| e.to_string())?;
+    let endpoint: vcan::Endpoint = uri.parse()?;
     Ok((name.to_string(), endpoint))
 }
 
@@ -143,9 +155,7 @@ fn run(args: RunArgs) -> Result<i32, VmmError> {
         let mut names: Vec<&str> = config.can.iter().map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
-            return Err(VmmError::Config(
-                "a CAN interface name is given twice in --can".into(),
-            ));
+            return Err(VmmError::DuplicateCanName);
         }
     }
     let mut vm = match &args.restore {

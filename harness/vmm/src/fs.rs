@@ -34,6 +34,15 @@ pub enum FileKind {
     Directory,
 }
 
+/// The guest root directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("opening guest root {path:?}: {source}")]
+pub struct RootError {
+    /// The host directory given as the root.
+    pub path: Option<PathBuf>,
+    pub source: std::io::Error,
+}
+
 /// The guest root directory.
 pub struct GuestRoot {
     dir: Option<File>,
@@ -44,16 +53,20 @@ pub struct GuestRoot {
 
 impl GuestRoot {
     /// Opens `path` as the root; `None` gives a guest without files.
-    pub fn open(path: Option<&Path>) -> std::io::Result<GuestRoot> {
+    pub fn open(path: Option<&Path>) -> Result<GuestRoot, RootError> {
+        let fail = |source| RootError {
+            path: path.map(Path::to_path_buf),
+            source,
+        };
         let dir = match path {
             Some(p) => {
                 let c = CString::new(p.as_os_str().as_encoded_bytes())
-                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                    .map_err(|_| fail(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
                 // SAFETY: `c` is a valid NUL-terminated path.
                 let fd =
                     unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
                 if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
+                    return Err(fail(std::io::Error::last_os_error()));
                 }
                 // SAFETY: `fd` is a fresh fd we own.
                 Some(unsafe { File::from_raw_fd(fd) })

@@ -19,11 +19,18 @@
 //! * [`faults`] — guest exception reports;
 //! * [`snapshot`] — snapshot/restore;
 //! * [`vm`] — building and running a guest;
+//! * [`error`] — the VMM's own failures ([`VmmError`]);
+//! * [`config`] — what a run is told ([`VmConfig`]);
 //! * [`cli`] — the `agl-vmm` command line.
+//!
+//! No module imports one that imports it back: `cli` on top, then `vm`, `error`, `snapshot`, `syscalls`,
+//! `guest` and the device and memory modules, with `config` and `errno` at the bottom.
 
 pub mod can;
 pub mod cli;
+pub mod config;
 pub mod errno;
+pub mod error;
 pub mod faults;
 pub mod fdtable;
 pub mod fs;
@@ -37,24 +44,7 @@ pub mod syscalls;
 pub mod vcpu;
 pub mod vm;
 
+pub use config::VmConfig;
+pub use error::VmmError;
 pub use guest::GuestExit;
-pub use vm::{Vm, VmConfig};
-
-/// Everything that can make the VMM itself fail (as opposed to the guest failing).
-#[derive(Debug, thiserror::Error)]
-pub enum VmmError {
-    #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
-    #[error("cannot load the guest program: {0}")]
-    Elf(#[from] loader::ElfError),
-    #[error(transparent)]
-    Kvm(#[from] vcpu::KvmError),
-    #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
-    #[error("{0}")]
-    Config(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
+pub use vm::Vm;

@@ -108,7 +108,11 @@ pub enum MemoryError {
     #[error("guest memory size {size} bytes is out of range ({min} MiB to {max} MiB, multiple of 4 KiB)", min = MEM_MIN >> 20, max = MEM_MAX >> 20)]
     BadSize { size: u64 },
     #[error("cannot map guest memory: {0}")]
-    Mmap(String),
+    Mmap(#[source] vm_memory::mmap::MmapRegionError),
+    #[error("cannot map guest memory: region does not fit the guest address space")]
+    RegionPlacement,
+    #[error("cannot map guest memory: {0}")]
+    Regions(#[source] vm_memory::GuestRegionCollectionError),
     #[error("guest memory access at {addr:#x} (+{len}) is out of range")]
     OutOfRange { addr: u64, len: u64 },
 }
@@ -494,7 +498,7 @@ impl GuestRam {
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
         )
-        .map_err(|e| MemoryError::Mmap(e.to_string()))?;
+        .map_err(MemoryError::Mmap)?;
         Self::from_region(region, size, true)
     }
 
@@ -508,16 +512,14 @@ impl GuestRam {
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_NORESERVE,
         )
-        .map_err(|e| MemoryError::Mmap(e.to_string()))?;
+        .map_err(MemoryError::Mmap)?;
         Self::from_region(region, size, false)
     }
 
     fn from_region(region: MmapRegion<()>, size: u64, anonymous: bool) -> Result<GuestRam, MemoryError> {
         let host = region.as_ptr();
-        let region = GuestRegionMmap::new(region, GuestAddress(0))
-            .ok_or_else(|| MemoryError::Mmap("region does not fit the guest address space".into()))?;
-        let mem =
-            GuestMemoryMmap::from_regions(vec![region]).map_err(|e| MemoryError::Mmap(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::RegionPlacement)?;
+        let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(MemoryError::Regions)?;
         Ok(GuestRam {
             mem,
             size,
@@ -602,7 +604,7 @@ impl GuestRam {
     ) -> Result<(), std::io::Error> {
         use std::os::unix::fs::FileExt;
         self.check(addr, len)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: the range was checked to be inside the live mapping; no other reference to these guest
         // bytes exists while the VMM handles an exit.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.host.add(addr as usize), len as usize) };
@@ -640,8 +642,19 @@ impl PhysMem for GuestRam {
     }
 }
 
+/// A memory size that [`parse_size`] does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("unknown size suffix `{suffix}` in `{text}` (use K, M or G)")]
+    UnknownSuffix { suffix: char, text: String },
+    #[error("`{0}` is not a size like 64M or 1G")]
+    NotASize(String),
+    #[error("size `{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Parses a memory size such as `64M`, `1G`, `65536`, `512K` (binary units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let (digits, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -649,7 +662,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
                 'K' => 1 << 10,
                 'M' => 1 << 20,
                 'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix `{c}` in `{text}` (use K, M or G)")),
+                _ => {
+                    return Err(SizeError::UnknownSuffix {
+                        suffix: c,
+                        text: text.to_string(),
+                    })
+                }
             };
             (&t[..i], m)
         }
@@ -657,9 +675,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("`{text}` is not a size like 64M or 1G"))?;
+        .map_err(|_| SizeError::NotASize(text.to_string()))?;
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size `{text}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.to_string()))
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub enum Access {
     Write,
 }
 
+/// Errors creating an address space.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressSpaceError {
+    #[error("stack size overflows")]
+    StackSizeOverflows,
+    #[error("guest memory too small for a {stack_size}-byte stack")]
+    StackTooLarge { stack_size: u64 },
+}
+
 /// Gap kept unmapped below the stack.
 pub const STACK_GUARD: u64 = 64 * 1024;
 
@@ -72,13 +81,13 @@ pub struct AddressSpace {
 
 impl AddressSpace {
     /// An empty address space with the stack reserved at the top of the user range.
-    pub fn new(layout: Layout, stack_size: u64) -> Result<AddressSpace, String> {
+    pub fn new(layout: Layout, stack_size: u64) -> Result<AddressSpace, AddressSpaceError> {
         let stack_top = layout.user_end();
-        let stack_size = page_up(stack_size).ok_or("stack size overflows")?;
+        let stack_size = page_up(stack_size).ok_or(AddressSpaceError::StackSizeOverflows)?;
         let stack_bottom = stack_top
             .checked_sub(stack_size)
             .filter(|b| *b > USER_START + STACK_GUARD)
-            .ok_or_else(|| format!("guest memory too small for a {stack_size}-byte stack"))?;
+            .ok_or(AddressSpaceError::StackTooLarge { stack_size })?;
         Ok(AddressSpace {
             regions: BTreeMap::new(),
             layout,

@@ -25,14 +25,14 @@ use std::rc::Rc;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use crate::can::{CanOptions, GuestCanSocket, Interfaces};
+use crate::config::VmConfig;
 use crate::fdtable::{Description, FdTable, Object, OpenFile};
-use crate::fs::{FileKind, GuestRoot};
+use crate::fs::{FileKind, GuestRoot, RootError};
 use crate::guest::{host_clock_ns, Guest, GuestClock, ProcInfo};
-use crate::memory::{GuestRam, Layout, PAGE_SIZE};
+use crate::memory::{GuestRam, Layout, MemoryError, PAGE_SIZE};
 use crate::mm::AddressSpace;
 use crate::signals::{HostSignals, SignalState};
 use crate::vcpu::{CpuState, ExtendedState};
-use crate::vm::VmConfig;
 
 pub const STATE_MAGIC: &str = "agl-vmm-snapshot";
 pub const VERSION: u32 = 1;
@@ -51,6 +51,12 @@ pub enum SnapshotError {
     Io { path: String, source: std::io::Error },
     #[error("snapshot {path}: {reason}")]
     Invalid { path: String, reason: String },
+    /// Restore: guest memory cannot be mapped from the memory file.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Restore: the guest root cannot be opened.
+    #[error(transparent)]
+    Root(#[from] RootError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -362,11 +368,7 @@ pub fn open_memory(dir: &Path, size: u64) -> Result<File, SnapshotError> {
 
 /// Builds the guest of a snapshot. CAN interfaces come from `config.can` (same names, same order as at
 /// the snapshot); memory is a private mapping of `memory.bin`.
-pub fn load(
-    dir: &Path,
-    config: &VmConfig,
-    host_signals: Rc<HostSignals>,
-) -> Result<Restored, crate::VmmError> {
+pub fn load(dir: &Path, config: &VmConfig, host_signals: Rc<HostSignals>) -> Result<Restored, SnapshotError> {
     let t0 = std::time::Instant::now();
     let state = read_state(dir)?;
     let t_state = t0.elapsed();
@@ -384,15 +386,11 @@ pub fn load(
                     i + 1,
                     state.interfaces.join(", ")
                 ),
-            )
-            .into());
+            ));
         }
     }
     let root_path = config.root.clone().or_else(|| state.root.clone());
-    let mut root = GuestRoot::open(root_path.as_deref()).map_err(|source| crate::VmmError::Io {
-        what: format!("opening guest root {root_path:?}"),
-        source,
-    })?;
+    let mut root = GuestRoot::open(root_path.as_deref())?;
     root.cwd = state.cwd.clone();
     let ifaces = Interfaces::new(config.can.clone());
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::can::Interfaces;
+use crate::config::VmConfig;
+use crate::error::VmmError;
 use crate::fdtable::FdTable;
 use crate::fs::GuestRoot;
 use crate::guest::{Guest, GuestClock, GuestExit, ProcInfo};
@@ -23,26 +25,11 @@ use crate::signals::{Delivery, HostSignals, SignalState};
 use crate::snapshot;
 use crate::syscalls::{Dispatched, SyscallTable};
 use crate::vcpu::{kernel_code_segment, kernel_data_segment, CpuState, Exit, Vcpu};
-use crate::VmmError;
 
 /// Where a static-pie (`ET_DYN`) executable is loaded.
 pub const DYN_BASE: u64 = 0x40_0000;
 /// Signal frames whose FPU state the VMM keeps at most (older ones are forgotten).
 const MAX_FPU_FRAMES: usize = 64;
-
-/// Everything `agl-vmm run` is told.
-#[derive(Debug, Clone, Default)]
-pub struct VmConfig {
-    pub elf: Option<PathBuf>,
-    pub mem_size: u64,
-    pub root: Option<PathBuf>,
-    pub env: Vec<String>,
-    pub can: Vec<(String, vcan::Endpoint)>,
-    pub args: Vec<String>,
-    pub snapshot_at_bind: Option<PathBuf>,
-    pub restore: Option<PathBuf>,
-    pub trace_syscalls: bool,
-}
 
 /// A guest ready to run.
 pub struct Vm {
@@ -103,7 +90,7 @@ fn load_elf(
     }
     for (start, end, prot) in elf.page_protections(bias) {
         mm.map_fixed(ram, start, end - start, prot, Kind::Elf)
-            .map_err(|e| VmmError::Internal(format!("mapping ELF pages {start:#x}..{end:#x}: {e}")))?;
+            .map_err(|errno| VmmError::MapElf { start, end, errno })?;
     }
     for seg in elf.load_segments(bias) {
         if seg.filesz > 0 {
@@ -124,15 +111,12 @@ fn load_elf(
 impl Vm {
     /// Cold start: a fresh guest running `config.elf` from its entry point.
     pub fn boot(config: &VmConfig) -> Result<Vm, VmmError> {
-        let elf_path = config
-            .elf
-            .clone()
-            .ok_or_else(|| VmmError::Config("--elf is required (or --restore DIR)".into()))?;
+        let elf_path = config.elf.clone().ok_or(VmmError::MissingElf)?;
         let layout = Layout::new(config.mem_size)?;
         let mut ram = GuestRam::anonymous(config.mem_size)?;
         build_page_tables(&mut ram, &layout)?;
         write_system_tables(&mut ram)?;
-        let mut mm = AddressSpace::new(layout, stack_size_for(config.mem_size)).map_err(VmmError::Config)?;
+        let mut mm = AddressSpace::new(layout, stack_size_for(config.mem_size))?;
         let (entry, phdr, phnum, brk, exec_stack) = load_elf(&elf_path, &mut ram, &mut mm)?;
         mm.init_brk(brk);
 
@@ -143,7 +127,7 @@ impl Vm {
         };
         let (sb, st) = (mm.stack_bottom, mm.stack_top);
         mm.map_fixed(&mut ram, sb, st - sb, stack_prot, Kind::Stack)
-            .map_err(|e| VmmError::Internal(format!("mapping the stack: {e}")))?;
+            .map_err(VmmError::MapStack)?;
         let exe_name = elf_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -181,14 +165,8 @@ impl Vm {
 
         let vcpu = Vcpu::create(ram.host_address(), layout)?;
         let cpu = vcpu.initial_state(entry, stack.sp)?;
-        let root = GuestRoot::open(config.root.as_deref()).map_err(|source| VmmError::Io {
-            what: format!("opening guest root {:?}", config.root),
-            source,
-        })?;
-        let host_signals = Rc::new(HostSignals::install().map_err(|source| VmmError::Io {
-            what: "installing signal handlers".into(),
-            source,
-        })?);
+        let root = GuestRoot::open(config.root.as_deref())?;
+        let host_signals = Rc::new(HostSignals::install().map_err(VmmError::SignalHandlers)?);
         let guest = Guest {
             ram,
             mm,
@@ -235,10 +213,7 @@ impl Vm {
 
     /// Restore: the guest of a snapshot directory, memory mapped copy-on-write from its memory file.
     pub fn restore(config: &VmConfig, dir: &Path) -> Result<Vm, VmmError> {
-        let host_signals = Rc::new(HostSignals::install().map_err(|source| VmmError::Io {
-            what: "installing signal handlers".into(),
-            source,
-        })?);
+        let host_signals = Rc::new(HostSignals::install().map_err(VmmError::SignalHandlers)?);
         let t0 = std::time::Instant::now();
         let restored = snapshot::load(dir, config, Rc::clone(&host_signals))?;
         let t_load = t0.elapsed();
@@ -326,11 +301,7 @@ impl Vm {
                         report,
                     });
                 }
-                Exit::RevokeDone => {
-                    return Err(VmmError::Internal(
-                        "revocation stub exit outside a revocation".into(),
-                    ));
-                }
+                Exit::RevokeDone => return Err(VmmError::StrayRevokeExit),
                 Exit::Interrupted => {
                     if self.cpu.in_user_mode() {
                         if let Some(exit) = self.deliver_signals()? {
@@ -340,10 +311,13 @@ impl Vm {
                 }
                 Exit::Unexpected(what) => {
                     let r = &self.cpu.regs;
-                    return Err(VmmError::Internal(format!(
-                        "unexpected vCPU exit: {what} (rip={:#x} rsp={:#x} cs={:#x} cr2={:#x})",
-                        r.rip, r.rsp, self.cpu.sregs.cs.selector, self.cpu.sregs.cr2
-                    )));
+                    return Err(VmmError::UnexpectedExit {
+                        what,
+                        rip: r.rip,
+                        rsp: r.rsp,
+                        cs: self.cpu.sregs.cs.selector,
+                        cr2: self.cpu.sregs.cr2,
+                    });
                 }
             }
         }

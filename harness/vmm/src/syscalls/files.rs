@@ -4,7 +4,7 @@
 
 use std::os::fd::AsRawFd;
 
-use super::SysResult;
+use super::abi::SysResult;
 use crate::errno::Errno;
 use crate::fdtable::{Object, OpenFile};
 use crate::fs::{stat_bytes, stdio_stat_bytes, FileKind, PATH_MAX};

@@ -1,141 +1,20 @@
 //! Descriptor I/O: `read`/`write` (+ vectored and positional forms), `lseek`, `close`, `dup*`, `fcntl`,
 //! `ioctl`, `poll`/`ppoll`.
 //!
-//! Guest stdout/stderr writes go straight to the VMM's fd 1/2 with `write(2)`, unbuffered, so guest lines
-//! interleave with other output exactly as a native process's would. Blocking operations wait through
-//! [`Guest::wait`], which a host signal for the guest interrupts.
+//! Reading and writing a descriptor's data (stdio, files, CAN sockets) is the data path in `fdio`, which
+//! the socket calls share. Blocking operations wait through [`Guest::wait`], which a host signal for the
+//! guest interrupts.
 
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use super::net;
-use super::SysResult;
+use super::abi::{access_ok, read_timespec, SysResult};
+use super::fdio::{read_fd, write_fd};
 use crate::errno::{Errno, ERESTARTNOHAND};
 use crate::fdtable::{Object, MAX_FDS};
 use crate::fs::FileKind;
 use crate::guest::{Guest, Woken, MAX_IO};
 use crate::vcpu::CpuState;
-
-/// Linux's user address space limit: `addr + len` beyond it is `EFAULT` before anything is touched.
-const TASK_SIZE: u64 = 1 << 47;
-
-/// The range check Linux does first (`access_ok`): no overflow, below the top of user space.
-pub fn access_ok(addr: u64, len: u64) -> Result<(), Errno> {
-    match addr.checked_add(len) {
-        Some(end) if end <= TASK_SIZE => Ok(()),
-        _ => Err(Errno::EFAULT),
-    }
-}
-
-/// Writes all of `data` to a host fd (stdout/stderr), waiting when the fd is full.
-fn host_write(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
-    let mut done = 0;
-    while done < data.len() {
-        // SAFETY: writing from a valid slice to a host fd the VMM owns (its stdout/stderr).
-        let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), data.len() - done) };
-        if n >= 0 {
-            done += n as usize;
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {
-                // A host signal: if the guest must see it, stop here (a blocked stdout must not make the
-                // guest deaf to SIGTERM).
-                g.collect_host_signals();
-                if g.signals.interrupts() {
-                    if done == 0 {
-                        return Err(crate::errno::ERESTARTSYS);
-                    }
-                    break;
-                }
-            }
-            Some(libc::EAGAIN) => match g.wait(&[(fd, libc::POLLOUT)], None) {
-                Ok(_) => continue,
-                Err(err) if done == 0 => return Err(err),
-                Err(_) => break,
-            },
-            _ if done > 0 => break,
-            _ => return Err(Errno::from_io(&e)),
-        }
-    }
-    Ok(done)
-}
-
-/// Reads from the VMM's stdin.
-fn host_read(g: &mut Guest, fd: i32, len: usize, nonblock: bool) -> Result<Vec<u8>, Errno> {
-    if !nonblock {
-        g.wait(&[(fd, libc::POLLIN)], None)?;
-    }
-    let mut buf = vec![0u8; len];
-    loop {
-        // SAFETY: reading into a valid buffer of `len` bytes from a host fd the VMM owns.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(Errno::from_io(&e));
-        }
-    }
-}
-
-/// Reads up to `len` bytes from descriptor `fd` (the common part of read/readv/recv).
-pub(super) fn read_fd(g: &mut Guest, fd: i32, len: u64) -> Result<Vec<u8>, Errno> {
-    let desc = g.fds.get(fd)?;
-    let len = len.min(MAX_IO) as usize;
-    let nonblock = desc.borrow().nonblock;
-    let stdin = matches!(desc.borrow().object, Object::Stdio(0));
-    if stdin {
-        return host_read(g, 0, len, nonblock);
-    }
-    let is_can = matches!(desc.borrow().object, Object::Can(_));
-    if is_can {
-        let (bytes, _) = net::can_recv(g, &desc, nonblock, false)?;
-        return Ok(bytes.into_iter().take(len).collect());
-    }
-    let mut d = desc.borrow_mut();
-    match &mut d.object {
-        Object::Stdio(_) => Err(Errno::EBADF),
-        Object::File(f) if f.kind == FileKind::Directory => Err(Errno::EISDIR),
-        Object::File(f) => {
-            let mut buf = vec![0u8; len];
-            let n = f
-                .file
-                .read_at(&mut buf, f.offset)
-                .map_err(|e| Errno::from_io(&e))?;
-            buf.truncate(n);
-            f.offset += n as u64;
-            Ok(buf)
-        }
-        Object::IoctlSocket { .. } => Err(if d.nonblock {
-            Errno::EAGAIN
-        } else {
-            Errno::ENOTCONN
-        }),
-        Object::Can(_) => Err(Errno::EBADF),
-    }
-}
-
-/// Writes `data` to descriptor `fd` (the common part of write/writev/send).
-pub(super) fn write_fd(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
-    let desc = g.fds.get(fd)?;
-    let host = match &desc.borrow().object {
-        Object::Stdio(out @ (1 | 2)) => Some(*out),
-        _ => None,
-    };
-    if let Some(out) = host {
-        return host_write(g, out, data);
-    }
-    let mut d = desc.borrow_mut();
-    match &mut d.object {
-        Object::Stdio(_) | Object::File(_) => Err(Errno::EBADF),
-        Object::Can(sock) => sock.send(data),
-        Object::IoctlSocket { .. } => Err(Errno::EDESTADDRREQ),
-    }
-}
 
 /// A file read whose bytes could not be copied to the guest did not happen: the offset goes back.
 fn unread(g: &Guest, fd: i32, n: usize) {
@@ -501,7 +380,7 @@ pub fn ppoll(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let timeout = if a[2] == 0 {
         None
     } else {
-        Some(super::time::read_timespec(g, a[2])?)
+        Some(read_timespec(g, a[2])?)
     };
     let mut old_mask = None;
     if a[3] != 0 {

@@ -1,7 +1,7 @@
 //! Memory syscalls: `brk`, `mmap` (anonymous, and private copies of files under the guest root),
 //! `munmap`, `mprotect`, `mremap`, `madvise`, `msync`.
 
-use super::SysResult;
+use super::abi::SysResult;
 use crate::errno::Errno;
 use crate::fdtable::Object;
 use crate::fs::FileKind;

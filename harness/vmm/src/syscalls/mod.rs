@@ -14,7 +14,15 @@
 //! * **unsupported**: known calls this VMM does not provide (epoll, pipes, statx, rseq...): `ENOSYS`
 //!   quietly (programs fall back);
 //! * anything else: `ENOSYS`, logged once per number.
+//!
+//! Layers (no module imports one above it): this module, the table and dispatcher, is on top; the handler
+//! families (`files`, `io`, `memory`, `net`, `process`, `signal`, `time`) are below it and never import
+//! each other; what they share is below them: `fdio` (the descriptor data path of the I/O and socket
+//! calls) and `abi` (the handler signature, result type and common argument checks). [`nr`] only names
+//! numbers.
 
+mod abi;
+mod fdio;
 mod files;
 mod io;
 mod memory;
@@ -24,14 +32,11 @@ mod process;
 mod signal;
 mod time;
 
+pub use abi::{Handler, SysResult};
+
 use crate::errno::{Errno, ERESTARTNOHAND, ERESTARTSYS};
 use crate::guest::Guest;
 use crate::vcpu::CpuState;
-
-/// A handler's result: the value for RAX, or an errno.
-pub type SysResult = Result<u64, Errno>;
-/// A syscall handler: the guest, the vCPU registers (for calls that change them) and the six arguments.
-pub type Handler = fn(&mut Guest, &mut CpuState, &[u64; 6]) -> SysResult;
 
 /// How a syscall number is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,17 +3,15 @@
 //! `if_nametoindex` opens one for `SIOCGIFINDEX`). Every other socket is refused with `EACCES`: the
 //! guest has no network besides its CAN interfaces.
 
-use std::time::Instant;
-
-use super::SysResult;
+use super::abi::{access_ok, SysResult};
+use super::fdio::{can_recv, read_fd, write_fd};
 use crate::can::{
-    encode_frame, parse_filters, GuestCanSocket, AF_CAN, CAN_RAW, CAN_RAW_ERR_FILTER, CAN_RAW_FD_FRAMES,
-    CAN_RAW_FILTER, CAN_RAW_JOIN_FILTERS, CAN_RAW_LOOPBACK, CAN_RAW_RECV_OWN_MSGS, SOCKADDR_CAN_LEN,
-    SOL_CAN_RAW,
+    parse_filters, GuestCanSocket, AF_CAN, CAN_RAW, CAN_RAW_ERR_FILTER, CAN_RAW_FD_FRAMES, CAN_RAW_FILTER,
+    CAN_RAW_JOIN_FILTERS, CAN_RAW_LOOPBACK, CAN_RAW_RECV_OWN_MSGS, SOCKADDR_CAN_LEN, SOL_CAN_RAW,
 };
 use crate::errno::Errno;
-use crate::fdtable::{Object, Shared};
-use crate::guest::{Guest, Woken, MAX_IO};
+use crate::fdtable::Object;
+use crate::guest::{Guest, MAX_IO};
 use crate::vcpu::CpuState;
 
 const SOCK_DGRAM: u64 = 2;
@@ -298,65 +296,6 @@ pub fn getsockopt(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult
     Ok(0)
 }
 
-/// A received CAN frame as guest bytes, plus what `recvmsg` reports about it.
-pub struct Delivered {
-    pub ifindex: u32,
-    pub own: bool,
-    pub timestamp_ns: u64,
-    pub timestamp: bool,
-    pub timestamp_us: bool,
-}
-
-/// Receives one frame from the CAN socket behind `desc`, blocking unless `dontwait`.
-pub fn can_recv(
-    g: &mut Guest,
-    desc: &Shared,
-    dontwait: bool,
-    peek: bool,
-) -> Result<(Vec<u8>, Delivered), Errno> {
-    let timeout_us = match &desc.borrow().object {
-        Object::Can(s) => s.rcvtimeo_us,
-        _ => return Err(Errno::ENOTSOCK),
-    };
-    let deadline = (timeout_us > 0).then(|| Instant::now() + std::time::Duration::from_micros(timeout_us));
-    loop {
-        let wait_fd = {
-            let mut d = desc.borrow_mut();
-            let Object::Can(s) = &mut d.object else {
-                return Err(Errno::ENOTSOCK);
-            };
-            let got = if peek {
-                if s.readable() {
-                    s.peek()
-                } else {
-                    None
-                }
-            } else {
-                s.take()?
-            };
-            if let Some(rx) = got {
-                let info = Delivered {
-                    ifindex: s.bound.unwrap_or(0),
-                    own: rx.own,
-                    timestamp_ns: rx.timestamp_ns,
-                    timestamp: s.opts.timestamp_ns,
-                    timestamp_us: s.opts.timestamp_us,
-                };
-                return Ok((encode_frame(&rx.frame), info));
-            }
-            if dontwait {
-                return Err(Errno::EAGAIN);
-            }
-            s.wait_fd()
-        };
-        let fds: Vec<(i32, i16)> = wait_fd.into_iter().map(|f| (f, libc::POLLIN)).collect();
-        match g.wait(&fds, deadline)? {
-            Woken::Timeout => return Err(Errno::EAGAIN),
-            Woken::Ready(_) => continue,
-        }
-    }
-}
-
 fn can_send(g: &mut Guest, fd: u64, data: &[u8], dest: Option<(u64, u64)>) -> SysResult {
     if let Some((addr, len)) = dest {
         if addr != 0 {
@@ -371,22 +310,22 @@ fn can_send(g: &mut Guest, fd: u64, data: &[u8], dest: Option<(u64, u64)>) -> Sy
 }
 
 pub fn sendto(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
-    super::io::access_ok(a[1], a[2])?;
+    access_ok(a[1], a[2])?;
     let desc = g.fds.get(a[0] as i32)?;
     let is_can = matches!(desc.borrow().object, Object::Can(_));
     let data = g.read_user(a[1], a[2].min(MAX_IO))?;
     if !is_can {
-        return Ok(super::io::write_fd(g, a[0] as i32, &data)? as u64);
+        return Ok(write_fd(g, a[0] as i32, &data)? as u64);
     }
     can_send(g, a[0], &data, Some((a[4], a[5])))
 }
 
 pub fn recvfrom(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let (fd, buf, len, flags, src, srclen) = (a[0], a[1], a[2], a[3], a[4], a[5]);
-    super::io::access_ok(buf, len)?;
+    access_ok(buf, len)?;
     let desc = g.fds.get(fd as i32)?;
     if !matches!(desc.borrow().object, Object::Can(_)) {
-        let data = super::io::read_fd(g, fd as i32, len)?;
+        let data = read_fd(g, fd as i32, len)?;
         g.write_user(buf, &data)?;
         return Ok(data.len() as u64);
     }
@@ -427,7 +366,7 @@ pub fn sendmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let data = g.gather(&iov, MAX_IO)?;
     let desc = g.fds.get(a[0] as i32)?;
     if !matches!(desc.borrow().object, Object::Can(_)) {
-        return Ok(super::io::write_fd(g, a[0] as i32, &data)? as u64);
+        return Ok(write_fd(g, a[0] as i32, &data)? as u64);
     }
     let dest = (m.name != 0).then_some((m.name, u64::from(m.namelen)));
     can_send(g, a[0], &data, dest)
@@ -441,7 +380,7 @@ pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let desc = g.fds.get(fd as i32)?;
     if !matches!(desc.borrow().object, Object::Can(_)) {
         let total: u64 = iov.iter().map(|v| v.1).sum();
-        let data = super::io::read_fd(g, fd as i32, total)?;
+        let data = read_fd(g, fd as i32, total)?;
         return Ok(g.scatter(&iov, &data)? as u64);
     }
     let dontwait = desc.borrow().nonblock || flags & MSG_DONTWAIT != 0;

@@ -4,7 +4,7 @@
 //! The guest is one process with one thread: its pid and tid are the VMM's pid; signals to any other
 //! process give `ESRCH`, so a guest can never signal a host process.
 
-use super::SysResult;
+use super::abi::{access_ok, read_timespec, SysResult};
 use crate::errno::{Errno, ERESTARTSYS};
 use crate::guest::{Guest, GuestExit, Woken, MAX_IO};
 use crate::signals::{SI_TKILL, SI_USER};
@@ -254,7 +254,7 @@ pub fn getrandom(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult 
     if flags & !0x7 != 0 {
         return Err(Errno::EINVAL);
     }
-    super::io::access_ok(buf, len)?;
+    access_ok(buf, len)?;
     let n = len.min(MAX_IO) as usize;
     g.mm.check(buf, n as u64, crate::mm::Access::Write)?;
     let mut data = vec![0u8; n];
@@ -412,7 +412,7 @@ pub fn futex(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
             let deadline = if timeout == 0 {
                 None
             } else {
-                let t = super::time::read_timespec(g, timeout)?;
+                let t = read_timespec(g, timeout)?;
                 Some(if op == FUTEX_WAIT_BITSET {
                     let clock = if a[1] & 256 != 0 {
                         libc::CLOCK_REALTIME

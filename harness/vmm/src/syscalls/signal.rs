@@ -1,7 +1,7 @@
 //! Signal syscalls: `rt_sigaction`, `rt_sigprocmask`, `rt_sigreturn`, `sigaltstack`, `rt_sigpending`,
 //! `rt_sigsuspend`, `pause`. The state and frame layout live in [`crate::signals`].
 
-use super::SysResult;
+use super::abi::SysResult;
 use crate::errno::{Errno, ERESTARTNOHAND};
 use crate::guest::{Guest, GuestExit};
 use crate::signals::{Action, AltStack, FRAME_SIZE, SS_DISABLE, SS_ONSTACK};

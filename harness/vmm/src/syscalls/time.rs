@@ -3,25 +3,14 @@
 //! There is no vDSO, so glibc falls back to these syscalls. Sleeps block the VMM in `ppoll` on the
 //! signal self-pipe, so a host signal for the guest interrupts them (`EINTR` with the remaining time).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::SysResult;
+use super::abi::{read_timespec, SysResult};
 use crate::errno::{Errno, ERESTARTNOHAND, ERESTARTSYS};
 use crate::guest::{Guest, Woken};
 use crate::vcpu::CpuState;
 
 const TIMER_ABSTIME: u64 = 1;
-
-/// Reads and validates a `struct timespec` as a duration.
-pub fn read_timespec(g: &Guest, addr: u64) -> Result<Duration, Errno> {
-    let b = g.read_user(addr, 16)?;
-    let sec = i64::from_le_bytes(b[0..8].try_into().map_err(|_| Errno::EFAULT)?);
-    let nsec = i64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
-    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-        return Err(Errno::EINVAL);
-    }
-    Ok(Duration::new(sec as u64, nsec as u32))
-}
 
 fn timespec_bytes(ns: i128) -> [u8; 16] {
     let ns = ns.max(0);
@@ -116,6 +105,8 @@ pub fn clock_nanosleep(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysR
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::guest::tests::test_guest;
 

@@ -1,0 +1,185 @@
+//! The descriptor data path shared by the I/O calls (`read`, `write` and their vectored forms, in `io`)
+//! and the socket calls (`send*`/`recv*`, in `net`): reading and writing a guest descriptor (stdio on the
+//! VMM's own fds, files under the guest root, CAN sockets) and receiving one CAN frame.
+//!
+//! Guest stdout/stderr writes go straight to the VMM's fd 1/2 with `write(2)`, unbuffered, so guest lines
+//! interleave with other output exactly as a native process's would. Blocking operations wait through
+//! [`Guest::wait`], which a host signal for the guest interrupts.
+
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use crate::can::encode_frame;
+use crate::errno::{Errno, ERESTARTSYS};
+use crate::fdtable::{Object, Shared};
+use crate::fs::FileKind;
+use crate::guest::{Guest, Woken, MAX_IO};
+
+/// Writes all of `data` to a host fd (stdout/stderr), waiting when the fd is full.
+fn host_write(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < data.len() {
+        // SAFETY: writing from a valid slice to a host fd the VMM owns (its stdout/stderr).
+        let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), data.len() - done) };
+        if n >= 0 {
+            done += n as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {
+                // A host signal: if the guest must see it, stop here (a blocked stdout must not make the
+                // guest deaf to SIGTERM).
+                g.collect_host_signals();
+                if g.signals.interrupts() {
+                    if done == 0 {
+                        return Err(ERESTARTSYS);
+                    }
+                    break;
+                }
+            }
+            Some(libc::EAGAIN) => match g.wait(&[(fd, libc::POLLOUT)], None) {
+                Ok(_) => continue,
+                Err(err) if done == 0 => return Err(err),
+                Err(_) => break,
+            },
+            _ if done > 0 => break,
+            _ => return Err(Errno::from_io(&e)),
+        }
+    }
+    Ok(done)
+}
+
+/// Reads from the VMM's stdin.
+fn host_read(g: &mut Guest, fd: i32, len: usize, nonblock: bool) -> Result<Vec<u8>, Errno> {
+    if !nonblock {
+        g.wait(&[(fd, libc::POLLIN)], None)?;
+    }
+    let mut buf = vec![0u8; len];
+    loop {
+        // SAFETY: reading into a valid buffer of `len` bytes from a host fd the VMM owns.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Errno::from_io(&e));
+        }
+    }
+}
+
+/// Reads up to `len` bytes from descriptor `fd` (the common part of read/readv/recv).
+pub fn read_fd(g: &mut Guest, fd: i32, len: u64) -> Result<Vec<u8>, Errno> {
+    let desc = g.fds.get(fd)?;
+    let len = len.min(MAX_IO) as usize;
+    let nonblock = desc.borrow().nonblock;
+    let stdin = matches!(desc.borrow().object, Object::Stdio(0));
+    if stdin {
+        return host_read(g, 0, len, nonblock);
+    }
+    let is_can = matches!(desc.borrow().object, Object::Can(_));
+    if is_can {
+        let (bytes, _) = can_recv(g, &desc, nonblock, false)?;
+        return Ok(bytes.into_iter().take(len).collect());
+    }
+    let mut d = desc.borrow_mut();
+    match &mut d.object {
+        Object::Stdio(_) => Err(Errno::EBADF),
+        Object::File(f) if f.kind == FileKind::Directory => Err(Errno::EISDIR),
+        Object::File(f) => {
+            let mut buf = vec![0u8; len];
+            let n = f
+                .file
+                .read_at(&mut buf, f.offset)
+                .map_err(|e| Errno::from_io(&e))?;
+            buf.truncate(n);
+            f.offset += n as u64;
+            Ok(buf)
+        }
+        Object::IoctlSocket { .. } => Err(if d.nonblock {
+            Errno::EAGAIN
+        } else {
+            Errno::ENOTCONN
+        }),
+        Object::Can(_) => Err(Errno::EBADF),
+    }
+}
+
+/// Writes `data` to descriptor `fd` (the common part of write/writev/send).
+pub fn write_fd(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
+    let desc = g.fds.get(fd)?;
+    let host = match &desc.borrow().object {
+        Object::Stdio(out @ (1 | 2)) => Some(*out),
+        _ => None,
+    };
+    if let Some(out) = host {
+        return host_write(g, out, data);
+    }
+    let mut d = desc.borrow_mut();
+    match &mut d.object {
+        Object::Stdio(_) | Object::File(_) => Err(Errno::EBADF),
+        Object::Can(sock) => sock.send(data),
+        Object::IoctlSocket { .. } => Err(Errno::EDESTADDRREQ),
+    }
+}
+
+/// A received CAN frame as guest bytes, plus what `recvmsg` reports about it.
+pub struct Delivered {
+    pub ifindex: u32,
+    pub own: bool,
+    pub timestamp_ns: u64,
+    pub timestamp: bool,
+    pub timestamp_us: bool,
+}
+
+/// Receives one frame from the CAN socket behind `desc`, blocking unless `dontwait`.
+pub fn can_recv(
+    g: &mut Guest,
+    desc: &Shared,
+    dontwait: bool,
+    peek: bool,
+) -> Result<(Vec<u8>, Delivered), Errno> {
+    let timeout_us = match &desc.borrow().object {
+        Object::Can(s) => s.rcvtimeo_us,
+        _ => return Err(Errno::ENOTSOCK),
+    };
+    let deadline = (timeout_us > 0).then(|| Instant::now() + std::time::Duration::from_micros(timeout_us));
+    loop {
+        let wait_fd = {
+            let mut d = desc.borrow_mut();
+            let Object::Can(s) = &mut d.object else {
+                return Err(Errno::ENOTSOCK);
+            };
+            let got = if peek {
+                if s.readable() {
+                    s.peek()
+                } else {
+                    None
+                }
+            } else {
+                s.take()?
+            };
+            if let Some(rx) = got {
+                let info = Delivered {
+                    ifindex: s.bound.unwrap_or(0),
+                    own: rx.own,
+                    timestamp_ns: rx.timestamp_ns,
+                    timestamp: s.opts.timestamp_ns,
+                    timestamp_us: s.opts.timestamp_us,
+                };
+                return Ok((encode_frame(&rx.frame), info));
+            }
+            if dontwait {
+                return Err(Errno::EAGAIN);
+            }
+            s.wait_fd()
+        };
+        let fds: Vec<(i32, i16)> = wait_fd.into_iter().map(|f| (f, libc::POLLIN)).collect();
+        match g.wait(&fds, deadline)? {
+            Woken::Timeout => return Err(Errno::EAGAIN),
+            Woken::Ready(_) => continue,
+        }
+    }
+}
