@@ -6,7 +6,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::Frame;
+use crate::frame::Frame;
 
 /// One line of a candump log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub fn parse_record(text: &str, source_name: &str, line_no: usize) -> Result<Tra
     let Some(stamp) = fields.next() else {
         return Err(error("empty line".to_string()));
     };
-    let timestamp_ns = parse_timestamp(stamp).map_err(error)?;
+    let timestamp_ns = parse_timestamp(stamp).map_err(|e| error(e.to_string()))?;
     let Some(interface) = fields.next() else {
         return Err(error("missing interface name after the timestamp".to_string()));
     };
@@ -71,29 +71,45 @@ pub fn parse_record(text: &str, source_name: &str, line_no: usize) -> Result<Tra
     })
 }
 
+/// Why a candump timestamp field is not `(seconds.fraction)`; each variant carries the field as read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TimestampError {
+    #[error("timestamp `{0}` is not `(seconds.fraction)`")]
+    NotParenthesised(String),
+    #[error("timestamp `{0}` has no fractional part")]
+    NoFraction(String),
+    #[error("timestamp `{0}` must be decimal digits")]
+    NotDecimal(String),
+    #[error("timestamp `{stamp}` has {digits} fractional digits (expected 6 or 9)")]
+    FractionDigits { stamp: String, digits: usize },
+    #[error("timestamp `{0}` is out of range")]
+    OutOfRange(String),
+}
+
 /// `(seconds.fraction)` with 6 (microseconds) or 9 (nanoseconds) fractional digits.
-fn parse_timestamp(stamp: &str) -> Result<u64, String> {
+fn parse_timestamp(stamp: &str) -> Result<u64, TimestampError> {
     let inner = stamp
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| format!("timestamp `{stamp}` is not `(seconds.fraction)`"))?;
+        .ok_or_else(|| TimestampError::NotParenthesised(stamp.to_string()))?;
     let (secs, frac) = inner
         .split_once('.')
-        .ok_or_else(|| format!("timestamp `{stamp}` has no fractional part"))?;
+        .ok_or_else(|| TimestampError::NoFraction(stamp.to_string()))?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(secs) || !digits(frac) {
-        return Err(format!("timestamp `{stamp}` must be decimal digits"));
+        return Err(TimestampError::NotDecimal(stamp.to_string()));
     }
     let scale = match frac.len() {
         6 => 1_000,
         9 => 1,
         n => {
-            return Err(format!(
-                "timestamp `{stamp}` has {n} fractional digits (expected 6 or 9)"
-            ))
+            return Err(TimestampError::FractionDigits {
+                stamp: stamp.to_string(),
+                digits: n,
+            })
         }
     };
-    let overflow = || format!("timestamp `{stamp}` is out of range");
+    let overflow = || TimestampError::OutOfRange(stamp.to_string());
     let secs: u64 = secs.parse().map_err(|_| overflow())?;
     let frac: u64 = frac.parse().map_err(|_| overflow())?;
     secs.checked_mul(1_000_000_000)

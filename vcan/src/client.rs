@@ -1,4 +1,5 @@
-//! A bus node joined to a userspace [`crate::hub::Hub`] over a Unix stream socket or TCP.
+//! A bus node joined to a userspace hub (`hub::Hub`) over a Unix stream socket or TCP, and the hub's
+//! statistics query ([`query_stats`]), the other client-side use of the [`crate::wire`] protocol.
 //!
 //! The socket is a plain blocking stream; every call uses `MSG_DONTWAIT` and waits with `poll(2)` where it
 //! has to, so timeouts are exact and the fd stays usable by a caller's own poll loop. Received bytes go
@@ -15,9 +16,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::hub::HubStats;
-use crate::wire::{self, Decoder, Hello, Message, Role};
-use crate::{BusError, CanSocket, Endpoint, Filter, Frame, OpenOptions, Received};
+use crate::filter::Filter;
+use crate::frame::Frame;
+use crate::options::{Endpoint, OpenOptions};
+use crate::socket::{BusError, CanSocket, Received};
+use crate::wire::{self, Decoder, Hello, HubStats, Message, Role};
 
 /// Bytes read per `recv(2)`.
 const READ_CHUNK: usize = 64 * 1024;
@@ -432,7 +435,14 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-/// [`crate::hub::query_stats`] with an explicit timeout for the whole exchange.
+/// Asks the hub at `endpoint` for its counters (a short-lived control connection, not a bus node).
+///
+/// Also reachable as `hub::query_stats`.
+pub fn query_stats(endpoint: &Endpoint) -> Result<HubStats, BusError> {
+    query_stats_with_timeout(endpoint, Duration::from_secs(10))
+}
+
+/// [`query_stats`] with an explicit timeout for the whole exchange.
 pub fn query_stats_with_timeout(endpoint: &Endpoint, timeout: Duration) -> Result<HubStats, BusError> {
     let mut link = Link::connect(endpoint)?;
     let hello = Hello {

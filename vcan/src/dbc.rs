@@ -25,8 +25,7 @@ use std::path::Path;
 
 use can_dbc::{MessageId, NumericValue, ValueType};
 
-use crate::frame::{CanId, FdFlags, FD_LENGTHS};
-use crate::Frame;
+use crate::frame::{CanId, FdFlags, Frame, FrameError, FD_LENGTHS};
 
 /// Errors loading a DBC file or encoding/decoding with it.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +55,7 @@ pub enum DbcError {
     #[error("frame {frame} does not match message `{message}` (id or length)")]
     Mismatch { message: String, frame: String },
     #[error(transparent)]
-    Frame(#[from] crate::FrameError),
+    Frame(#[from] FrameError),
 }
 
 /// Byte order of a signal.
@@ -85,7 +84,7 @@ pub struct SignalDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageDef {
     pub name: String,
-    pub id: crate::CanId,
+    pub id: CanId,
     pub size: usize,
     pub transmitter: Option<String>,
     pub signals: Vec<SignalDef>,

@@ -15,8 +15,7 @@
 //! * A frame's `can_id` word is [`Frame::linux_can_id`]: the 11- or 29-bit id, `CAN_EFF_FLAG` for
 //!   extended ids and `CAN_RTR_FLAG` for remote frames (CAN FD frames never carry RTR).
 
-use crate::frame::{CAN_EFF_FLAG, CAN_RTR_FLAG, SFF_MAX};
-use crate::Frame;
+use crate::frame::{Frame, CAN_EFF_FLAG, CAN_RTR_FLAG, SFF_MAX};
 
 /// Linux `CAN_INV_FILTER`.
 pub const CAN_INV_FILTER: u32 = 0x2000_0000;

@@ -82,6 +82,32 @@ impl CanId {
             CanId::Extended(id) => id | CAN_EFF_FLAG,
         }
     }
+
+    /// The identifier of a Linux `can_id` word, the inverse of [`CanId::to_linux`]: the one place where
+    /// the kernel backend and the wire protocol turn a raw `can_id` into an identifier.
+    ///
+    /// * With `CAN_EFF_FLAG`, the low 29 bits are an extended id.
+    /// * Without it, the low 29 bits are a standard id and must be at most 0x7FF; a larger value fails
+    ///   with [`FrameError::StandardIdOutOfRange`] (carrying the 29-bit value).
+    /// * `CAN_RTR_FLAG` and `CAN_ERR_FLAG` are not part of the identifier and are ignored here; the caller
+    ///   decides what kind of frame the word describes (an error frame's low bits are its class, not an
+    ///   id, so callers do not decode an identifier for error frames at all).
+    ///
+    /// Why reject rather than mask with `CAN_SFF_MASK`: the words come from outside the process (hub
+    /// peers, other writers on a kernel bus), and a standard `can_id` with bits above 0x7FF is not a
+    /// frame any controller can carry. Masking would silently turn it into a different, valid-looking
+    /// id (0x923 would become 0x123), so a corrupt or hostile sender could impersonate another message;
+    /// rejecting reports the bad word instead.
+    pub fn from_linux(can_id: u32) -> Result<Self, FrameError> {
+        let id = can_id & EFF_MAX;
+        if can_id & CAN_EFF_FLAG != 0 {
+            Ok(CanId::Extended(id))
+        } else if id > SFF_MAX {
+            Err(FrameError::StandardIdOutOfRange(id))
+        } else {
+            Ok(CanId::Standard(id as u16))
+        }
+    }
 }
 
 impl fmt::Display for CanId {
@@ -485,6 +511,62 @@ mod tests {
 
     fn ext_id(id: u32) -> CanId {
         CanId::extended(id).unwrap()
+    }
+
+    #[test]
+    fn can_id_from_linux_words() {
+        // Standard ids in range, including the bounds.
+        assert_eq!(CanId::from_linux(0), Ok(CanId::Standard(0)));
+        assert_eq!(CanId::from_linux(0x123), Ok(CanId::Standard(0x123)));
+        assert_eq!(CanId::from_linux(SFF_MAX), Ok(CanId::Standard(0x7FF)));
+        // Extended ids keep all 29 bits, also small ones.
+        assert_eq!(
+            CanId::from_linux(CAN_EFF_FLAG | 0x123),
+            Ok(CanId::Extended(0x123))
+        );
+        assert_eq!(
+            CanId::from_linux(CAN_EFF_FLAG | EFF_MAX),
+            Ok(CanId::Extended(EFF_MAX))
+        );
+        // A standard id above 0x7FF is rejected, not masked.
+        assert_eq!(
+            CanId::from_linux(0x800),
+            Err(FrameError::StandardIdOutOfRange(0x800))
+        );
+        assert_eq!(
+            CanId::from_linux(0x923),
+            Err(FrameError::StandardIdOutOfRange(0x923))
+        );
+        assert_eq!(
+            CanId::from_linux(EFF_MAX),
+            Err(FrameError::StandardIdOutOfRange(EFF_MAX))
+        );
+        // RTR and ERR flags are not part of the id.
+        assert_eq!(
+            CanId::from_linux(CAN_RTR_FLAG | 0x123),
+            Ok(CanId::Standard(0x123))
+        );
+        assert_eq!(
+            CanId::from_linux(CAN_EFF_FLAG | CAN_RTR_FLAG | 0x1ABC_DEF0),
+            Ok(CanId::Extended(0x1ABC_DEF0))
+        );
+        assert_eq!(
+            CanId::from_linux(CAN_ERR_FLAG | 0x004),
+            Ok(CanId::Standard(0x004))
+        );
+        assert_eq!(
+            CanId::from_linux(CAN_RTR_FLAG | 0x800),
+            Err(FrameError::StandardIdOutOfRange(0x800))
+        );
+        // Every valid id round-trips through `to_linux`.
+        for id in [
+            CanId::Standard(0),
+            CanId::Standard(0x7FF),
+            CanId::Extended(0),
+            CanId::Extended(EFF_MAX),
+        ] {
+            assert_eq!(CanId::from_linux(id.to_linux()), Ok(id));
+        }
     }
 
     #[test]

@@ -42,9 +42,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+pub use crate::client::query_stats;
 use crate::filter::Filter;
+use crate::frame::Frame;
+use crate::options::Endpoint;
+use crate::socket::BusError;
 use crate::wire::{self, Decoder, Message, Role};
-use crate::{BusError, Endpoint, Frame};
+/// The statistics types are part of the wire protocol ([`wire::STATS_REPLY`]); re-exported here because
+/// they are what [`Hub::stats`] and [`query_stats`] return.
+pub use crate::wire::{HubStats, NodeStats};
 
 /// What the hub does when a node's outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,35 +86,6 @@ impl Default for HubConfig {
             backpressure: Backpressure::Drop,
         }
     }
-}
-
-/// Per-node counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeStats {
-    /// Hub-assigned node number (unique for the hub's lifetime).
-    pub node: u32,
-    /// Name the node gave at join.
-    pub name: String,
-    /// Frames the node sent onto the bus.
-    pub sent: u64,
-    /// Frames delivered to the node.
-    pub delivered: u64,
-    /// Frames that could not be delivered to the node because its queue was full.
-    pub dropped: u64,
-    /// Whether the node is still connected.
-    pub connected: bool,
-}
-
-/// Bus-wide counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HubStats {
-    pub name: String,
-    /// Frames ordered onto the bus (the last sequence number).
-    pub frames: u64,
-    /// Sum of per-node drops.
-    pub dropped: u64,
-    /// Every node that ever joined, in join order.
-    pub nodes: Vec<NodeStats>,
 }
 
 /// A running hub. Dropping it shuts it down.
@@ -1071,9 +1048,4 @@ fn kind_name(message: &Message) -> &'static str {
         Message::StatsRequest => "stats-request",
         Message::StatsReply(_) => "stats-reply",
     }
-}
-
-/// Asks the hub at `endpoint` for its counters (a short-lived control connection, not a bus node).
-pub fn query_stats(endpoint: &Endpoint) -> Result<HubStats, BusError> {
-    crate::client::query_stats_with_timeout(endpoint, Duration::from_secs(10))
 }

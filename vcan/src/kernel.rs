@@ -9,7 +9,8 @@
 //! `CAN_RAW_ERR_FILTER` with all error classes for `want_errors`. Frames are received with `recvmsg(2)`
 //! so that the kernel's `MSG_CONFIRM` flag marks the socket's own echoed frames and `SO_TIMESTAMPNS` gives
 //! the kernel receive time. Conversions between [`Frame`] and the `socketcan` frame types are plain
-//! functions ([`to_socketcan`], [`from_socketcan`]) so they are tested without kernel CAN.
+//! functions ([`to_socketcan`], [`from_socketcan`]) so they are tested without kernel CAN, and so is
+//! [`decode_raw`], which turns the bytes `recvmsg(2)` returned into a [`Frame`] or a [`RawFrameError`].
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,8 +21,10 @@ use socketcan::{
     ExtendedId, Id, Socket, SocketOptions, StandardId,
 };
 
-use crate::frame::{CanId, FdFlags, CAN_ERR_FLAG, EFF_MAX};
-use crate::{BusError, CanSocket, Filter, Frame, OpenOptions, Received};
+use crate::filter::{Filter, CAN_INV_FILTER};
+use crate::frame::{CanId, FdFlags, Frame, FrameError, CAN_ERR_FLAG, CAN_RTR_FLAG, EFF_MAX};
+use crate::options::OpenOptions;
+use crate::socket::{BusError, CanSocket, Received};
 
 /// Every error class (`CAN_ERR_MASK`).
 const ERR_MASK_ALL: u32 = EFF_MAX;
@@ -156,9 +159,9 @@ impl KernelSocket {
         }
         let own = msg.msg_flags & libc::MSG_CONFIRM != 0;
         let timestamp_ns = control_timestamp(&msg).unwrap_or_else(now_ns);
-        let frame = decode_raw(&raw, n as usize).map_err(|reason| BusError::Protocol {
+        let frame = decode_raw(&raw, n as usize).map_err(|e| BusError::Protocol {
             endpoint: self.name.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         Ok(Some(Received {
             frame,
@@ -191,47 +194,56 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Why bytes read from a `CAN_RAW` socket are not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RawFrameError {
+    /// Fewer bytes than the `can_id` word.
+    #[error("kernel returned a {0}-byte CAN frame")]
+    Truncated(usize),
+    /// Neither a `can_frame` nor a `canfd_frame`.
+    #[error("kernel returned a {0}-byte CAN frame (expected {CAN_MTU} or {CANFD_MTU})", CAN_MTU = libc::CAN_MTU, CANFD_MTU = libc::CANFD_MTU)]
+    Length(usize),
+    /// The fields do not make a valid frame (a standard id above 0x7FF, an FD length, ...).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
 /// Decodes a raw `can_frame` (16 bytes) or `canfd_frame` (72 bytes) as read from a `CAN_RAW` socket.
-pub fn decode_raw(raw: &[u8], len: usize) -> Result<Frame, String> {
+///
+/// The identifier is decoded by [`CanId::from_linux`], the rule the wire protocol uses too: a standard
+/// `can_id` above 0x7FF is an error, not masked. `len` is what the kernel returned; bytes `raw` does not
+/// hold read as 0.
+pub fn decode_raw(raw: &[u8], len: usize) -> Result<Frame, RawFrameError> {
     let can_id = match raw.get(..4) {
         Some(b) => u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        None => return Err(format!("kernel returned a {len}-byte CAN frame")),
+        None => return Err(RawFrameError::Truncated(len)),
     };
     let field = |i: usize| raw.get(i).copied().unwrap_or(0);
     if len == libc::CAN_MTU {
         let dlc = usize::from(field(4)).min(8);
-        let data = raw.get(8..8 + dlc).unwrap_or(&[]);
-        let frame = CanFrame::from(raw_can_frame(can_id, dlc as u8, data));
-        from_socketcan(&CanAnyFrame::from(frame)).map_err(|e| e.to_string())
+        // can_frame.data, zero past what `raw` holds (as in a zero-initialised `can_frame`).
+        let mut data = [0u8; 8];
+        if let Some(bytes) = raw.get(8..8 + dlc) {
+            data[..dlc].copy_from_slice(bytes);
+        }
+        if can_id & CAN_ERR_FLAG != 0 {
+            // The low bits are the error class, not an identifier.
+            return Ok(Frame::error(can_id & EFF_MAX, data)?);
+        }
+        let id = CanId::from_linux(can_id)?;
+        if can_id & CAN_RTR_FLAG != 0 {
+            Ok(Frame::remote(id, dlc as u8)?)
+        } else {
+            Ok(Frame::data(id, &data[..dlc])?)
+        }
     } else if len == libc::CANFD_MTU {
         let flen = usize::from(field(4)).min(64);
         let flags = field(5);
         let data = raw.get(8..8 + flen).unwrap_or(&[]);
-        let id = decode_id(can_id)?;
-        Frame::fd(id, data, FdFlags::from_bits(flags)).map_err(|e| e.to_string())
+        let id = CanId::from_linux(can_id)?;
+        Ok(Frame::fd(id, data, FdFlags::from_bits(flags))?)
     } else {
-        Err(format!(
-            "kernel returned a {len}-byte CAN frame (expected {} or {})",
-            libc::CAN_MTU,
-            libc::CANFD_MTU
-        ))
-    }
-}
-
-fn raw_can_frame(can_id: u32, dlc: u8, data: &[u8]) -> libc::can_frame {
-    let mut frame = socketcan::frame::can_frame_default();
-    frame.can_id = can_id;
-    frame.can_dlc = dlc;
-    let n = data.len().min(8);
-    frame.data[..n].copy_from_slice(&data[..n]);
-    frame
-}
-
-fn decode_id(can_id: u32) -> Result<CanId, String> {
-    if can_id & socketcan::frame::CAN_EFF_FLAG != 0 {
-        CanId::extended(can_id & EFF_MAX).map_err(|e| e.to_string())
-    } else {
-        CanId::standard(can_id & socketcan::frame::CAN_SFF_MASK).map_err(|e| e.to_string())
+        Err(RawFrameError::Length(len))
     }
 }
 
@@ -243,7 +255,7 @@ fn to_socketcan_id(id: CanId) -> Result<Id, BusError> {
     }
 }
 
-fn from_socketcan_id(id: Id) -> Result<CanId, crate::FrameError> {
+fn from_socketcan_id(id: Id) -> Result<CanId, FrameError> {
     match id {
         Id::Standard(s) => CanId::standard(u32::from(s.as_raw())),
         Id::Extended(e) => CanId::extended(e.as_raw()),
@@ -283,7 +295,7 @@ pub fn to_socketcan(frame: &Frame) -> Result<CanAnyFrame, BusError> {
 }
 
 /// A `socketcan` frame as our frame.
-pub fn from_socketcan(frame: &CanAnyFrame) -> Result<Frame, crate::FrameError> {
+pub fn from_socketcan(frame: &CanAnyFrame) -> Result<Frame, FrameError> {
     match frame {
         CanAnyFrame::Normal(f) => Frame::data(from_socketcan_id(f.id())?, f.data()),
         CanAnyFrame::Remote(f) => {
@@ -310,7 +322,7 @@ pub fn from_socketcan(frame: &CanAnyFrame) -> Result<Frame, crate::FrameError> {
 /// Our filter as a kernel `can_filter`.
 pub fn to_kernel_filter(filter: &Filter) -> CanFilter {
     if filter.is_inverted() {
-        CanFilter::new_inverted(filter.id & !crate::filter::CAN_INV_FILTER, filter.mask)
+        CanFilter::new_inverted(filter.id & !CAN_INV_FILTER, filter.mask)
     } else {
         CanFilter::new(filter.id, filter.mask)
     }
@@ -495,6 +507,41 @@ mod tests {
         assert!(decode_raw(&raw, libc::CANFD_MTU).is_err());
         assert!(decode_raw(&raw, 3).is_err());
         assert!(decode_raw(&raw[..2], 2).is_err());
+    }
+
+    #[test]
+    fn raw_ids_follow_can_id_from_linux() {
+        let raw = |can_id: u32, len: u8| {
+            let mut raw = [0u8; libc::CANFD_MTU];
+            raw[..4].copy_from_slice(&can_id.to_ne_bytes());
+            raw[4] = len;
+            raw[8] = 0xAA;
+            raw
+        };
+        // A standard id above 0x7FF is rejected in classic, remote and FD frames alike.
+        for (can_id, mtu) in [
+            (0x923, libc::CAN_MTU),
+            (0x923 | CAN_RTR_FLAG, libc::CAN_MTU),
+            (0x800, libc::CANFD_MTU),
+        ] {
+            assert_eq!(
+                decode_raw(&raw(can_id, 1), mtu),
+                Err(RawFrameError::Frame(FrameError::StandardIdOutOfRange(
+                    can_id & EFF_MAX
+                ))),
+                "{can_id:08X}"
+            );
+        }
+        // Extended ids keep 29 bits.
+        assert_eq!(
+            decode_raw(&raw(0x9ABC_DEF0, 1), libc::CAN_MTU).unwrap(),
+            "1ABCDEF0#AA".parse().unwrap()
+        );
+        // An error frame's low bits are its class, not an id, so a class above 0x7FF is fine.
+        let err = decode_raw(&raw(CAN_ERR_FLAG | 0x1000, 8), libc::CAN_MTU).unwrap();
+        assert_eq!(err, Frame::error(0x1000, [0xAA, 0, 0, 0, 0, 0, 0, 0]).unwrap());
+        assert_eq!(decode_raw(&raw(0x123, 1), 3), Err(RawFrameError::Length(3)));
+        assert_eq!(decode_raw(&[0; 2], 2), Err(RawFrameError::Truncated(2)));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! * [`socket`]: the [`CanSocket`] trait every bus backend implements, and what a received frame carries.
 //! * [`endpoint`]: bus endpoint URIs (`socketcan:can0`, `unix:/run/vcan/body.sock`, `tcp:127.0.0.1:29536`)
 //!   and the one function, [`endpoint::open`], that turns a URI into a connected [`CanSocket`].
+//!   ([`Endpoint`] and [`OpenOptions`] are defined in a private module below the backends, which take
+//!   them, and re-exported by `endpoint`.)
 //! * [`wire`]: the framing spoken between bus nodes and the userspace hub.
 //! * [`hub`]: the userspace virtual bus: one global delivery order, echo, filters, timestamps, sequence
 //!   numbers, explicit backpressure with per-node drop counters.
@@ -16,6 +18,13 @@
 //! * [`kernel`]: the [`CanSocket`] over kernel SocketCAN (`vcan0`, `can0`), used wherever the kernel has CAN.
 //! * [`candump`]: reader and writer of the `candump -l` log format.
 //! * [`dbc`]: DBC databases: encode and decode messages by signal name.
+//!
+//! Dependencies between the modules point one way: `frame` at the bottom; `filter`; `socket` (the trait
+//! and [`BusError`]); the endpoint types; `wire`; the backends `kernel` and `client`; `hub` (which
+//! re-exports the client's statistics query and the wire's statistics types); `endpoint` (which picks a
+//! backend) on top. `candump` and `dbc` only use `frame`. Errors are typed per module: [`FrameError`],
+//! [`BusError`], [`wire::DecodeError`] and [`wire::EncodeError`], [`kernel::RawFrameError`],
+//! [`candump::TraceError`], [`dbc::DbcError`].
 
 pub mod candump;
 pub mod client;
@@ -25,6 +34,7 @@ pub mod filter;
 pub mod frame;
 pub mod hub;
 pub mod kernel;
+mod options;
 pub mod socket;
 pub mod wire;
 

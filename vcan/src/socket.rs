@@ -4,7 +4,8 @@
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::{Filter, Frame};
+use crate::filter::Filter;
+use crate::frame::{Frame, FrameError};
 
 /// A frame received from a bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub enum BusError {
     #[error("frame not supported by this bus: {0}")]
     Unsupported(String),
     #[error(transparent)]
-    Frame(#[from] crate::FrameError),
+    Frame(#[from] FrameError),
     #[error("I/O error on bus `{endpoint}`: {source}")]
     Io {
         endpoint: String,

@@ -63,7 +63,8 @@
 //!
 //! # Errors
 //!
-//! [`Decoder::next_message`] returns [`crate::BusError::Protocol`] naming the peer and what was wrong: an
+//! [`decode_body`] returns a [`DecodeError`] naming the field that was bad; [`Decoder::next_message`] wraps
+//! it (and its own framing errors) in [`crate::socket::BusError::Protocol`] naming the peer and what was wrong: an
 //! unknown message type, a body longer than [`MAX_BODY`] or of the wrong length for its type, bad magic or
 //! version, a first message that is not a handshake, invalid frame fields, invalid UTF-8 in a name,
 //! too many filters. After an error the stream cannot be resynchronised; the hub drops that one
@@ -78,9 +79,8 @@
 use std::io;
 
 use crate::filter::Filter;
-use crate::frame::{CanId, FdFlags, Frame, CAN_EFF_FLAG, CAN_ERR_FLAG, CAN_RTR_FLAG, EFF_MAX, SFF_MAX};
-use crate::hub::{HubStats, NodeStats};
-use crate::BusError;
+use crate::frame::{CanId, FdFlags, Frame, FrameError, CAN_EFF_FLAG, CAN_ERR_FLAG, CAN_RTR_FLAG, EFF_MAX};
+use crate::socket::BusError;
 
 /// Handshake magic, the first 4 bytes of [`HELLO`] and [`WELCOME`] bodies.
 pub const MAGIC: [u8; 4] = *b"VCAN";
@@ -125,7 +125,7 @@ const OPT_FD: u8 = 0x04;
 pub enum Role {
     /// A bus node that sends and receives frames.
     Node,
-    /// A short-lived statistics connection ([`crate::hub::query_stats`]).
+    /// A short-lived statistics connection (`hub::query_stats`).
     Control,
 }
 
@@ -148,6 +148,35 @@ pub struct Delivery {
     pub timestamp_ns: u64,
     pub own: bool,
     pub frame: Frame,
+}
+
+/// Per-node counters, as the hub keeps them and as [`STATS_REPLY`] carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Hub-assigned node number (unique for the hub's lifetime).
+    pub node: u32,
+    /// Name the node gave at join.
+    pub name: String,
+    /// Frames the node sent onto the bus.
+    pub sent: u64,
+    /// Frames delivered to the node.
+    pub delivered: u64,
+    /// Frames that could not be delivered to the node because its queue was full.
+    pub dropped: u64,
+    /// Whether the node is still connected.
+    pub connected: bool,
+}
+
+/// Bus-wide counters, as the hub keeps them and as [`STATS_REPLY`] carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub name: String,
+    /// Frames ordered onto the bus (the last sequence number).
+    pub frames: u64,
+    /// Sum of per-node drops.
+    pub dropped: u64,
+    /// Every node that ever joined, in join order.
+    pub nodes: Vec<NodeStats>,
 }
 
 /// One decoded message.
@@ -388,19 +417,78 @@ impl Message {
 // Decoding
 // ----------------------------------------------------------------------------------------------------
 
+/// Why received bytes are not a valid message. `message` fields name the message type being decoded
+/// (`send`, `hello`, ...), `field` fields the field that was bad.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{message} message is truncated ({len} body bytes)")]
+    Truncated { message: &'static str, len: usize },
+    #[error("{message} message is truncated ({count} filters announced)")]
+    FiltersTruncated { message: &'static str, count: usize },
+    #[error("{message} message has {count} unexpected trailing bytes")]
+    TrailingBytes { message: &'static str, count: usize },
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 { field: &'static str },
+    #[error("{0} filters is more than the {MAX_FILTERS} allowed")]
+    TooManyFilters(usize),
+    #[error("filter flags 0x{0:02X} have unknown bits set")]
+    FilterFlags(u8),
+    #[error("standard frame id 0x{0:X} is above 0x7FF")]
+    StandardIdOutOfRange(u32),
+    #[error("error frame can_id 0x{can_id:08X} / fd flags 0x{fd_flags:02X} are invalid")]
+    ErrorFrameFlags { can_id: u32, fd_flags: u8 },
+    #[error("error frame length {0} is not 8")]
+    ErrorFrameLength(usize),
+    #[error("frame length {0} is above 64")]
+    FrameLength(usize),
+    #[error("fd flags 0x{0:02X} are invalid (FDF must be set, only BRS/ESI besides)")]
+    FdFlags(u8),
+    #[error("a CAN FD frame cannot be a remote frame")]
+    RemoteFd,
+    /// Frame fields the frame constructors reject (payload length, remote DLC, ...).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("deliver flags 0x{0:02X} have unknown bits set")]
+    DeliverFlags(u8),
+    #[error("bad magic {0:02X?} in hello (expected \"VCAN\"); not a vcan client?")]
+    HelloMagic([u8; 4]),
+    #[error("unknown role {0} in hello")]
+    UnknownRole(u8),
+    #[error("hello options 0x{0:02X} have unknown bits set")]
+    HelloOptions(u8),
+    #[error("bad magic {0:02X?} in welcome (expected \"VCAN\"); not a vcan hub?")]
+    WelcomeMagic([u8; 4]),
+    #[error("hub speaks protocol version {0}, this client speaks {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("stats reply claims {count} nodes but is only {len} bytes")]
+    TooManyNodes { count: usize, len: usize },
+    #[error("node connected flag {0} is not 0 or 1")]
+    ConnectedFlag(u8),
+    #[error("unknown message type 0x{0:02X}")]
+    UnknownType(u8),
+    #[error("message of type 0x{kind:02X} claims a {len}-byte body (limit {MAX_BODY})")]
+    BodyTooLong { kind: u8, len: usize },
+    #[error("stream is unusable after an earlier protocol error")]
+    Unusable,
+}
+
 /// A bounds-checked reader over one message body.
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
-    what: &'static str,
+    message: &'static str,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Cursor { bytes, pos: 0, what }
+    fn new(bytes: &'a [u8], message: &'static str) -> Self {
+        Cursor {
+            bytes,
+            pos: 0,
+            message,
+        }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len());
         match end {
             Some(end) => {
@@ -408,52 +496,51 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(format!(
-                "{} message is truncated ({} body bytes)",
-                self.what,
-                self.bytes.len()
-            )),
+            None => Err(DecodeError::Truncated {
+                message: self.message,
+                len: self.bytes.len(),
+            }),
         }
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    fn name(&mut self, field: &str) -> Result<String, String> {
+    fn name(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = usize::from(self.u8()?);
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{} is not valid UTF-8", field))
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
-    fn filters(&mut self) -> Result<Vec<Filter>, String> {
+    fn filters(&mut self) -> Result<Vec<Filter>, DecodeError> {
         let count = usize::from(self.u16()?);
         if count > MAX_FILTERS {
-            return Err(format!("{count} filters is more than the {MAX_FILTERS} allowed"));
+            return Err(DecodeError::TooManyFilters(count));
         }
         if count * FILTER_LEN > self.bytes.len() - self.pos {
-            return Err(format!(
-                "{} message is truncated ({count} filters announced)",
-                self.what
-            ));
+            return Err(DecodeError::FiltersTruncated {
+                message: self.message,
+                count,
+            });
         }
         let mut filters = Vec::with_capacity(count);
         for _ in 0..count {
@@ -461,7 +548,7 @@ impl<'a> Cursor<'a> {
             let mask = self.u32()?;
             let flags = self.u8()?;
             if flags & !1 != 0 {
-                return Err(format!("filter flags 0x{flags:02X} have unknown bits set"));
+                return Err(DecodeError::FilterFlags(flags));
             }
             filters.push(Filter {
                 id,
@@ -472,80 +559,71 @@ impl<'a> Cursor<'a> {
         Ok(filters)
     }
 
-    fn frame(&mut self) -> Result<Frame, String> {
+    fn frame(&mut self) -> Result<Frame, DecodeError> {
         let can_id = self.u32()?;
         let fd_flags = self.u8()?;
         let len = self.u8()?;
         decode_frame_fields(can_id, fd_flags, len, self)
     }
 
-    fn finish(&self) -> Result<(), String> {
+    fn finish(&self) -> Result<(), DecodeError> {
         if self.pos == self.bytes.len() {
             Ok(())
         } else {
-            Err(format!(
-                "{} message has {} unexpected trailing bytes",
-                self.what,
-                self.bytes.len() - self.pos
-            ))
+            Err(DecodeError::TrailingBytes {
+                message: self.message,
+                count: self.bytes.len() - self.pos,
+            })
         }
     }
 }
 
-fn decode_id(can_id: u32) -> Result<CanId, String> {
-    if can_id & CAN_EFF_FLAG != 0 {
-        Ok(CanId::Extended(can_id & EFF_MAX))
-    } else {
-        let id = can_id & EFF_MAX;
-        if id > SFF_MAX {
-            return Err(format!("standard frame id 0x{id:X} is above 0x7FF"));
-        }
-        Ok(CanId::Standard(id as u16))
-    }
-}
-
-fn decode_frame_fields(can_id: u32, fd_flags: u8, len: u8, cur: &mut Cursor<'_>) -> Result<Frame, String> {
+fn decode_frame_fields(
+    can_id: u32,
+    fd_flags: u8,
+    len: u8,
+    cur: &mut Cursor<'_>,
+) -> Result<Frame, DecodeError> {
     let len = usize::from(len);
     if can_id & CAN_ERR_FLAG != 0 {
         if can_id & (CAN_EFF_FLAG | CAN_RTR_FLAG) != 0 || fd_flags != 0 {
-            return Err(format!(
-                "error frame can_id 0x{can_id:08X} / fd flags 0x{fd_flags:02X} are invalid"
-            ));
+            return Err(DecodeError::ErrorFrameFlags { can_id, fd_flags });
         }
         if len != 8 {
-            return Err(format!("error frame length {len} is not 8"));
+            return Err(DecodeError::ErrorFrameLength(len));
         }
         let data = cur.array::<8>()?;
-        return Frame::error(can_id & EFF_MAX, data).map_err(|e| e.to_string());
+        return Ok(Frame::error(can_id & EFF_MAX, data)?);
     }
-    let id = decode_id(can_id)?;
+    let id = CanId::from_linux(can_id).map_err(|e| match e {
+        FrameError::StandardIdOutOfRange(id) => DecodeError::StandardIdOutOfRange(id),
+        other => DecodeError::Frame(other),
+    })?;
     if fd_flags == 0 {
         if can_id & CAN_RTR_FLAG != 0 {
-            return Frame::remote(id, len as u8).map_err(|e| e.to_string());
+            return Ok(Frame::remote(id, len as u8)?);
         }
         if len > 64 {
-            return Err(format!("frame length {len} is above 64"));
+            return Err(DecodeError::FrameLength(len));
         }
         let data = cur.take(len)?;
-        return Frame::data(id, data).map_err(|e| e.to_string());
+        return Ok(Frame::data(id, data)?);
     }
     if fd_flags & FdFlags::FDF == 0 || fd_flags & !(FdFlags::FDF | FdFlags::BRS | FdFlags::ESI) != 0 {
-        return Err(format!(
-            "fd flags 0x{fd_flags:02X} are invalid (FDF must be set, only BRS/ESI besides)"
-        ));
+        return Err(DecodeError::FdFlags(fd_flags));
     }
     if can_id & CAN_RTR_FLAG != 0 {
-        return Err("a CAN FD frame cannot be a remote frame".to_string());
+        return Err(DecodeError::RemoteFd);
     }
     if len > 64 {
-        return Err(format!("frame length {len} is above 64"));
+        return Err(DecodeError::FrameLength(len));
     }
     let data = cur.take(len)?;
-    Frame::fd(id, data, FdFlags::from_bits(fd_flags)).map_err(|e| e.to_string())
+    Ok(Frame::fd(id, data, FdFlags::from_bits(fd_flags))?)
 }
 
 /// Decodes one message body of type `kind`.
-pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
+pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, DecodeError> {
     let msg = match kind {
         SEND => {
             let mut cur = Cursor::new(body, "send");
@@ -559,7 +637,7 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
             let timestamp_ns = cur.u64()?;
             let flags = cur.u8()?;
             if flags & !1 != 0 {
-                return Err(format!("deliver flags 0x{flags:02X} have unknown bits set"));
+                return Err(DecodeError::DeliverFlags(flags));
             }
             let frame = cur.frame()?;
             cur.finish()?;
@@ -574,19 +652,17 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
             let mut cur = Cursor::new(body, "hello");
             let magic = cur.array::<4>()?;
             if magic != MAGIC {
-                return Err(format!(
-                    "bad magic {magic:02X?} in hello (expected \"VCAN\"); not a vcan client?"
-                ));
+                return Err(DecodeError::HelloMagic(magic));
             }
             let version = cur.u16()?;
             let role = match cur.u8()? {
                 0 => Role::Node,
                 1 => Role::Control,
-                r => return Err(format!("unknown role {r} in hello")),
+                r => return Err(DecodeError::UnknownRole(r)),
             };
             let options = cur.u8()?;
             if options & !(OPT_RECV_OWN | OPT_WANT_ERRORS | OPT_FD) != 0 {
-                return Err(format!("hello options 0x{options:02X} have unknown bits set"));
+                return Err(DecodeError::HelloOptions(options));
             }
             let name = cur.name("node name")?;
             let filters = cur.filters()?;
@@ -605,15 +681,11 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
             let mut cur = Cursor::new(body, "welcome");
             let magic = cur.array::<4>()?;
             if magic != MAGIC {
-                return Err(format!(
-                    "bad magic {magic:02X?} in welcome (expected \"VCAN\"); not a vcan hub?"
-                ));
+                return Err(DecodeError::WelcomeMagic(magic));
             }
             let version = cur.u16()?;
             if version != PROTOCOL_VERSION {
-                return Err(format!(
-                    "hub speaks protocol version {version}, this client speaks {PROTOCOL_VERSION}"
-                ));
+                return Err(DecodeError::Version(version));
             }
             let node_id = cur.u32()?;
             let bus = cur.name("bus name")?;
@@ -639,10 +711,10 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
             let count = cur.u32()? as usize;
             // Each node takes at least 30 bytes, which bounds the allocation by the body size.
             if count > body.len() / 30 {
-                return Err(format!(
-                    "stats reply claims {count} nodes but is only {} bytes",
-                    body.len()
-                ));
+                return Err(DecodeError::TooManyNodes {
+                    count,
+                    len: body.len(),
+                });
             }
             let mut nodes = Vec::with_capacity(count);
             for _ in 0..count {
@@ -653,7 +725,7 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
                 let connected = match cur.u8()? {
                     0 => false,
                     1 => true,
-                    c => return Err(format!("node connected flag {c} is not 0 or 1")),
+                    c => return Err(DecodeError::ConnectedFlag(c)),
                 };
                 let name = cur.name("node name")?;
                 nodes.push(NodeStats {
@@ -673,7 +745,7 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Message, String> {
                 nodes,
             })
         }
-        other => return Err(format!("unknown message type 0x{other:02X}")),
+        other => return Err(DecodeError::UnknownType(other)),
     };
     Ok(msg)
 }
@@ -774,7 +846,7 @@ impl Decoder {
     /// (after which the decoder keeps returning the error).
     pub fn next_message(&mut self) -> Result<Option<Message>, BusError> {
         if self.failed {
-            return Err(self.error("stream is unusable after an earlier protocol error".to_string()));
+            return Err(self.error(DecodeError::Unusable));
         }
         let Some(total) = self.peek_len() else {
             return Ok(None);
@@ -782,14 +854,14 @@ impl Decoder {
         let kind = self.buf[self.start + 3];
         if total - HEADER_LEN > MAX_BODY {
             self.failed = true;
-            return Err(self.error(format!(
-                "message of type 0x{kind:02X} claims a {}-byte body (limit {MAX_BODY})",
-                total - HEADER_LEN
-            )));
+            return Err(self.error(DecodeError::BodyTooLong {
+                kind,
+                len: total - HEADER_LEN,
+            }));
         }
         if !is_known_type(kind) {
             self.failed = true;
-            return Err(self.error(format!("unknown message type 0x{kind:02X}")));
+            return Err(self.error(DecodeError::UnknownType(kind)));
         }
         if self.buffered() < total {
             return Ok(None);
@@ -807,10 +879,10 @@ impl Decoder {
         })
     }
 
-    fn error(&self, reason: String) -> BusError {
+    fn error(&self, reason: DecodeError) -> BusError {
         BusError::Protocol {
             endpoint: self.peer.clone(),
-            reason,
+            reason: reason.to_string(),
         }
     }
 }
@@ -1073,6 +1145,39 @@ mod tests {
         stats.push(0);
         stats.extend_from_slice(&u32::MAX.to_le_bytes());
         expect_protocol_error(&raw(STATS_REPLY, &stats), "claims");
+    }
+
+    #[test]
+    fn decode_errors_name_the_bad_field() {
+        let send = |can_id: u32| {
+            let mut b = can_id.to_le_bytes().to_vec();
+            b.extend_from_slice(&[0, 0]);
+            b
+        };
+        assert_eq!(
+            decode_body(SEND, &send(0x923)),
+            Err(DecodeError::StandardIdOutOfRange(0x923))
+        );
+        assert_eq!(
+            decode_body(SEND, &send(0x800 | CAN_RTR_FLAG)),
+            Err(DecodeError::StandardIdOutOfRange(0x800))
+        );
+        assert_eq!(
+            decode_body(SEND, &send(0x123 | CAN_EFF_FLAG)),
+            Ok(Message::Send("00000123#".parse().unwrap()))
+        );
+        assert_eq!(
+            decode_body(SEND, &[1, 2]),
+            Err(DecodeError::Truncated {
+                message: "send",
+                len: 2
+            })
+        );
+        assert_eq!(decode_body(0x7F, &[]), Err(DecodeError::UnknownType(0x7F)));
+        assert_eq!(
+            DecodeError::StandardIdOutOfRange(0x923).to_string(),
+            "standard frame id 0x923 is above 0x7FF"
+        );
     }
 
     #[test]
