@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{ms_between, parse_frame, parse_id, step_fn, Kind, StepArgs, StepDef, StepResult, DUR, ON_BUS};
+use super::def::{
+    ms_between, parse_frame, parse_id, step_fn, Kind, StepArgs, StepDef, StepResult, DUR, ON_BUS,
+};
 use crate::bus::TracedFrame;
 use crate::record::Metric;
 use crate::world::{ScenarioWorld, StepFailure};

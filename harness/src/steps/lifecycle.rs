@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{step_fn, Kind, StepArgs, StepDef, StepResult, DUR};
+use super::def::{step_fn, Kind, StepArgs, StepDef, StepResult, DUR};
 use crate::supervisor::Phase;
 use crate::world::{ScenarioWorld, StepFailure};
 

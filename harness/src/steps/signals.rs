@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::frames::{expect_none, expect_within, seen_with_id};
-use super::{
+use super::def::{
     parse_assignments, parse_conditions, step_fn, Condition, Kind, StepArgs, StepDef, StepResult, DUR, ON_BUS,
 };
+use super::frames::{expect_none, expect_within, seen_with_id};
 use crate::error::InfraError;
 use crate::world::{ScenarioWorld, StepFailure};
 use vcan::dbc::MessageDef;

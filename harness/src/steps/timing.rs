@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use super::def::{step_fn, Kind, StepArgs, StepDef, StepResult, DUR, ON_BUS};
 use super::frames::expect_none;
-use super::{step_fn, Kind, StepArgs, StepDef, StepResult, DUR, ON_BUS};
 use crate::record::Metric;
 use crate::world::{ScenarioWorld, StepFailure};
 

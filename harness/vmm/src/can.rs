@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use vcan::frame::{CAN_EFF_FLAG, CAN_ERR_FLAG, CAN_RTR_FLAG, EFF_MAX, FD_LENGTHS, SFF_MAX};
+use vcan::frame::{CAN_ERR_FLAG, CAN_RTR_FLAG, EFF_MAX, FD_LENGTHS};
 use vcan::{CanId, Endpoint, FdFlags, Filter, Frame, OpenOptions, Received};
 
 use crate::errno::Errno;
@@ -398,12 +398,10 @@ pub fn decode_frame(bytes: &[u8], fd_enabled: bool) -> Result<Frame, Errno> {
     }
 }
 
+/// The one rule for a `can_id` from outside ([`CanId::from_linux`]): a standard id above 0x7FF is refused
+/// (`EINVAL` to the guest), as the hub's wire protocol and the kernel backend refuse it.
 fn decode_id(can_id: u32) -> Result<CanId, Errno> {
-    if can_id & CAN_EFF_FLAG != 0 {
-        CanId::extended(can_id & EFF_MAX).map_err(|_| Errno::EINVAL)
-    } else {
-        CanId::standard(can_id & SFF_MAX).map_err(|_| Errno::EINVAL)
-    }
+    CanId::from_linux(can_id).map_err(|_| Errno::EINVAL)
 }
 
 /// Encodes a frame as the guest reads it: 16 bytes for classic and error frames, 72 for FD frames.
