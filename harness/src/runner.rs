@@ -184,8 +184,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
-    let config =
-        ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).map_err(RunError::Usage)?;
+    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir)).map_err(RunError::Usage)?;
 
     let root = cleanup::state_root();
     let swept = cleanup::sweep(&root);
@@ -519,7 +518,7 @@ fn assemble(
 
 /// The report of an interrupted run: whatever finished before the interruption.
 pub fn partial_report(options: &RunOptions, journal: &Journal, elapsed: Duration) -> RunReport {
-    let config = ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
+    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir)).unwrap_or_default();
     let mut envs = journal.environments();
     let lab = options.lab.as_deref().and_then(|p| Lab::load(p).ok());
     let columns = resolve_environments(&options.environments, lab.as_ref())
@@ -551,7 +550,7 @@ pub fn report_from_journal(
     project_dir: &std::path::Path,
 ) -> Result<RunReport, String> {
     let runs = read_journal(&dir.join("records.jsonl"))?;
-    let config = ParityConfig::load(&project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
+    let config = ParityConfig::load(&ParityConfig::path_in(project_dir)).unwrap_or_default();
     let mut envs: Vec<EnvSummary> = Vec::new();
     for r in &runs {
         if !envs.iter().any(|e| e.name == r.env) {
