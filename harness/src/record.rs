@@ -2,6 +2,7 @@
 //! different machines can be merged and compared later.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,25 @@ use serde::{Deserialize, Serialize};
 pub struct ScenarioId {
     pub feature: String,
     pub line: usize,
+}
+
+impl ScenarioId {
+    /// The id of the scenario at `line` of the feature file `feature_path`, named relative to `project_dir`
+    /// (a path outside it is kept as is; a feature without a path is `<unknown>`).
+    pub fn new(project_dir: &Path, feature_path: Option<&Path>, line: usize) -> ScenarioId {
+        ScenarioId {
+            feature: relative(project_dir, feature_path),
+            line,
+        }
+    }
+}
+
+/// A feature path relative to the project root, as records name it.
+fn relative(project_dir: &Path, path: Option<&Path>) -> String {
+    match path {
+        Some(p) => p.strip_prefix(project_dir).unwrap_or(p).display().to_string(),
+        None => "<unknown>".into(),
+    }
 }
 
 impl std::fmt::Display for ScenarioId {

@@ -343,10 +343,11 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
                 && s.name_re.is_none_or(|re| re.is_match(&sc.scenario.name))
         })
         .map(|sc| {
-            let id = ScenarioId {
-                feature: relative(options, sc.feature.path.as_deref()),
-                line: sc.scenario.position.line,
-            };
+            let id = ScenarioId::new(
+                &options.project_dir,
+                sc.feature.path.as_deref(),
+                sc.scenario.position.line,
+            );
             (id, sc.feature.name.clone(), sc.scenario.name.clone(), sc.tags())
         })
         .collect();
@@ -589,17 +590,6 @@ pub fn report_from_journal(
     ))
 }
 
-fn relative(options: &RunOptions, path: Option<&std::path::Path>) -> String {
-    match path {
-        Some(p) => p
-            .strip_prefix(&options.project_dir)
-            .unwrap_or(p)
-            .display()
-            .to_string(),
-        None => "<unknown>".into(),
-    }
-}
-
 fn host_description() -> String {
     let uname = nix::sys::utsname::uname().ok();
     match uname {
@@ -735,10 +725,7 @@ async fn run_pass(
     let filter_pass = pass.clone();
     let filter =
         move |feature: &gherkin::Feature, _rule: Option<&gherkin::Rule>, scenario: &gherkin::Scenario| {
-            let id = ScenarioId {
-                feature: filter_pass.relative(feature.path.as_deref()),
-                line: scenario.position.line,
-            };
+            let id = filter_pass.scenario_id(feature, scenario);
             wanted.contains(&id)
         };
     cucumber::Cucumber::<ScenarioWorld, _, (), _, _, cli::Empty>::custom(

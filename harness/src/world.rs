@@ -73,16 +73,9 @@ impl EnvPass {
         }
     }
 
-    /// A feature path relative to the project root, as records name it.
-    pub fn relative(&self, path: Option<&Path>) -> String {
-        match path {
-            Some(p) => p
-                .strip_prefix(&self.project_dir)
-                .unwrap_or(p)
-                .display()
-                .to_string(),
-            None => "<unknown>".into(),
-        }
+    /// The id of `scenario` of `feature`, its path relative to the project root.
+    pub fn scenario_id(&self, feature: &gherkin::Feature, scenario: &gherkin::Scenario) -> ScenarioId {
+        ScenarioId::new(&self.project_dir, feature.path.as_deref(), scenario.position.line)
     }
 }
 
@@ -182,10 +175,7 @@ impl ScenarioWorld {
         scenario: &gherkin::Scenario,
     ) {
         let n = pass.counter.fetch_add(1, Ordering::SeqCst);
-        let id = ScenarioId {
-            feature: pass.relative(feature.path.as_deref()),
-            line: scenario.position.line,
-        };
+        let id = pass.scenario_id(feature, scenario);
         self.slug = slug(&id, &scenario.name);
         self.scratch = pass
             .run
