@@ -103,7 +103,8 @@ pub struct BusRun {
     /// Nodes that lost frames (empty when nothing was lost).
     pub drops: Vec<NodeDrops>,
     /// Per CAN id (`0x3A0`): the sequence of distinct consecutive payloads (hex), after masking the
-    /// signals the parity configuration declares volatile. This is what parity compares.
+    /// signals the parity configuration declares volatile (the parity engine's normalisation). This is
+    /// what parity compares.
     pub sequences: BTreeMap<String, Vec<String>>,
     /// Per CAN id: number of frames.
     pub counts: BTreeMap<String, u64>,

@@ -2,7 +2,8 @@
 //!
 //! A [`ScenarioWorld`] owns the scenario's buses, its deployed pods, the *mark* (the moment of the last
 //! stimulus, from which `within …` deadlines count) and the step records. [`ScenarioWorld::finish`] tears
-//! everything down and turns it into a [`ScenarioRun`]: outcome, step timings, traces, drops and logs.
+//! everything down and turns it into a [`ScenarioRun`]: outcome, step timings, traces, drops and logs; each
+//! bus's tape is put in the form parity compares by [`crate::parity::normalise`].
 //! Dropping a World without finishing it (a cancelled run) still kills its processes and stops its buses.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::bus::{now_ns, write_candump, BusSummary, ScenarioBus, TracedFrame};
 use crate::config::ParityConfig;
 use crate::env::{DeployRequest, Environment, InfraError, Instance, RunContext};
 use crate::fixtures::Fixtures;
+use crate::parity::normalise;
 use crate::record::{
     BusRun, Metric, NodeDrops, Outcome, ScenarioId, ScenarioRun, StepRun, StepStatus, WorkloadRun,
 };
@@ -468,12 +470,7 @@ impl ScenarioWorld {
                     .join(&env_dir)
                     .join(format!("{}.{}.log", self.slug, b.name));
                 let written = write_candump(&trace, &b.name, &b.frames).is_ok();
-                let observed: Vec<TracedFrame> = b
-                    .frames
-                    .iter()
-                    .filter(|f| f.timestamp_ns <= end_ns)
-                    .cloned()
-                    .collect();
+                let observed = normalise::observed(&b.frames, end_ns);
                 let mut run = bus_run(
                     b,
                     &observed,
@@ -486,7 +483,7 @@ impl ScenarioWorld {
                     .take(TIMELINE_LIMIT)
                     .map(|f| {
                         (
-                            frame_key_value(&f.frame).0,
+                            normalise::frame_key_value(&f.frame).0,
                             ms_between_ns(self.started_ns, f.timestamp_ns),
                         )
                     })
@@ -618,72 +615,6 @@ pub fn slug(id: &ScenarioId, name: &str) -> String {
     format!("{stem}-L{}-{}", id.line, words.trim_end_matches('-'))
 }
 
-/// The comparable form of a frame: key (CAN id) and value (the rest of its candump text).
-pub fn frame_key_value(frame: &vcan::Frame) -> (String, String) {
-    let text = frame.to_string();
-    match frame.id() {
-        Some(id) => {
-            let key = id.to_string();
-            let value = text.strip_prefix(&key).unwrap_or(&text).to_string();
-            (key, value)
-        }
-        None => ("error".into(), text),
-    }
-}
-
-/// Per-id sequences and counts of a tape, with volatile signals masked and ignored ids left out.
-pub fn sequences(
-    frames: &[TracedFrame],
-    fixtures: &Fixtures,
-    config: &ParityConfig,
-) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, u64>) {
-    let mut seqs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for f in frames {
-        let frame = mask(&f.frame, fixtures, config);
-        let (key, value) = frame_key_value(&frame);
-        if config
-            .ignore_ids
-            .iter()
-            .any(|i| i.trim_start_matches("0x").eq_ignore_ascii_case(&key))
-        {
-            continue;
-        }
-        *counts.entry(key.clone()).or_default() += 1;
-        let seq = seqs.entry(key).or_default();
-        if seq.last() != Some(&value) {
-            seq.push(value);
-        }
-    }
-    (seqs, counts)
-}
-
-fn mask(frame: &vcan::Frame, fixtures: &Fixtures, config: &ParityConfig) -> vcan::Frame {
-    let Some(message) = fixtures.message_for(frame) else {
-        return frame.clone();
-    };
-    let mut masked: Vec<&vcan::dbc::SignalDef> = Vec::new();
-    for name in config.masked_signals(&message.name) {
-        if let Ok(signal) = message.signal(name) {
-            masked.push(signal);
-        }
-    }
-    if masked.is_empty() {
-        return frame.clone();
-    }
-    let mut data = frame.payload().to_vec();
-    for signal in masked {
-        signal.encode(signal.offset, &mut data); // raw 0
-    }
-    match frame {
-        vcan::Frame::Data { id, .. } => vcan::Frame::data(*id, &data).unwrap_or_else(|_| frame.clone()),
-        vcan::Frame::Fd { id, flags, .. } => {
-            vcan::Frame::fd(*id, &data, *flags).unwrap_or_else(|_| frame.clone())
-        }
-        _ => frame.clone(),
-    }
-}
-
 fn bus_run(
     b: &BusSummary,
     observed: &[TracedFrame],
@@ -691,7 +622,7 @@ fn bus_run(
     fixtures: &Fixtures,
     config: &ParityConfig,
 ) -> BusRun {
-    let (sequences, counts) = sequences(observed, fixtures, config);
+    let (sequences, counts) = normalise::sequences(observed, fixtures, config);
     let drops = b
         .stats
         .as_ref()
@@ -730,31 +661,5 @@ mod tests {
         };
         assert_eq!(slug(&id, "Fan level 3 -> PWM 40%"), "hvac-L12-fan-level-3-pwm-40");
         assert_eq!(env_dir("board:rpi4"), "board-rpi4");
-    }
-
-    #[test]
-    fn sequences_collapse_repeats_per_id() {
-        let f = |ts: u64, text: &str| TracedFrame {
-            timestamp_ns: ts,
-            seq: None,
-            frame: text.parse().unwrap(),
-        };
-        let frames = vec![
-            f(1, "3A0#01"),
-            f(2, "300#00"),
-            f(3, "3A0#01"),
-            f(4, "3A0#02"),
-            f(5, "3A0#01"),
-        ];
-        let (seqs, counts) = sequences(&frames, &Fixtures::default(), &ParityConfig::default());
-        assert_eq!(seqs["3A0"], vec!["#01", "#02", "#01"]);
-        assert_eq!(seqs["300"], vec!["#00"]);
-        assert_eq!(counts["3A0"], 4);
-        let config = ParityConfig {
-            ignore_ids: vec!["0x300".into()],
-            ..ParityConfig::default()
-        };
-        let (seqs, _) = sequences(&frames, &Fixtures::default(), &config);
-        assert!(!seqs.contains_key("300"));
     }
 }
