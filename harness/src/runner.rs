@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::record::{Outcome, ScenarioId, ScenarioRun};
 use crate::steps;
 use crate::workload::WorkloadCatalog;
-use crate::world::{EnvPass, ScenarioWorld};
+use crate::world::{EnvPass, PassSettings, ScenarioWorld};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -210,6 +210,13 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     journal
         .open(&report_dir.join("records.jsonl"))
         .map_err(|e| RunError::Setup(format!("{}: {e}", report_dir.display())))?;
+    let settings = Arc::new(PassSettings {
+        project_dir: options.project_dir.clone(),
+        report_dir: report_dir.clone(),
+        step_timeout: options.step_timeout,
+        ready_timeout: options.ready_timeout,
+        interrupt: options.interrupt.clone(),
+    });
 
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -236,7 +243,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         fixtures: &fixtures,
         config: &config,
         run_ctx: &run_ctx,
-        report_dir: &report_dir,
+        settings: &settings,
         progress: &progress,
         tag_expr: tag_expr.as_ref(),
         name_re: name_re.as_ref(),
@@ -321,7 +328,7 @@ struct PassShared<'a> {
     fixtures: &'a Arc<Fixtures>,
     config: &'a Arc<ParityConfig>,
     run_ctx: &'a RunContext,
-    report_dir: &'a std::path::Path,
+    settings: &'a Arc<PassSettings>,
     progress: &'a Progress,
     tag_expr: Option<&'a gherkin::tagexpr::TagOperation>,
     name_re: Option<&'a regex::Regex>,
@@ -423,11 +430,7 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         s.run_ctx.clone(),
         s.fixtures.clone(),
         s.config.clone(),
-        options.project_dir.clone(),
-        s.report_dir.to_path_buf(),
-        options.step_timeout,
-        options.ready_timeout,
-        options.interrupt.clone(),
+        s.settings.clone(),
         on_finished,
     ));
     let wanted: Vec<ScenarioId> = selected.iter().map(|sc| sc.0.clone()).collect();

@@ -28,12 +28,10 @@ const TEARDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Frames per bus kept for the report's timeline plot.
 const TIMELINE_LIMIT: usize = 2000;
 
-/// What every scenario of one environment pass shares.
-pub struct EnvPass {
-    pub env: Arc<dyn Environment>,
-    pub run: RunContext,
-    pub fixtures: Arc<Fixtures>,
-    pub config: Arc<ParityConfig>,
+/// The run's settings every scenario of every environment pass reads: built once from the run options and
+/// shared (`Arc`) by the passes.
+#[derive(Clone)]
+pub struct PassSettings {
     /// Project root; feature paths in records are relative to it.
     pub project_dir: PathBuf,
     /// This run's report directory.
@@ -41,23 +39,28 @@ pub struct EnvPass {
     pub step_timeout: Duration,
     pub ready_timeout: Duration,
     pub interrupt: crate::interrupt::Interrupt,
+}
+
+/// What every scenario of one environment pass shares. It dereferences to the run's [`PassSettings`], so
+/// the step library reads `pass.step_timeout` or `pass.project_dir` directly.
+pub struct EnvPass {
+    pub env: Arc<dyn Environment>,
+    pub run: RunContext,
+    pub fixtures: Arc<Fixtures>,
+    pub config: Arc<ParityConfig>,
+    pub settings: Arc<PassSettings>,
     /// Called once per finished scenario with its record (progress display, journal).
     pub on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
     counter: AtomicUsize,
 }
 
 impl EnvPass {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         env: Arc<dyn Environment>,
         run: RunContext,
         fixtures: Arc<Fixtures>,
         config: Arc<ParityConfig>,
-        project_dir: PathBuf,
-        report_dir: PathBuf,
-        step_timeout: Duration,
-        ready_timeout: Duration,
-        interrupt: crate::interrupt::Interrupt,
+        settings: Arc<PassSettings>,
         on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
     ) -> EnvPass {
         EnvPass {
@@ -65,11 +68,7 @@ impl EnvPass {
             run,
             fixtures,
             config,
-            project_dir,
-            report_dir,
-            step_timeout,
-            ready_timeout,
-            interrupt,
+            settings,
             on_finished,
             counter: AtomicUsize::new(0),
         }
@@ -77,7 +76,19 @@ impl EnvPass {
 
     /// The id of `scenario` of `feature`, its path relative to the project root.
     pub fn scenario_id(&self, feature: &gherkin::Feature, scenario: &gherkin::Scenario) -> ScenarioId {
-        ScenarioId::new(&self.project_dir, feature.path.as_deref(), scenario.position.line)
+        ScenarioId::new(
+            &self.settings.project_dir,
+            feature.path.as_deref(),
+            scenario.position.line,
+        )
+    }
+}
+
+impl std::ops::Deref for EnvPass {
+    type Target = PassSettings;
+
+    fn deref(&self) -> &PassSettings {
+        &self.settings
     }
 }
 
@@ -307,6 +318,7 @@ impl ScenarioWorld {
         );
         let deploy_started = Instant::now();
         let log_dir = pass
+            .settings
             .report_dir
             .join("logs")
             .join(env_dir(pass.env.name()))
@@ -334,7 +346,7 @@ impl ScenarioWorld {
             .buses
             .get(&first_bus)
             .map(|b| (b.tape().as_ref(), from, since_ns));
-        crate::readiness::wait_ready(&spec, &pod.instances, tape, pass.ready_timeout).await?;
+        crate::readiness::wait_ready(&spec, &pod.instances, tape, pass.settings.ready_timeout).await?;
         // Deploy to ready: process or container start, image build on first use, readiness.
         self.metrics.push(Metric {
             name: format!("ready {}", spec.name),
@@ -443,7 +455,7 @@ impl ScenarioWorld {
                     .supervisor
                     .logs()
                     .path()
-                    .map(|p| rel(&pass.report_dir, p));
+                    .map(|p| rel(&pass.settings.report_dir, p));
                 instance.supervisor.shutdown(TEARDOWN_GRACE).await;
                 workloads.push(WorkloadRun {
                     pod: instance.pod,
@@ -465,6 +477,7 @@ impl ScenarioWorld {
             .iter()
             .map(|b| {
                 let trace = pass
+                    .settings
                     .report_dir
                     .join("traces")
                     .join(&env_dir)
@@ -474,7 +487,7 @@ impl ScenarioWorld {
                 let mut run = bus_run(
                     b,
                     &observed,
-                    written.then(|| rel(&pass.report_dir, &trace)),
+                    written.then(|| rel(&pass.settings.report_dir, &trace)),
                     &pass.fixtures,
                     &pass.config,
                 );
