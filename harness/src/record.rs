@@ -145,3 +145,18 @@ pub struct ScenarioRun {
     pub buses: Vec<BusRun>,
     pub workloads: Vec<WorkloadRun>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_features_relative_to_the_project() {
+        let project = Path::new("/p");
+        let id = ScenarioId::new(project, Some(Path::new("/p/scenarios/hvac.feature")), 7);
+        assert_eq!(id.to_string(), "scenarios/hvac.feature:7");
+        let outside = ScenarioId::new(project, Some(Path::new("/q/x.feature")), 1);
+        assert_eq!(outside.feature, "/q/x.feature");
+        assert_eq!(ScenarioId::new(project, None, 3).feature, "<unknown>");
+    }
+}
