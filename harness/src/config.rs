@@ -1,4 +1,5 @@
-//! The parity configuration of a project (`scenarios/parity.yaml`): what counts as the same behaviour.
+//! The parity configuration of a project ([`PARITY_CONFIG`], `scenarios/parity.yaml`): what counts as the
+//! same behaviour.
 //!
 //! ```yaml
 //! default_bus: vehicle            # bus that steps use when they name none
@@ -8,9 +9,12 @@
 //! timing_tolerance: 0.25          # relative difference of a measured period beyond which environments drift
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+/// Where a project keeps its parity configuration, relative to the project directory.
+pub const PARITY_CONFIG: &str = "scenarios/parity.yaml";
 
 /// Parity settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +50,11 @@ impl Default for ParityConfig {
 }
 
 impl ParityConfig {
+    /// The parity configuration file of the project at `project_dir` ([`PARITY_CONFIG`]).
+    pub fn path_in(project_dir: &Path) -> PathBuf {
+        project_dir.join(PARITY_CONFIG)
+    }
+
     /// Reads the file if it exists; defaults otherwise. Errors name the file and the field.
     pub fn load(path: &Path) -> Result<ParityConfig, String> {
         if !path.exists() {

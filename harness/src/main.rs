@@ -408,7 +408,8 @@ async fn doctor_cmd(project: &std::path::Path, clean: bool, lab: Option<PathBuf>
 }
 
 fn merge_cmd(project: &std::path::Path, inputs: &[PathBuf], out: &std::path::Path, strict: bool) -> ExitCode {
-    let config = match agl_parity::config::ParityConfig::load(&project.join("scenarios/parity.yaml")) {
+    let path = agl_parity::config::ParityConfig::path_in(project);
+    let config = match agl_parity::config::ParityConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -2,6 +2,7 @@
 //! different machines can be merged and compared later.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,25 @@ use serde::{Deserialize, Serialize};
 pub struct ScenarioId {
     pub feature: String,
     pub line: usize,
+}
+
+impl ScenarioId {
+    /// The id of the scenario at `line` of the feature file `feature_path`, named relative to `project_dir`
+    /// (a path outside it is kept as is; a feature without a path is `<unknown>`).
+    pub fn new(project_dir: &Path, feature_path: Option<&Path>, line: usize) -> ScenarioId {
+        ScenarioId {
+            feature: relative(project_dir, feature_path),
+            line,
+        }
+    }
+}
+
+/// A feature path relative to the project root, as records name it.
+fn relative(project_dir: &Path, path: Option<&Path>) -> String {
+    match path {
+        Some(p) => p.strip_prefix(project_dir).unwrap_or(p).display().to_string(),
+        None => "<unknown>".into(),
+    }
 }
 
 impl std::fmt::Display for ScenarioId {
@@ -83,7 +103,8 @@ pub struct BusRun {
     /// Nodes that lost frames (empty when nothing was lost).
     pub drops: Vec<NodeDrops>,
     /// Per CAN id (`0x3A0`): the sequence of distinct consecutive payloads (hex), after masking the
-    /// signals the parity configuration declares volatile. This is what parity compares.
+    /// signals the parity configuration declares volatile (the parity engine's normalisation). This is
+    /// what parity compares.
     pub sequences: BTreeMap<String, Vec<String>>,
     /// Per CAN id: number of frames.
     pub counts: BTreeMap<String, u64>,
@@ -123,4 +144,19 @@ pub struct ScenarioRun {
     pub metrics: Vec<Metric>,
     pub buses: Vec<BusRun>,
     pub workloads: Vec<WorkloadRun>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_features_relative_to_the_project() {
+        let project = Path::new("/p");
+        let id = ScenarioId::new(project, Some(Path::new("/p/scenarios/hvac.feature")), 7);
+        assert_eq!(id.to_string(), "scenarios/hvac.feature:7");
+        let outside = ScenarioId::new(project, Some(Path::new("/q/x.feature")), 1);
+        assert_eq!(outside.feature, "/q/x.feature");
+        assert_eq!(ScenarioId::new(project, None, 3).feature, "<unknown>");
+    }
 }

@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::record::{Outcome, ScenarioId, ScenarioRun};
 use crate::steps;
 use crate::workload::WorkloadCatalog;
-use crate::world::{EnvPass, ScenarioWorld};
+use crate::world::{EnvPass, PassSettings, ScenarioWorld};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -184,8 +184,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
-    let config =
-        ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).map_err(RunError::Usage)?;
+    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir)).map_err(RunError::Usage)?;
 
     let root = cleanup::state_root();
     let swept = cleanup::sweep(&root);
@@ -205,6 +204,13 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     journal
         .open(&report_dir.join("records.jsonl"))
         .map_err(|e| RunError::Setup(format!("{}: {e}", report_dir.display())))?;
+    let settings = Arc::new(PassSettings {
+        project_dir: options.project_dir.clone(),
+        report_dir: report_dir.clone(),
+        step_timeout: options.step_timeout,
+        ready_timeout: options.ready_timeout,
+        interrupt: options.interrupt.clone(),
+    });
 
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -231,7 +237,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         fixtures: &fixtures,
         config: &config,
         run_ctx: &run_ctx,
-        report_dir: &report_dir,
+        settings: &settings,
         progress: &progress,
         tag_expr: tag_expr.as_ref(),
         name_re: name_re.as_ref(),
@@ -290,7 +296,7 @@ struct PassShared<'a> {
     fixtures: &'a Arc<Fixtures>,
     config: &'a Arc<ParityConfig>,
     run_ctx: &'a RunContext,
-    report_dir: &'a std::path::Path,
+    settings: &'a Arc<PassSettings>,
     progress: &'a Progress,
     tag_expr: Option<&'a gherkin::tagexpr::TagOperation>,
     name_re: Option<&'a regex::Regex>,
@@ -312,10 +318,11 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
                 && s.name_re.is_none_or(|re| re.is_match(&sc.scenario.name))
         })
         .map(|sc| {
-            let id = ScenarioId {
-                feature: relative(options, sc.feature.path.as_deref()),
-                line: sc.scenario.position.line,
-            };
+            let id = ScenarioId::new(
+                &options.project_dir,
+                sc.feature.path.as_deref(),
+                sc.scenario.position.line,
+            );
             (id, sc.feature.name.clone(), sc.scenario.name.clone(), sc.tags())
         })
         .collect();
@@ -391,11 +398,7 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         s.run_ctx.clone(),
         s.fixtures.clone(),
         s.config.clone(),
-        options.project_dir.clone(),
-        s.report_dir.to_path_buf(),
-        options.step_timeout,
-        options.ready_timeout,
-        options.interrupt.clone(),
+        s.settings.clone(),
         on_finished,
     ));
     let wanted: Vec<ScenarioId> = selected.iter().map(|sc| sc.0.clone()).collect();
@@ -484,7 +487,7 @@ fn assemble(
 
 /// The report of an interrupted run: whatever finished before the interruption.
 pub fn partial_report(options: &RunOptions, journal: &Journal, elapsed: Duration) -> RunReport {
-    let config = ParityConfig::load(&options.project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
+    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir)).unwrap_or_default();
     let mut envs = journal.environments();
     let lab = options.lab.as_deref().and_then(|p| Lab::load(p).ok());
     let columns = resolve_environments(&options.environments, lab.as_ref())
@@ -516,7 +519,7 @@ pub fn report_from_journal(
     project_dir: &std::path::Path,
 ) -> Result<RunReport, String> {
     let runs = read_journal(&dir.join("records.jsonl"))?;
-    let config = ParityConfig::load(&project_dir.join("scenarios/parity.yaml")).unwrap_or_default();
+    let config = ParityConfig::load(&ParityConfig::path_in(project_dir)).unwrap_or_default();
     let mut envs: Vec<EnvSummary> = Vec::new();
     for r in &runs {
         if !envs.iter().any(|e| e.name == r.env) {
@@ -553,17 +556,6 @@ pub fn report_from_journal(
         &FeatureSet::default(),
         &config,
     ))
-}
-
-fn relative(options: &RunOptions, path: Option<&std::path::Path>) -> String {
-    match path {
-        Some(p) => p
-            .strip_prefix(&options.project_dir)
-            .unwrap_or(p)
-            .display()
-            .to_string(),
-        None => "<unknown>".into(),
-    }
 }
 
 fn host_description() -> String {
@@ -701,10 +693,7 @@ async fn run_pass(
     let filter_pass = pass.clone();
     let filter =
         move |feature: &gherkin::Feature, _rule: Option<&gherkin::Rule>, scenario: &gherkin::Scenario| {
-            let id = ScenarioId {
-                feature: filter_pass.relative(feature.path.as_deref()),
-                line: scenario.position.line,
-            };
+            let id = filter_pass.scenario_id(feature, scenario);
             wanted.contains(&id)
         };
     cucumber::Cucumber::<ScenarioWorld, _, (), _, _, cli::Empty>::custom(

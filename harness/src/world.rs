@@ -2,7 +2,8 @@
 //!
 //! A [`ScenarioWorld`] owns the scenario's buses, its deployed pods, the *mark* (the moment of the last
 //! stimulus, from which `within …` deadlines count) and the step records. [`ScenarioWorld::finish`] tears
-//! everything down and turns it into a [`ScenarioRun`]: outcome, step timings, traces, drops and logs.
+//! everything down and turns it into a [`ScenarioRun`]: outcome, step timings, traces, drops and logs; each
+//! bus's tape is put in the form parity compares by [`crate::parity::normalise`].
 //! Dropping a World without finishing it (a cancelled run) still kills its processes and stops its buses.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::config::ParityConfig;
 use crate::env::contract::{DeployRequest, Environment, Instance, RunContext};
 use crate::error::InfraError;
 use crate::fixtures::Fixtures;
+use crate::parity::normalise;
 use crate::record::{
     BusRun, Metric, NodeDrops, Outcome, ScenarioId, ScenarioRun, StepRun, StepStatus, WorkloadRun,
 };
@@ -27,12 +29,10 @@ const TEARDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Frames per bus kept for the report's timeline plot.
 const TIMELINE_LIMIT: usize = 2000;
 
-/// What every scenario of one environment pass shares.
-pub struct EnvPass {
-    pub env: Arc<dyn Environment>,
-    pub run: RunContext,
-    pub fixtures: Arc<Fixtures>,
-    pub config: Arc<ParityConfig>,
+/// The run's settings every scenario of every environment pass reads: built once from the run options and
+/// shared (`Arc`) by the passes.
+#[derive(Clone)]
+pub struct PassSettings {
     /// Project root; feature paths in records are relative to it.
     pub project_dir: PathBuf,
     /// This run's report directory.
@@ -40,23 +40,28 @@ pub struct EnvPass {
     pub step_timeout: Duration,
     pub ready_timeout: Duration,
     pub interrupt: crate::interrupt::Interrupt,
+}
+
+/// What every scenario of one environment pass shares. It dereferences to the run's [`PassSettings`], so
+/// the step library reads `pass.step_timeout` or `pass.project_dir` directly.
+pub struct EnvPass {
+    pub env: Arc<dyn Environment>,
+    pub run: RunContext,
+    pub fixtures: Arc<Fixtures>,
+    pub config: Arc<ParityConfig>,
+    pub settings: Arc<PassSettings>,
     /// Called once per finished scenario with its record (progress display, journal).
     pub on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
     counter: AtomicUsize,
 }
 
 impl EnvPass {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         env: Arc<dyn Environment>,
         run: RunContext,
         fixtures: Arc<Fixtures>,
         config: Arc<ParityConfig>,
-        project_dir: PathBuf,
-        report_dir: PathBuf,
-        step_timeout: Duration,
-        ready_timeout: Duration,
-        interrupt: crate::interrupt::Interrupt,
+        settings: Arc<PassSettings>,
         on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
     ) -> EnvPass {
         EnvPass {
@@ -64,26 +69,27 @@ impl EnvPass {
             run,
             fixtures,
             config,
-            project_dir,
-            report_dir,
-            step_timeout,
-            ready_timeout,
-            interrupt,
+            settings,
             on_finished,
             counter: AtomicUsize::new(0),
         }
     }
 
-    /// A feature path relative to the project root, as records name it.
-    pub fn relative(&self, path: Option<&Path>) -> String {
-        match path {
-            Some(p) => p
-                .strip_prefix(&self.project_dir)
-                .unwrap_or(p)
-                .display()
-                .to_string(),
-            None => "<unknown>".into(),
-        }
+    /// The id of `scenario` of `feature`, its path relative to the project root.
+    pub fn scenario_id(&self, feature: &gherkin::Feature, scenario: &gherkin::Scenario) -> ScenarioId {
+        ScenarioId::new(
+            &self.settings.project_dir,
+            feature.path.as_deref(),
+            scenario.position.line,
+        )
+    }
+}
+
+impl std::ops::Deref for EnvPass {
+    type Target = PassSettings;
+
+    fn deref(&self) -> &PassSettings {
+        &self.settings
     }
 }
 
@@ -183,10 +189,7 @@ impl ScenarioWorld {
         scenario: &gherkin::Scenario,
     ) {
         let n = pass.counter.fetch_add(1, Ordering::SeqCst);
-        let id = ScenarioId {
-            feature: pass.relative(feature.path.as_deref()),
-            line: scenario.position.line,
-        };
+        let id = pass.scenario_id(feature, scenario);
         self.slug = slug(&id, &scenario.name);
         self.scratch = pass
             .run
@@ -316,6 +319,7 @@ impl ScenarioWorld {
         );
         let deploy_started = Instant::now();
         let log_dir = pass
+            .settings
             .report_dir
             .join("logs")
             .join(env_dir(pass.env.name()))
@@ -343,7 +347,7 @@ impl ScenarioWorld {
             .buses
             .get(&first_bus)
             .map(|b| (b.tape().as_ref(), from, since_ns));
-        crate::readiness::wait_ready(&spec, &pod.instances, tape, pass.ready_timeout).await?;
+        crate::readiness::wait_ready(&spec, &pod.instances, tape, pass.settings.ready_timeout).await?;
         // Deploy to ready: process or container start, image build on first use, readiness.
         self.metrics.push(Metric {
             name: format!("ready {}", spec.name),
@@ -452,7 +456,7 @@ impl ScenarioWorld {
                     .supervisor
                     .logs()
                     .path()
-                    .map(|p| rel(&pass.report_dir, p));
+                    .map(|p| rel(&pass.settings.report_dir, p));
                 instance.supervisor.shutdown(TEARDOWN_GRACE).await;
                 workloads.push(WorkloadRun {
                     pod: instance.pod,
@@ -474,21 +478,17 @@ impl ScenarioWorld {
             .iter()
             .map(|b| {
                 let trace = pass
+                    .settings
                     .report_dir
                     .join("traces")
                     .join(&env_dir)
                     .join(format!("{}.{}.log", self.slug, b.name));
                 let written = write_candump(&trace, &b.name, &b.frames).is_ok();
-                let observed: Vec<TracedFrame> = b
-                    .frames
-                    .iter()
-                    .filter(|f| f.timestamp_ns <= end_ns)
-                    .cloned()
-                    .collect();
+                let observed = normalise::observed(&b.frames, end_ns);
                 let mut run = bus_run(
                     b,
                     &observed,
-                    written.then(|| rel(&pass.report_dir, &trace)),
+                    written.then(|| rel(&pass.settings.report_dir, &trace)),
                     &pass.fixtures,
                     &pass.config,
                 );
@@ -497,7 +497,7 @@ impl ScenarioWorld {
                     .take(TIMELINE_LIMIT)
                     .map(|f| {
                         (
-                            frame_key_value(&f.frame).0,
+                            normalise::frame_key_value(&f.frame).0,
                             ms_between_ns(self.started_ns, f.timestamp_ns),
                         )
                     })
@@ -629,72 +629,6 @@ pub fn slug(id: &ScenarioId, name: &str) -> String {
     format!("{stem}-L{}-{}", id.line, words.trim_end_matches('-'))
 }
 
-/// The comparable form of a frame: key (CAN id) and value (the rest of its candump text).
-pub fn frame_key_value(frame: &vcan::Frame) -> (String, String) {
-    let text = frame.to_string();
-    match frame.id() {
-        Some(id) => {
-            let key = id.to_string();
-            let value = text.strip_prefix(&key).unwrap_or(&text).to_string();
-            (key, value)
-        }
-        None => ("error".into(), text),
-    }
-}
-
-/// Per-id sequences and counts of a tape, with volatile signals masked and ignored ids left out.
-pub fn sequences(
-    frames: &[TracedFrame],
-    fixtures: &Fixtures,
-    config: &ParityConfig,
-) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, u64>) {
-    let mut seqs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for f in frames {
-        let frame = mask(&f.frame, fixtures, config);
-        let (key, value) = frame_key_value(&frame);
-        if config
-            .ignore_ids
-            .iter()
-            .any(|i| i.trim_start_matches("0x").eq_ignore_ascii_case(&key))
-        {
-            continue;
-        }
-        *counts.entry(key.clone()).or_default() += 1;
-        let seq = seqs.entry(key).or_default();
-        if seq.last() != Some(&value) {
-            seq.push(value);
-        }
-    }
-    (seqs, counts)
-}
-
-fn mask(frame: &vcan::Frame, fixtures: &Fixtures, config: &ParityConfig) -> vcan::Frame {
-    let Some(message) = fixtures.message_for(frame) else {
-        return frame.clone();
-    };
-    let mut masked: Vec<&vcan::dbc::SignalDef> = Vec::new();
-    for name in config.masked_signals(&message.name) {
-        if let Ok(signal) = message.signal(name) {
-            masked.push(signal);
-        }
-    }
-    if masked.is_empty() {
-        return frame.clone();
-    }
-    let mut data = frame.payload().to_vec();
-    for signal in masked {
-        signal.encode(signal.offset, &mut data); // raw 0
-    }
-    match frame {
-        vcan::Frame::Data { id, .. } => vcan::Frame::data(*id, &data).unwrap_or_else(|_| frame.clone()),
-        vcan::Frame::Fd { id, flags, .. } => {
-            vcan::Frame::fd(*id, &data, *flags).unwrap_or_else(|_| frame.clone())
-        }
-        _ => frame.clone(),
-    }
-}
-
 fn bus_run(
     b: &BusSummary,
     observed: &[TracedFrame],
@@ -702,7 +636,7 @@ fn bus_run(
     fixtures: &Fixtures,
     config: &ParityConfig,
 ) -> BusRun {
-    let (sequences, counts) = sequences(observed, fixtures, config);
+    let (sequences, counts) = normalise::sequences(observed, fixtures, config);
     let drops = b
         .stats
         .as_ref()
@@ -741,31 +675,5 @@ mod tests {
         };
         assert_eq!(slug(&id, "Fan level 3 -> PWM 40%"), "hvac-L12-fan-level-3-pwm-40");
         assert_eq!(env_dir("board:rpi4"), "board-rpi4");
-    }
-
-    #[test]
-    fn sequences_collapse_repeats_per_id() {
-        let f = |ts: u64, text: &str| TracedFrame {
-            timestamp_ns: ts,
-            seq: None,
-            frame: text.parse().unwrap(),
-        };
-        let frames = vec![
-            f(1, "3A0#01"),
-            f(2, "300#00"),
-            f(3, "3A0#01"),
-            f(4, "3A0#02"),
-            f(5, "3A0#01"),
-        ];
-        let (seqs, counts) = sequences(&frames, &Fixtures::default(), &ParityConfig::default());
-        assert_eq!(seqs["3A0"], vec!["#01", "#02", "#01"]);
-        assert_eq!(seqs["300"], vec!["#00"]);
-        assert_eq!(counts["3A0"], 4);
-        let config = ParityConfig {
-            ignore_ids: vec!["0x300".into()],
-            ..ParityConfig::default()
-        };
-        let (seqs, _) = sequences(&frames, &Fixtures::default(), &config);
-        assert!(!seqs.contains_key("300"));
     }
 }

@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 
 use crate::parity::{outcome_label, RunReport, ScenarioParity, Verdict};
 use crate::record::{Outcome, ScenarioRun};
+use crate::report::common::env_columns;
 
 const PALETTE: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"];
 
 /// The HTML summary of a run.
 pub fn render(report: &RunReport) -> String {
-    let envs = super::env_columns(report);
+    let envs = env_columns(report);
     let (passed, failed) = report.totals();
     let unsupported = match report.unsupported() {
         0 => String::new(),

@@ -1,10 +1,11 @@
 //! `summary.md`: the matrix, drifts, failures and timings as Markdown (readable in CI artifact viewers).
 
 use crate::parity::{outcome_label, RunReport, Verdict};
+use crate::report::common::env_columns;
 
 /// The Markdown summary of a run.
 pub fn render(report: &RunReport) -> String {
-    let envs = super::env_columns(report);
+    let envs = env_columns(report);
     let (passed, failed) = report.totals();
     let unsupported = match report.unsupported() {
         0 => String::new(),

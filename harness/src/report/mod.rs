@@ -9,6 +9,7 @@
 //!
 //! [`terminal`] renders the matrix for the end of a run on the terminal.
 
+mod common;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -17,6 +18,8 @@ pub mod terminal;
 use std::path::{Path, PathBuf};
 
 use crate::parity::RunReport;
+
+pub use common::env_columns;
 
 /// Files written for a run.
 #[derive(Debug, Clone)]
@@ -52,9 +55,4 @@ pub fn read_json(path: &Path) -> Result<RunReport, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text)
         .map_err(|e| format!("{}: line {} column {}: {e}", path.display(), e.line(), e.column()))
-}
-
-/// Environment columns of a report, in run order.
-pub fn env_columns(report: &RunReport) -> Vec<String> {
-    report.environments.iter().map(|e| e.name.clone()).collect()
 }

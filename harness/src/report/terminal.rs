@@ -4,12 +4,13 @@ use std::io::IsTerminal;
 
 use crate::parity::{outcome_label, RunReport, Verdict};
 use crate::record::Outcome;
+use crate::report::common::env_columns;
 
 const NAME_WIDTH: usize = 58;
 
 /// The matrix, drifts and failures, ending with the totals line.
 pub fn render(report: &RunReport, color: bool) -> String {
-    let envs = super::env_columns(report);
+    let envs = env_columns(report);
     let paint = |text: &str, code: &str| {
         if color {
             format!("\x1b[{code}m{text}\x1b[0m")

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agl_parity::config::ParityConfig;
 use agl_parity::runner::{self, Journal, RunOptions, RunOutcome};
 use agl_parity::workload::WorkloadCatalog;
 
@@ -51,11 +52,7 @@ impl TestProject {
                 std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).expect("copy");
             }
         }
-        std::fs::copy(
-            repo().join("scenarios/parity.yaml"),
-            dir.path().join("scenarios/parity.yaml"),
-        )
-        .expect("copy");
+        std::fs::copy(ParityConfig::path_in(&repo()), ParityConfig::path_in(dir.path())).expect("copy");
         TestProject { dir }
     }
 

@@ -9,6 +9,11 @@
 //!
 //! Verdict: `infra-error` if any environment could not run it, else `fail` if any failed, else
 //! `parity-drift` if frames or periods differ, else `pass`.
+//!
+//! What a recording contributes to the comparison (the masked, per-id sequences) is prepared by
+//! [`normalise`] when the scenario is recorded; this module compares and judges.
+
+pub mod normalise;
 
 use std::collections::{BTreeMap, BTreeSet};
 
