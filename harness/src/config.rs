@@ -56,29 +56,34 @@ impl ParityConfig {
     }
 
     /// Reads the file if it exists; defaults otherwise. Errors name the file and the field.
-    pub fn load(path: &Path) -> Result<ParityConfig, String> {
+    pub fn load(path: &Path) -> Result<ParityConfig, ConfigError> {
         if !path.exists() {
             return Ok(ParityConfig::default());
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let de = serde_yaml::Deserializer::from_str(&text);
-        let config: ParityConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| format!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
+        let config: ParityConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
+            path: path.to_path_buf(),
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
         for m in &config.mask_signals {
             if m.split_once('.')
                 .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
             {
-                return Err(format!(
-                    "{}: mask_signals: `{m}` is not `Message.Signal`",
-                    path.display()
-                ));
+                return Err(ConfigError::Mask {
+                    path: path.to_path_buf(),
+                    mask: m.clone(),
+                });
             }
         }
         if !(0.0..10.0).contains(&config.timing_tolerance) {
-            return Err(format!(
-                "{}: timing_tolerance: must be between 0 and 10",
-                path.display()
-            ));
+            return Err(ConfigError::Tolerance {
+                path: path.to_path_buf(),
+            });
         }
         Ok(config)
     }
@@ -91,6 +96,23 @@ impl ParityConfig {
                 .map(|(_, s)| s)
         })
     }
+}
+
+/// Why `parity.yaml` cannot be used; every variant names the file, and the field where there is one.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {reason}", .path.display())]
+    Read { path: PathBuf, reason: String },
+    #[error("{}: {field}: {reason}", .path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+    #[error("{}: mask_signals: `{mask}` is not `Message.Signal`", .path.display())]
+    Mask { path: PathBuf, mask: String },
+    #[error("{}: timing_tolerance: must be between 0 and 10", .path.display())]
+    Tolerance { path: PathBuf },
 }
 
 #[cfg(test)]
@@ -109,9 +131,9 @@ mod tests {
             vec!["AliveCounter"]
         );
         std::fs::write(&p, "mask_signalz: []\n").unwrap();
-        let e = ParityConfig::load(&p).unwrap_err();
+        let e = ParityConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field `mask_signalz`"), "{e}");
         std::fs::write(&p, "mask_signals: [Nope]\n").unwrap();
-        assert!(ParityConfig::load(&p).unwrap_err().contains("`Nope`"));
+        assert!(ParityConfig::load(&p).unwrap_err().to_string().contains("`Nope`"));
     }
 }

@@ -186,9 +186,19 @@ pub fn runs_in(tags: &[String], env: &str) -> bool {
 }
 
 /// A parsed `--tags` expression.
-pub fn parse_tag_expression(text: &str) -> Result<TagOperation, String> {
-    text.parse::<TagOperation>()
-        .map_err(|e| format!("invalid tag expression `{text}`: {e}"))
+pub fn parse_tag_expression(text: &str) -> Result<TagOperation, TagExpressionError> {
+    text.parse::<TagOperation>().map_err(|e| TagExpressionError {
+        text: text.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A `--tags` expression that does not parse.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid tag expression `{text}`: {reason}")]
+pub struct TagExpressionError {
+    pub text: String,
+    pub reason: String,
 }
 
 /// Whether the user's tag expression (if any) selects these tags (given without `@`).

@@ -31,8 +31,8 @@ pub enum Collision {
 pub enum MergeError {
     #[error("no parity.json found under {0}")]
     NoReport(PathBuf),
-    #[error("{0}")]
-    Read(String),
+    #[error(transparent)]
+    Read(#[from] crate::report::ReadReportError),
     #[error("environment `{env}` is in both {first} and {second} (use suffixes to keep both)")]
     Collision {
         env: String,

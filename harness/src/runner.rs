@@ -129,8 +129,11 @@ impl Journal {
 }
 
 /// Reads the records a (possibly killed) run appended to `records.jsonl`; bad lines are reported by number.
-pub fn read_journal(path: &std::path::Path) -> Result<Vec<ScenarioRun>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_journal(path: &std::path::Path) -> Result<Vec<ScenarioRun>, JournalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| JournalError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -140,10 +143,29 @@ pub fn read_journal(path: &std::path::Path) -> Result<Vec<ScenarioRun>, String> 
             Err(e) if i + 1 == lines.len() => {
                 tracing::warn!(line = i + 1, error = %e, "ignoring a truncated last record")
             }
-            Err(e) => return Err(format!("{}:{}: {e}", path.display(), i + 1)),
+            Err(e) => {
+                return Err(JournalError::Record {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    reason: e.to_string(),
+                })
+            }
         }
     }
     Ok(out)
+}
+
+/// Why a run's `records.jsonl` cannot be read back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("{}: {reason}", .path.display())]
+    Read { path: PathBuf, reason: String },
+    #[error("{}:{line}: {reason}", .path.display())]
+    Record {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// A finished run.
@@ -177,14 +199,15 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         .as_deref()
         .map(features::parse_tag_expression)
         .transpose()
-        .map_err(RunError::Usage)?;
+        .map_err(|e| RunError::Usage(e.to_string()))?;
     let name_re = options
         .name_filter
         .as_deref()
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
-    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir)).map_err(RunError::Usage)?;
+    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir))
+        .map_err(|e| RunError::Usage(e.to_string()))?;
 
     let root = cleanup::state_root();
     let swept = cleanup::sweep(&root);
@@ -517,7 +540,7 @@ pub fn partial_report(options: &RunOptions, journal: &Journal, elapsed: Duration
 pub fn report_from_journal(
     dir: &std::path::Path,
     project_dir: &std::path::Path,
-) -> Result<RunReport, String> {
+) -> Result<RunReport, JournalError> {
     let runs = read_journal(&dir.join("records.jsonl"))?;
     let config = ParityConfig::load(&ParityConfig::path_in(project_dir)).unwrap_or_default();
     let mut envs: Vec<EnvSummary> = Vec::new();

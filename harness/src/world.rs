@@ -42,7 +42,7 @@ pub struct PassSettings {
     pub interrupt: crate::interrupt::Interrupt,
 }
 
-/// What every scenario of one environment pass shares. It dereferences to the run's [`PassSettings`], so
+/// What every scenario of one environment pass shares; the run-wide settings are in [`PassSettings`].
 /// the step library reads `pass.step_timeout` or `pass.project_dir` directly.
 pub struct EnvPass {
     pub env: Arc<dyn Environment>,
@@ -82,14 +82,6 @@ impl EnvPass {
             feature.path.as_deref(),
             scenario.position.line,
         )
-    }
-}
-
-impl std::ops::Deref for EnvPass {
-    type Target = PassSettings;
-
-    fn deref(&self) -> &PassSettings {
-        &self.settings
     }
 }
 

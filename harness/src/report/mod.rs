@@ -51,8 +51,32 @@ pub fn write_all(report: &RunReport, dir: &Path) -> std::io::Result<ReportFiles>
 }
 
 /// Reads a `parity.json` back.
-pub fn read_json(path: &Path) -> Result<RunReport, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}: line {} column {}: {e}", path.display(), e.line(), e.column()))
+pub fn read_json(path: &Path) -> Result<RunReport, ReadReportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ReadReportError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ReadReportError::Json {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        reason: e.to_string(),
+    })
+}
+
+/// Why a `parity.json` cannot be read back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadReportError {
+    #[error("{}: {reason}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{}: line {line} column {column}: {reason}", .path.display())]
+    Json {
+        path: std::path::PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
 }

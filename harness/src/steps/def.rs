@@ -113,7 +113,7 @@ macro_rules! step_fn {
                 let (limit, interrupt) = w
                     .pass
                     .as_ref()
-                    .map(|p| (p.step_timeout, p.interrupt.clone()))
+                    .map(|p| (p.settings.step_timeout, p.settings.interrupt.clone()))
                     .unwrap_or_default();
                 let cancellable = args.step.ty == cucumber::gherkin::StepType::Then;
                 let result = $crate::steps::def::guard($body(w, &args), limit, &interrupt, cancellable).await;

@@ -84,7 +84,7 @@ async fn deploy(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
 
 async fn deploy_file(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     let pass = w.pass()?.clone();
-    let path = pass.project_dir.join(a.get(0));
+    let path = pass.settings.project_dir.join(a.get(0));
     let pods = crate::manifest::load(&path)
         .map_err(|e| StepFailure::Infra(crate::error::InfraError::Manifest(e.to_string())))?;
     for pod in pods {
@@ -117,7 +117,7 @@ async fn restart(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
         }
     }
     let pass = w.pass()?.clone();
-    wait_ready_again(w, a.get(0), pass.ready_timeout).await
+    wait_ready_again(w, a.get(0), pass.settings.ready_timeout).await
 }
 
 async fn becomes_ready(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
