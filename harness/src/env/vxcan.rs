@@ -102,8 +102,17 @@ fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
+/// A vxcan setup command (`ip link ...`) that could not run or failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    #[error("`{command}`: {reason}")]
+    Spawn { command: String, reason: String },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
 /// Runs a plan's commands, stopping at the first failure with its stderr.
-pub async fn run_commands(commands: &[Vec<String>]) -> Result<(), String> {
+pub async fn run_commands(commands: &[Vec<String>]) -> Result<(), CommandError> {
     for cmd in commands {
         let Some((program, args)) = cmd.split_first() else {
             continue;
@@ -112,13 +121,15 @@ pub async fn run_commands(commands: &[Vec<String>]) -> Result<(), String> {
             .args(args)
             .output()
             .await
-            .map_err(|e| format!("`{}`: {e}", cmd.join(" ")))?;
+            .map_err(|e| CommandError::Spawn {
+                command: cmd.join(" "),
+                reason: e.to_string(),
+            })?;
         if !out.status.success() {
-            return Err(format!(
-                "`{}` failed: {}",
-                cmd.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(CommandError::Failed {
+                command: cmd.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
     }
     Ok(())
