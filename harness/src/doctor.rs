@@ -96,9 +96,13 @@ pub async fn leftovers(clean: bool) -> Vec<String> {
         if report.processes > 0 {
             lines.push(format!("killed {} leftover processes", report.processes));
         }
-        for kind in env::registry() {
-            lines.extend((kind.sweep)(cleanup::live_runs(&root), env::Setup::default()).await);
-        }
+        let live = cleanup::live_runs(&root);
+        lines.extend(
+            env::sweep(&live, env::Setup::default())
+                .await
+                .into_iter()
+                .map(|(_, line)| line),
+        );
         if lines.is_empty() {
             lines.push("nothing left over by earlier runs".into());
         }

@@ -43,7 +43,6 @@ pub struct PassSettings {
 }
 
 /// What every scenario of one environment pass shares; the run-wide settings are in [`PassSettings`].
-/// the step library reads `pass.step_timeout` or `pass.project_dir` directly.
 pub struct EnvPass {
     pub env: Arc<dyn Environment>,
     pub run: RunContext,

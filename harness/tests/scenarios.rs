@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == kind.name)) {
             continue;
         }
-        let probed = if kind.needs_lab {
+        let probed = if kind.needs_lab() {
             board_lab(&mut sim_lab).map(|path| lab = Some(path))
         } else {
             runtime.block_on((kind.probe)()).map(|_| ()).map_err(|e| e.reason)

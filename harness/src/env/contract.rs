@@ -227,9 +227,6 @@ pub type CreateFn =
 pub struct EnvKind {
     pub name: &'static str,
     pub summary: &'static str,
-    /// Whether this kind's columns come from a lab inventory (`--lab`); the scenario suite then provides
-    /// one (a simulated lab when none is given).
-    pub needs_lab: bool,
     /// Checks whether this machine can host the environment; `Err` says why not and how to fix it.
     pub probe: fn() -> BoxFuture<'static, Result<String, ProbeFailure>>,
     /// The columns a name on the command line stands for (`native` is one column; `board` is every board of
@@ -244,6 +241,17 @@ pub struct EnvKind {
     /// Pre-flight checks beyond [`EnvKind::probe`] for `doctor --lab` (every board of the lab); most kinds
     /// have none.
     pub preflight: for<'a> fn(setup: Setup<'a>) -> BoxFuture<'a, Vec<Check>>,
+}
+
+impl EnvKind {
+    /// Whether this kind's columns come from a lab inventory (`--lab`): without one, its own name stands for
+    /// no column. The scenario suite then provides a lab (a simulated one when none is given).
+    pub fn needs_lab(&self) -> bool {
+        matches!(
+            (self.columns)(self.name, Setup::default()),
+            Err(ColumnError::NeedsLab(_))
+        )
+    }
 }
 
 /// [`EnvKind::columns`] of a kind that is one column of its own name.

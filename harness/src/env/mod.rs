@@ -99,6 +99,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_board_columns_need_a_lab() {
+        let needing: Vec<&str> = registry()
+            .iter()
+            .filter(|k| k.needs_lab())
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(needing, vec!["board"]);
+    }
+
+    #[test]
     fn bus_variables() {
         assert_eq!(bus_env_name("body-1"), "CAN_BUS_BODY_1");
         let env = bus_env(&[

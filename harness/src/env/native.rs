@@ -27,7 +27,6 @@ pub fn kind() -> EnvKind {
                 Ok("host processes; CAN through the userspace hub (no kernel CAN needed)".into())
             })
         },
-        needs_lab: false,
         columns: single_column,
         create: |_column, _run, _setup| Ok(Arc::new(NativeEnv)),
         sweep: sweep_nothing,

@@ -38,7 +38,6 @@ pub fn kind() -> EnvKind {
         name: "vm",
         summary:
             "KVM microVM of agl-vmm: the static workload at CPL3, syscalls and SocketCAN served by the VMM",
-        needs_lab: false,
         probe: || Box::pin(async { probe() }),
         columns: single_column,
         create: |_column, run, _setup| Ok(Arc::new(VmEnv::new(run))),

@@ -77,7 +77,6 @@ pub fn kind() -> EnvKind {
     EnvKind {
         name: "board",
         summary: "target boards of a lab inventory, deployed over ssh (`--lab FILE`, columns board:<name>)",
-        needs_lab: true,
         probe: || Box::pin(probe()),
         columns,
         create: create_column,

@@ -55,7 +55,6 @@ pub fn kind() -> EnvKind {
     EnvKind {
         name: "container",
         summary: "Docker containers (testcontainers-rs) from FROM-scratch images of the workload binaries",
-        needs_lab: false,
         probe: || Box::pin(probe()),
         columns: single_column,
         create: |_column, run, _setup| Ok(Arc::new(ContainerEnv::new(run, reuse_from_env())?)),
