@@ -171,6 +171,7 @@ mod tests {
             limits: Resources::default(),
             requests: Resources::default(),
             readiness: None,
+            ..Default::default()
         }
     }
 

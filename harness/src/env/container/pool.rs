@@ -103,6 +103,7 @@ pub(super) mod fixtures {
             limits: Default::default(),
             requests: Default::default(),
             readiness: None,
+            ..Default::default()
         }
     }
 }
