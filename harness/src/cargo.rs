@@ -1,6 +1,7 @@
-//! Building packages of this workspace with cargo at run time: the static workload binaries (for the host or
-//! a board's target triple) and the VMM. Uses the cargo that runs the harness (`CARGO`) and the workspace's
-//! target directory (`CARGO_TARGET_DIR` or `<project>/target`), so nothing is built twice.
+//! Building cargo packages at run time: the static workload binaries of a project or of the harness's own
+//! source (for the host or a board's target triple), pod-init and the VMM. Uses the cargo that runs the
+//! harness (`CARGO`, else `cargo` on the `PATH`) and the workspace's target directory (`CARGO_TARGET_DIR` or
+//! `<workspace>/target`), so nothing is built twice.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,13 @@ pub struct BuildRequest<'a> {
     /// Link statically (`-C target-feature=+crt-static`); needs a `triple` so that build scripts and
     /// proc-macros are not affected.
     pub static_crt: bool,
+}
+
+/// The workspace this harness was built from: its helpers (pod-init, the VMM) and sample workloads are
+/// built there.
+pub fn source_workspace() -> PathBuf {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The workspace's target directory.
@@ -37,6 +45,24 @@ pub enum BuildError {
     /// Prebuilt binaries were named, but the path is not a directory.
     #[error("{var}={} is not a directory", .dir.display())]
     PrebuiltNotADirectory { var: &'static str, dir: PathBuf },
+    /// A directory of executables the project names does not exist.
+    #[error("{what}: {} is not a directory", .dir.display())]
+    NotADirectory { what: String, dir: PathBuf },
+    /// A project's build command could not be started.
+    #[error("cannot run `sh -c {command:?}` in {}: {reason}", .dir.display())]
+    CommandSpawn {
+        command: String,
+        dir: PathBuf,
+        reason: String,
+    },
+    /// A project's build command failed; `output` holds the last lines of its stdout and stderr.
+    #[error("`{command}` failed ({status}) in {}:\n{output}", .dir.display())]
+    CommandFailed {
+        command: String,
+        dir: PathBuf,
+        status: String,
+        output: String,
+    },
 }
 
 /// Builds the package's binaries in release mode; returns the directory holding them.

@@ -48,6 +48,11 @@ pub enum InfraError {
     /// The run was interrupted (Ctrl-C) before or while the step ran.
     #[error("run interrupted")]
     Interrupted,
+    /// This environment cannot run the workload as the project provides it (a container image on a host
+    /// environment, a dynamically linked executable in the vm): the scenario is *unsupported here*, not an
+    /// infra-error.
+    #[error("`{workload}`: {reason}")]
+    Unsupported { workload: String, reason: String },
 }
 
 fn tail_suffix(tail: &str) -> String {

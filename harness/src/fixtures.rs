@@ -1,8 +1,9 @@
 //! The project's fixtures as a run sees them: workload manifests by pod name, and the DBC signal database.
 //!
-//! Manifests are read from `fixtures/manifests/*.yaml`, DBC files from `fixtures/dbc/*.dbc`. A file that
-//! cannot be read does not stop the run: its error is kept and reported by every scenario that needs it,
-//! while scenarios that do not need it run normally.
+//! Manifests are read from the project's manifest paths (`manifests:` of `agl-parity.yaml`, by default
+//! `fixtures/manifests`): files as given, directories searched recursively for `*.yaml`/`*.yml`; DBC files
+//! likewise from its `dbc:` paths (`*.dbc`). A file that cannot be read does not stop the run: its error is
+//! kept and reported by every scenario that needs it, while scenarios that do not need it run normally.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,10 @@ use crate::manifest::{self, WorkloadSpec};
 /// Manifests and signal databases of a project.
 #[derive(Debug, Default)]
 pub struct Fixtures {
-    pub root: PathBuf,
+    /// Where manifests were searched.
+    pub manifest_paths: Vec<PathBuf>,
+    /// Where DBC files were searched.
+    pub dbc_paths: Vec<PathBuf>,
     /// Pods by `metadata.name`.
     pub workloads: BTreeMap<String, WorkloadSpec>,
     /// Manifest files that could not be read, with their errors.
@@ -25,13 +29,19 @@ pub struct Fixtures {
 }
 
 impl Fixtures {
-    /// Loads everything under `root` (the project's `fixtures/`).
+    /// Loads `root/manifests` and `root/dbc` (this repository's `fixtures/` layout).
     pub fn load(root: &Path) -> Fixtures {
+        Fixtures::from_paths(&[root.join("manifests")], &[root.join("dbc")])
+    }
+
+    /// Loads the manifests and DBC files at these paths (files, or directories searched recursively).
+    pub fn from_paths(manifests: &[PathBuf], dbc: &[PathBuf]) -> Fixtures {
         let mut fx = Fixtures {
-            root: root.to_path_buf(),
+            manifest_paths: manifests.to_vec(),
+            dbc_paths: dbc.to_vec(),
             ..Fixtures::default()
         };
-        for path in files_with_extension(&root.join("manifests"), &["yaml", "yml"]) {
+        for path in files_with_extension(manifests, &["yaml", "yml"], &mut fx.manifest_errors) {
             match manifest::load(&path) {
                 Ok(pods) => {
                     for pod in pods {
@@ -50,7 +60,7 @@ impl Fixtures {
                 Err(e) => fx.manifest_errors.push(e.to_string()),
             }
         }
-        for path in files_with_extension(&root.join("dbc"), &["dbc"]) {
+        for path in files_with_extension(dbc, &["dbc"], &mut fx.dbc_errors) {
             match Database::load(&path) {
                 Ok(db) => fx.databases.push(db),
                 Err(e) => fx.dbc_errors.push(e.to_string()),
@@ -63,7 +73,7 @@ impl Fixtures {
     pub fn workload(&self, name: &str) -> Result<&WorkloadSpec, FixtureError> {
         self.workloads.get(name).ok_or_else(|| FixtureError::NoWorkload {
             name: name.to_string(),
-            dir: self.root.join("manifests"),
+            searched: self.manifest_paths.clone(),
             known: self.workloads.keys().cloned().collect(),
             unreadable: self.manifest_errors.clone(),
         })
@@ -78,7 +88,7 @@ impl Fixtures {
         }
         Err(FixtureError::NoMessage {
             name: name.to_string(),
-            dir: self.root.join("dbc"),
+            searched: self.dbc_paths.clone(),
             unreadable: self.dbc_errors.clone(),
         })
     }
@@ -89,37 +99,78 @@ impl Fixtures {
     }
 }
 
-fn files_with_extension(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
+/// The files at `paths`: a file as given, a directory searched recursively for files with one of
+/// `extensions` (sorted per directory, hidden entries skipped). A directory that cannot be read is an error
+/// in `errors`; a path that does not exist is skipped (a project may have no DBC at all), and a workload or
+/// message looked up later names every searched path.
+fn files_with_extension(paths: &[PathBuf], extensions: &[&str], errors: &mut Vec<String>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            files.push(path.clone());
+        } else if path.is_dir() {
+            walk(path, extensions, &mut files, errors);
+        }
+    }
+    files
+}
+
+fn walk(dir: &Path, extensions: &[&str], files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(format!("{}: {e}", dir.display()));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| extensions.contains(&e))
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
         })
         .collect();
-    files.sort();
-    files
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            walk(&p, extensions, files, errors);
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| extensions.contains(&e))
+        {
+            files.push(p);
+        }
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "(no paths)".into();
+    }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A pod or DBC message a scenario names that the project does not define; the files that could not be read
 /// are listed, since the name may be in one of them.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FixtureError {
-    #[error("no manifest in {} defines workload `{name}` (known: {}){}", .dir.display(), .known.join(", "), unreadable_lines("manifest", .unreadable))]
+    #[error("no manifest in {} defines workload `{name}` (known: {}){}", display_paths(.searched), .known.join(", "), unreadable_lines("manifest", .unreadable))]
     NoWorkload {
         name: String,
-        dir: PathBuf,
+        searched: Vec<PathBuf>,
         known: Vec<String>,
         unreadable: Vec<String>,
     },
-    #[error("no DBC message named `{name}` in {}{}", .dir.display(), unreadable_lines("DBC", .unreadable))]
+    #[error("no DBC message named `{name}` in {}{}", display_paths(.searched), unreadable_lines("DBC", .unreadable))]
     NoMessage {
         name: String,
-        dir: PathBuf,
+        searched: Vec<PathBuf>,
         unreadable: Vec<String>,
     },
 }
@@ -150,5 +201,26 @@ mod tests {
             err.contains("broken.yaml: document 1: spec.bogus: unknown field `bogus`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn paths_are_files_or_directories_searched_recursively() {
+        let repo = crate::cargo::source_workspace().join("fixtures");
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("k8s/comfort/hvac");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::copy(repo.join("manifests/hvac.yaml"), nested.join("hvac.yml")).unwrap();
+        std::fs::write(dir.path().join("k8s/README.md"), "not a manifest").unwrap();
+        let single = dir.path().join("body.yaml");
+        std::fs::copy(repo.join("manifests/body-control.yaml"), &single).unwrap();
+        let fx = Fixtures::from_paths(
+            &[dir.path().join("k8s"), single, dir.path().join("absent")],
+            &[repo.join("dbc/agl-vehicle.dbc")],
+        );
+        assert!(fx.manifest_errors.is_empty(), "{:?}", fx.manifest_errors);
+        assert!(fx.workload("hvac").is_ok() && fx.workload("body-control").is_ok());
+        assert!(fx.message("HvacStatus").is_ok());
+        let err = fx.workload("wiper").unwrap_err().to_string();
+        assert!(err.contains("k8s") && err.contains("body.yaml"), "{err}");
     }
 }

@@ -5,10 +5,12 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`project`] | the project file `agl-parity.yaml`: where scenarios, manifests, DBC, reports and workloads are |
 //! | [`manifest`] | Kubernetes Pod/Deployment manifests into the workload model |
 //! | [`fixtures`] | the project's manifests by pod name and its DBC databases |
-//! | [`workload`] | workload binaries: built static, located by image name |
-//! | [`cargo`] | building workspace packages (workloads, VMM) at run time |
+//! | [`workload`] | workload sources: from a manifest image to an executable or a container image |
+//! | [`cargo`] | building cargo packages (workloads, pod-init, VMM) at run time |
+//! | [`helpers`] | the harness's own helpers (pod-init, agl-vmm): override, installed, or built from source |
 //! | [`error`] | [`error::InfraError`]: what an environment, the supervisor or the bus report as an infra-error |
 //! | [`env`] | the [`env::Environment`] trait and the environments (native, ...) |
 //! | [`supervisor`] | restart policy, stop, kill, restart of one container, for every environment |
@@ -30,6 +32,8 @@
 //! | [`ssh`] | the system ssh/scp client for boards, bounded and classified |
 //! | [`merge`] | merging parity reports of different machines |
 //! | [`progress`] | progress bars and per-scenario lines |
+//! | [`init`] | `agl-parity init`: a starter project |
+//! | [`suite`] | the scenario suite as a `harness = false` test target of any crate |
 
 pub mod bus;
 pub mod cargo;
@@ -40,6 +44,8 @@ pub mod env;
 pub mod error;
 pub mod features;
 pub mod fixtures;
+pub mod helpers;
+pub mod init;
 pub mod interrupt;
 pub mod lab;
 pub mod logs;
@@ -47,12 +53,14 @@ pub mod manifest;
 pub mod merge;
 pub mod parity;
 pub mod progress;
+pub mod project;
 pub mod readiness;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod ssh;
 pub mod steps;
+pub mod suite;
 pub mod supervisor;
 pub mod workload;
 pub mod world;
@@ -68,18 +76,23 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Environment variable naming the project directory (scenarios/, fixtures/, reports/).
+/// Environment variable naming the project directory (the one holding `agl-parity.yaml` or `scenarios/`).
 pub const PROJECT_ENV: &str = "AGL_PARITY_PROJECT";
 
-/// The project directory: `AGL_PARITY_PROJECT`, else the workspace this binary was built from, else the
-/// current directory.
+/// The project directory: `AGL_PARITY_PROJECT`, else the current directory when it is a project (it holds
+/// `agl-parity.yaml` or `scenarios/`), else the workspace this binary was built from when that is one, else
+/// the current directory.
 pub fn default_project_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(PROJECT_ENV) {
         return PathBuf::from(dir);
     }
-    let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if built_from.join("scenarios").is_dir() {
-        return built_from.canonicalize().unwrap_or(built_from);
+    let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    if project::is_project(&current) {
+        return current;
     }
-    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+    let built_from = cargo::source_workspace();
+    if project::is_project(&built_from) {
+        return built_from;
+    }
+    current
 }

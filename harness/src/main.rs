@@ -1,4 +1,5 @@
-//! `agl-parity`: run scenarios across environments, start a bus, check the machine, list what exists.
+//! `agl-parity`: run scenarios across environments, start a bus, check the machine, list what exists, and
+//! write a starter project (`init`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use agl_parity::features::{self, FeatureSet};
+use agl_parity::project::Project;
 use agl_parity::runner::{self, RunOptions};
 use agl_parity::{doctor, env, report, steps};
 
@@ -17,7 +19,8 @@ use agl_parity::{doctor, env, report, steps};
     about = "Environment-parity test harness for AGL CAN workloads"
 )]
 struct Cli {
-    /// Project directory holding scenarios/, fixtures/ and reports/ (default: the workspace this was built from).
+    /// Project directory: the one holding agl-parity.yaml (or scenarios/, fixtures/ and reports/). Default:
+    /// the current directory if it is a project, else the workspace this was built from.
     #[arg(long, global = true, env = "AGL_PARITY_PROJECT")]
     project: Option<PathBuf>,
     #[command(subcommand)]
@@ -28,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run scenarios in one or more environments and write a parity report.
     Run {
-        /// Feature files or directories (default: <project>/scenarios).
+        /// Feature files or directories (default: the project's `scenarios:`).
         paths: Vec<PathBuf>,
         /// Environments, comma-separated, in column order.
         #[arg(long = "env", short = 'e', value_delimiter = ',', default_value = "native")]
@@ -42,7 +45,7 @@ enum Command {
         /// Scenarios run at once per environment.
         #[arg(long, short = 'j', default_value_t = 4)]
         concurrency: usize,
-        /// Where run directories are written (default: <project>/reports).
+        /// Where run directories are written (default: the project's `reports:`).
         #[arg(long)]
         report_dir: Option<PathBuf>,
         /// Per-step time limit in seconds.
@@ -54,11 +57,12 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
-        /// Use prebuilt workload binaries from this directory instead of building them
+        /// A directory of workload executables, tried before the project's workload sources
         /// (also AGL_PARITY_WORKLOADS_DIR).
         #[arg(long)]
         workloads: Option<PathBuf>,
-        /// Lab inventory for board columns: `--env board:<name>`, or `--env board` for every board.
+        /// Lab inventory for board columns: `--env board:<name>`, or `--env board` for every board
+        /// (default: the project's `lab:`).
         #[arg(long, env = "AGL_PARITY_LAB")]
         lab: Option<PathBuf>,
         /// Run the environments at the same time (every board of a lab in parallel).
@@ -111,7 +115,7 @@ enum Command {
     },
     /// List scenarios (and where they run), environments, or the step library.
     List {
-        /// Feature files or directories (default: <project>/scenarios).
+        /// Feature files or directories (default: the project's `scenarios:`).
         paths: Vec<PathBuf>,
         /// List the step definitions instead.
         #[arg(long)]
@@ -120,6 +124,11 @@ enum Command {
     /// Rebuild the reports of a run directory from its records.jsonl (e.g. after a killed run).
     Report {
         /// The run directory, reports/<run-id>.
+        dir: PathBuf,
+    },
+    /// Write a starter project (agl-parity.yaml, a manifest, a DBC, a feature) into DIR; passes on `native`.
+    Init {
+        /// The new project's directory (created if missing; existing files are never overwritten).
         dir: PathBuf,
     },
 }
@@ -159,6 +168,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Commands that read the project's layout.
+    let load_project = || match Project::load(&project) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    };
     match cli.command {
         Command::Run {
             paths,
@@ -174,10 +191,14 @@ fn main() -> ExitCode {
             lab,
             parallel,
         } => {
+            let project = match load_project() {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let defaults = RunOptions::new(&project);
             let options = RunOptions {
-                run_id: runner::new_run_id(),
                 scenario_paths: if paths.is_empty() {
-                    vec![project.join("scenarios")]
+                    defaults.scenario_paths.clone()
                 } else {
                     paths
                 },
@@ -185,15 +206,14 @@ fn main() -> ExitCode {
                 tags,
                 name_filter: name,
                 concurrency,
-                report_root: report_dir.unwrap_or_else(|| project.join("reports")),
+                report_root: report_dir.unwrap_or_else(|| defaults.report_root.clone()),
                 step_timeout: Duration::from_secs(step_timeout),
                 ready_timeout: Duration::from_secs(ready_timeout),
                 progress: !no_progress,
                 prebuilt_workloads: workloads,
-                interrupt: Default::default(),
-                lab,
+                lab: lab.or_else(|| defaults.lab.clone()),
                 parallel_environments: parallel,
-                project_dir: project,
+                ..defaults
             };
             runtime.block_on(run(options))
         }
@@ -204,11 +224,24 @@ fn main() -> ExitCode {
             queue,
             block,
         } => runtime.block_on(hub(unix, tcp, record, queue, block)),
-        Command::Doctor { clean, lab } => runtime.block_on(doctor_cmd(&project, clean, lab)),
-        Command::Merge { inputs, out, strict } => merge_cmd(&project, &inputs, &out, strict),
+        Command::Doctor { clean, lab } => match load_project() {
+            Ok(p) => {
+                let lab = lab.or_else(|| p.lab.clone());
+                runtime.block_on(doctor_cmd(&p, clean, lab))
+            }
+            Err(code) => code,
+        },
+        Command::Merge { inputs, out, strict } => match load_project() {
+            Ok(p) => merge_cmd(&p, &inputs, &out, strict),
+            Err(code) => code,
+        },
         Command::LabSim { action } => lab_sim(action),
-        Command::List { paths, steps } => list(&project, paths, steps),
+        Command::List { paths, steps } => match load_project() {
+            Ok(p) => list(&p, paths, steps),
+            Err(code) => code,
+        },
         Command::Report { dir } => rebuild_report(&project, &dir),
+        Command::Init { dir } => init_cmd(&dir),
     }
 }
 
@@ -358,9 +391,43 @@ async fn hub(
     ExitCode::SUCCESS
 }
 
-async fn doctor_cmd(project: &std::path::Path, clean: bool, lab: Option<PathBuf>) -> ExitCode {
-    println!("agl-parity doctor (project {})", project.display());
-    for c in doctor::checks(project).await {
+async fn doctor_cmd(project: &Project, clean: bool, lab: Option<PathBuf>) -> ExitCode {
+    println!("agl-parity doctor (project {})", project.root.display());
+    println!(
+        "  {:<7} {:<18} {}",
+        "",
+        "project file",
+        match &project.file {
+            Some(f) => f.display().to_string(),
+            None => format!("none ({} layout defaults)", agl_parity::project::PROJECT_FILE),
+        }
+    );
+    let scenarios = FeatureSet::load(&project.scenarios);
+    println!(
+        "  {:<7} {:<18} {} scenarios in {}",
+        if scenarios.errors.is_empty() {
+            "ok"
+        } else {
+            "PROBLEM"
+        },
+        "scenarios",
+        scenarios.scenarios().len(),
+        join_paths(&project.scenarios)
+    );
+    for e in &scenarios.errors {
+        println!("  {:<7} {:<18} {e}", "", "");
+    }
+    let catalog = agl_parity::workload::WorkloadCatalog::for_project(project, None);
+    println!(
+        "  {:<7} {:<18} {}",
+        "",
+        "workloads",
+        match catalog.known_workloads() {
+            names if names.is_empty() => "none known before building".to_string(),
+            names => names.join(", "),
+        }
+    );
+    for c in doctor::checks(&project.root).await {
         println!(
             "  {:<7} {:<18} {}",
             if c.ok { "ok" } else { "MISSING" },
@@ -407,9 +474,16 @@ async fn doctor_cmd(project: &std::path::Path, clean: bool, lab: Option<PathBuf>
     }
 }
 
-fn merge_cmd(project: &std::path::Path, inputs: &[PathBuf], out: &std::path::Path, strict: bool) -> ExitCode {
-    let path = agl_parity::config::ParityConfig::path_in(project);
-    let config = match agl_parity::config::ParityConfig::load(&path) {
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn merge_cmd(project: &Project, inputs: &[PathBuf], out: &std::path::Path, strict: bool) -> ExitCode {
+    let config = match agl_parity::config::ParityConfig::load(&project.parity) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -481,7 +555,7 @@ fn lab_sim(action: LabSimAction) -> ExitCode {
     }
 }
 
-fn list(project: &std::path::Path, paths: Vec<PathBuf>, show_steps: bool) -> ExitCode {
+fn list(project: &Project, paths: Vec<PathBuf>, show_steps: bool) -> ExitCode {
     if show_steps {
         for def in steps::catalog() {
             let kw = match def.kind {
@@ -493,7 +567,7 @@ fn list(project: &std::path::Path, paths: Vec<PathBuf>, show_steps: bool) -> Exi
         return ExitCode::SUCCESS;
     }
     let paths = if paths.is_empty() {
-        vec![project.join("scenarios")]
+        project.scenarios.clone()
     } else {
         paths
     };
@@ -511,7 +585,7 @@ fn list(project: &std::path::Path, paths: Vec<PathBuf>, show_steps: bool) -> Exi
             .feature
             .path
             .as_deref()
-            .map(|p| p.strip_prefix(project).unwrap_or(p).display().to_string())
+            .map(|p| p.strip_prefix(&project.root).unwrap_or(p).display().to_string())
             .unwrap_or_default();
         println!(
             "{file}:{:<4} {:<60} [{}] {}",
@@ -528,6 +602,25 @@ fn list(project: &std::path::Path, paths: Vec<PathBuf>, show_steps: bool) -> Exi
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn init_cmd(dir: &std::path::Path) -> ExitCode {
+    match agl_parity::init::init(dir) {
+        Ok(written) => {
+            for f in &written {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "next: cd {} && agl-parity run        # every scenario on the native environment",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -48,8 +48,10 @@ pub enum Outcome {
     Failed,
     /// The environment could not run the scenario (deploy failure, workload never ready, bus error).
     InfraError,
-    /// Not run: the scenario needs a capability (`@needs:<tag>`) this environment does not offer.
-    /// Shown as "unsupported here"; neither passed nor failed.
+    /// Not run: the scenario needs a capability (`@needs:<tag>`) this environment does not offer, or the
+    /// environment cannot run a workload as the project provides it (a container image on a host
+    /// environment, a dynamically linked executable in the vm). Shown as "unsupported here"; neither passed
+    /// nor failed.
     Unsupported,
 }
 

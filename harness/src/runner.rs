@@ -1,7 +1,7 @@
 //! The parity runner: every selected scenario once per environment, on cucumber-rs, then the comparison.
 //!
-//! A run sweeps up what killed runs left, registers itself ([`crate::cleanup`]), loads features, fixtures
-//! and the parity configuration, and makes one cucumber pass per environment with the step library of
+//! A run sweeps up what killed runs left, registers itself ([`crate::cleanup`]), reads the project
+//! ([`crate::project`]: manifests, DBC, parity configuration, workload sources), loads features and fixtures, and makes one cucumber pass per environment with the step library of
 //! [`crate::steps`]. An environment that cannot be created or prepared marks its scenarios as infra-errors
 //! and the run goes on. The records of all passes go to [`crate::parity`] and into a [`RunReport`].
 
@@ -16,11 +16,13 @@ use futures::future::LocalBoxFuture;
 use crate::cleanup::{self, RunGuard};
 use crate::config::ParityConfig;
 use crate::env::{self, ColumnError, RunContext, Setup};
+use crate::error::InfraError;
 use crate::features::{self, FeatureSet};
 use crate::fixtures::Fixtures;
 use crate::lab::Lab;
 use crate::parity::{self, EnvSummary, RunReport};
 use crate::progress::Progress;
+use crate::project::Project;
 use crate::record::{Outcome, ScenarioId, ScenarioRun};
 use crate::steps;
 use crate::workload::WorkloadCatalog;
@@ -47,7 +49,8 @@ pub struct RunOptions {
     pub ready_timeout: Duration,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
-    /// Prebuilt workload binaries to use instead of building `fixtures/workloads`.
+    /// A directory of workload executables tried before the project's own workload sources
+    /// (`--workloads DIR`).
     pub prebuilt_workloads: Option<PathBuf>,
     /// Triggered to stop the run early (Ctrl-C).
     pub interrupt: crate::interrupt::Interrupt,
@@ -55,6 +58,30 @@ pub struct RunOptions {
     pub lab: Option<PathBuf>,
     /// Run the environment columns at the same time instead of one after another (boards of a lab).
     pub parallel_environments: bool,
+}
+
+impl RunOptions {
+    /// Options for every scenario of `project` on the native environment, its reports and lab inventory
+    /// from the project file, the CLI's default limits.
+    pub fn new(project: &Project) -> RunOptions {
+        RunOptions {
+            run_id: new_run_id(),
+            project_dir: project.root.clone(),
+            scenario_paths: project.scenarios.clone(),
+            environments: vec!["native".into()],
+            tags: None,
+            name_filter: None,
+            concurrency: 4,
+            report_root: project.reports.clone(),
+            step_timeout: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(15),
+            progress: false,
+            prebuilt_workloads: None,
+            interrupt: Default::default(),
+            lab: project.lab.clone(),
+            parallel_environments: false,
+        }
+    }
 }
 
 /// Errors that stop a run before it starts.
@@ -187,6 +214,7 @@ pub fn new_run_id() -> String {
 /// Runs everything `options` selects and compares the environments. Finished records go to `journal` as
 /// they happen (see [`partial_report`] for an interrupted run).
 pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcome, RunError> {
+    let project = Project::load(&options.project_dir).map_err(|e| RunError::Usage(e.to_string()))?;
     let lab = match &options.lab {
         Some(path) => Some(Arc::new(
             Lab::load(path).map_err(|e| RunError::Usage(e.to_string()))?,
@@ -206,8 +234,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
-    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir))
-        .map_err(|e| RunError::Usage(e.to_string()))?;
+    let config = ParityConfig::load(&project.parity).map_err(|e| RunError::Usage(e.to_string()))?;
 
     let root = cleanup::state_root();
     let swept = cleanup::sweep(&root);
@@ -238,15 +265,15 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let feature_set = FeatureSet::load(&options.scenario_paths);
-    let fixtures = Arc::new(Fixtures::load(&options.project_dir.join("fixtures")));
+    let fixtures = Arc::new(Fixtures::from_paths(&project.manifests, &project.dbc));
     let config = Arc::new(config);
     let run_ctx = RunContext {
         run_id: run_id.clone(),
         state_dir: guard.dir().to_path_buf(),
-        catalog: Arc::new(match &options.prebuilt_workloads {
-            Some(dir) => WorkloadCatalog::prebuilt(dir),
-            None => WorkloadCatalog::new(&options.project_dir),
-        }),
+        catalog: Arc::new(WorkloadCatalog::for_project(
+            &project,
+            options.prebuilt_workloads.as_deref(),
+        )),
     };
 
     let progress = Progress::new(options.progress);
@@ -399,9 +426,16 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
     bar.message("preparing");
     if let Err(e) = environment.prepare(s.run_ctx).await {
         summary.unavailable = Some(e.to_string());
-        infra_records(&selected, env_name, &e.to_string())
-            .into_iter()
-            .for_each(|r| journal.push(r));
+        let mut records = infra_records(&selected, env_name, &e.to_string());
+        // The environment cannot run this project's workloads at all (e.g. container images only).
+        if matches!(e, InfraError::Unsupported { .. }) {
+            for r in &mut records {
+                r.outcome = Outcome::Unsupported;
+                r.message = Some(format!("unsupported here: {e}"));
+                r.transport = summary.transport.clone();
+            }
+        }
+        records.into_iter().for_each(|r| journal.push(r));
         bar.finish_with(&format!("preparation failed: {e}"));
         count(&mut summary, &journal.runs_of(env_name));
         journal.add_environment(summary);
@@ -510,7 +544,7 @@ fn assemble(
 
 /// The report of an interrupted run: whatever finished before the interruption.
 pub fn partial_report(options: &RunOptions, journal: &Journal, elapsed: Duration) -> RunReport {
-    let config = ParityConfig::load(&ParityConfig::path_in(&options.project_dir)).unwrap_or_default();
+    let config = ParityConfig::load(&parity_path(&options.project_dir)).unwrap_or_default();
     let mut envs = journal.environments();
     let lab = options.lab.as_deref().and_then(|p| Lab::load(p).ok());
     let columns = resolve_environments(&options.environments, lab.as_ref())
@@ -542,7 +576,7 @@ pub fn report_from_journal(
     project_dir: &std::path::Path,
 ) -> Result<RunReport, JournalError> {
     let runs = read_journal(&dir.join("records.jsonl"))?;
-    let config = ParityConfig::load(&ParityConfig::path_in(project_dir)).unwrap_or_default();
+    let config = ParityConfig::load(&parity_path(project_dir)).unwrap_or_default();
     let mut envs: Vec<EnvSummary> = Vec::new();
     for r in &runs {
         if !envs.iter().any(|e| e.name == r.env) {
@@ -579,6 +613,14 @@ pub fn report_from_journal(
         &FeatureSet::default(),
         &config,
     ))
+}
+
+/// The parity configuration file of the project at `project_dir` (its project file's `parity:`, else the
+/// default place).
+fn parity_path(project_dir: &std::path::Path) -> PathBuf {
+    Project::load(project_dir)
+        .map(|p| p.parity)
+        .unwrap_or_else(|_| ParityConfig::path_in(project_dir))
 }
 
 fn host_description() -> String {

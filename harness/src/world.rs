@@ -527,6 +527,10 @@ impl ScenarioWorld {
             .map(|s| s.line);
         match (finished, &self.failure) {
             (F::StepPassed, _) => (Outcome::Passed, None),
+            // The environment cannot run the workload as the project provides it: not an infra-error.
+            (_, Some(StepFailure::Infra(e @ InfraError::Unsupported { .. }))) => {
+                (Outcome::Unsupported, Some(format!("unsupported here: {e}")))
+            }
             (_, Some(StepFailure::Infra(e))) => (
                 Outcome::InfraError,
                 Some(format!("{}: {e}", self.place(failed_line.unwrap_or(0)))),

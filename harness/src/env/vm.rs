@@ -109,10 +109,8 @@ pub enum SnapshotError {
 
 /// Workloads in KVM microVMs.
 pub struct VmEnv {
-    project_dir: PathBuf,
     state_dir: PathBuf,
     run_id: String,
-    vmm: OnceCell<Result<PathBuf, crate::cargo::BuildError>>,
     snapshots: tokio::sync::Mutex<HashMap<String, Snapshot>>,
     use_snapshots: bool,
 }
@@ -120,10 +118,8 @@ pub struct VmEnv {
 impl VmEnv {
     fn new(run: &RunContext) -> VmEnv {
         VmEnv {
-            project_dir: run.catalog.project_dir().to_path_buf(),
             state_dir: run.state_dir.clone(),
             run_id: run.run_id.clone(),
-            vmm: OnceCell::new(),
             snapshots: tokio::sync::Mutex::new(HashMap::new()),
             use_snapshots: std::env::var("AGL_PARITY_VM_SNAPSHOTS")
                 .map(|v| v != "0")
@@ -131,28 +127,10 @@ impl VmEnv {
         }
     }
 
-    /// The `agl-vmm` binary: `AGL_PARITY_VMM` if set, else built from the workspace.
+    /// The `agl-vmm` binary: the harness's own helper (`AGL_PARITY_VMM`, installed beside agl-parity, or
+    /// built from the harness's source), never the project's.
     async fn vmm(&self) -> Result<PathBuf, InfraError> {
-        let result = self
-            .vmm
-            .get_or_init(|| async {
-                if let Some(path) = std::env::var_os("AGL_PARITY_VMM") {
-                    return Ok(PathBuf::from(path));
-                }
-                let request = crate::cargo::BuildRequest {
-                    package: "agl-vmm",
-                    triple: None,
-                    static_crt: false,
-                };
-                crate::cargo::build(&self.project_dir, &request)
-                    .await
-                    .map(|dir| dir.join("agl-vmm"))
-            })
-            .await;
-        result.clone().map_err(|e| InfraError::Build {
-            workload: "agl-vmm".into(),
-            reason: e.to_string(),
-        })
+        crate::helpers::Helper::Vmm.path().await
     }
 
     /// The snapshot for a VM command line, made once per run by a template boot.
@@ -251,7 +229,8 @@ impl Environment for VmEnv {
         let process_env = vec![(RUN_MARKER_ENV.to_string(), self.run_id.clone())];
         let mut instances = Vec::new();
         for container in &pod.containers {
-            let binary = run.catalog.binary_for(&container.image).await?;
+            // The VMM loads static executables only; anything else is unsupported here.
+            let binary = run.catalog.static_binary_for(&container.image).await?;
             let guest_args: Vec<String> = argv_for(container, &binary)?.into_iter().skip(1).collect();
             let memory = container.limits.memory_bytes.unwrap_or(DEFAULT_MEMORY);
             let workdir = request

@@ -1,9 +1,20 @@
-//! The images of the container environment: FROM-scratch images built locally from a workload's static
-//! binary (`agl-parity/<binary>:<content hash>`, rebuilt only when the binary changes), tagged with the
-//! manifest's own `image` reference, and the command line each runs under `pod-init`.
+//! The images of the container environment, and the command line each runs under `pod-init`.
+//!
+//! * **An executable** of the project ([`WorkloadSource::Executable`]) becomes a FROM-scratch image
+//!   `agl-parity/<binary>:<content hash>` (rebuilt only when the content changes), tagged with the
+//!   manifest's own `image` reference. A static executable is the image's only file; a dynamically linked
+//!   one (an ELF with a `PT_INTERP` program header) brings its interpreter and the libraries `ldd` lists, at
+//!   their host paths, so it runs unchanged.
+//! * **A container image** of the project ([`WorkloadSource::Image`]) is used itself: taken from the
+//!   engine, loaded with `docker load` or built with `docker build`, once per run, and tagged
+//!   `agl-parity/<binary>:run-<run id>`; it runs its own Entrypoint and Cmd (from `docker inspect`) unless
+//!   the manifest's `command`/`args` override them, the Kubernetes way.
+//! * An image no source provides is still usable when the engine already has it.
+//!
+//! `pod-init` stays PID 1 in every case: the launcher bind-mounts it and makes it the entrypoint.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bollard::query_parameters::TagImageOptions;
@@ -14,7 +25,9 @@ use testcontainers::GenericBuildableImage;
 use crate::env::contract::RunContext;
 use crate::env::launcher::argv_for;
 use crate::error::InfraError;
-use crate::manifest::ContainerSpec;
+use crate::manifest::{ContainerSpec, ImageRef};
+use crate::project::ImageFrom;
+use crate::workload::{elf_interpreter, WorkloadSource};
 
 /// A local image and the command line it runs under `pod-init`.
 #[derive(Clone)]
@@ -24,9 +37,17 @@ pub(super) struct LocalImage {
     pub(super) argv: Vec<String>,
 }
 
-/// The images built during one run: manifest reference -> local image reference.
+/// The images prepared during one run: manifest reference -> local image reference, and the image's own
+/// Entrypoint and Cmd for user images.
 pub(super) struct Images {
-    built: tokio::sync::Mutex<HashMap<String, String>>,
+    built: tokio::sync::Mutex<HashMap<String, Prepared>>,
+}
+
+#[derive(Clone)]
+struct Prepared {
+    reference: String,
+    /// Entrypoint and Cmd of a user image; `None` for our images of an executable.
+    config: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl Images {
@@ -36,8 +57,7 @@ impl Images {
         }
     }
 
-    /// The local image of a container and its command line: our images are built from the workload binary
-    /// (content-hash tag); an image that is not ours is usable when the engine already has it.
+    /// The local image of a container and its command line.
     pub(super) async fn image_for(
         &self,
         docker: &Docker,
@@ -45,84 +65,310 @@ impl Images {
         spec: &ContainerSpec,
     ) -> Result<LocalImage, InfraError> {
         let image = &spec.image;
-        let binary = match run.catalog.binary_for(image).await {
-            Ok(b) => b,
+        let source = match run.catalog.resolve(image).await {
+            Ok(source) => source,
             Err(e) => {
+                // Not the project's: usable when the engine already has it.
                 let Ok(inspect) = docker.inspect_image(&image.to_string()).await else {
                     return Err(e);
                 };
                 let config = inspect.config.unwrap_or_default();
-                let mut argv = if spec.command.is_empty() {
-                    config.entrypoint.unwrap_or_default()
-                } else {
-                    spec.command.clone()
-                };
-                argv.extend(if spec.args.is_empty() {
-                    config.cmd.unwrap_or_default()
-                } else {
-                    spec.args.clone()
-                });
+                let entry = (
+                    config.entrypoint.unwrap_or_default(),
+                    config.cmd.unwrap_or_default(),
+                );
                 return Ok(LocalImage {
                     reference: image.to_string(),
-                    argv,
+                    argv: kubernetes_argv(&spec.command, &spec.args, &entry),
                 });
             }
         };
-        let entry = format!("/{}", image.binary_name());
-        let mut argv = vec![entry.clone()];
-        argv.extend(argv_for(spec, &binary)?.into_iter().skip(1));
         let mut images = self.built.lock().await;
-        if let Some(reference) = images.get(&image.to_string()) {
-            return Ok(LocalImage {
-                reference: reference.clone(),
-                argv,
-            });
-        }
-        let build_err = |reason: String| InfraError::Build {
-            workload: image.to_string(),
-            reason,
+        let prepared = match images.get(&image.to_string()) {
+            Some(p) => p.clone(),
+            None => {
+                let p = match &source {
+                    WorkloadSource::Executable(binary) => Prepared {
+                        reference: build_from_executable(docker, image, binary).await?,
+                        config: None,
+                    },
+                    WorkloadSource::Image { reference, how } => {
+                        prepare_user_image(docker, run, image, reference, how).await?
+                    }
+                };
+                images.insert(image.to_string(), p.clone());
+                p
+            }
         };
-        let hash = content_hash(&binary).map_err(|e| build_err(format!("{}: {e}", binary.display())))?;
-        let name = format!("agl-parity/{}", image.binary_name());
-        let local = format!("{name}:{hash}");
-        if docker.inspect_image(&local).await.is_err() {
-            let started = Instant::now();
-            let dockerfile = format!(
-                "FROM scratch\nCOPY workload {entry}\nLABEL org.opencontainers.image.title=\"{}\"\nENTRYPOINT [\"{entry}\"]\n",
-                image.binary_name()
-            );
-            let _built = GenericBuildableImage::new(name.clone(), hash.clone())
-                .with_dockerfile_string(dockerfile)
-                .with_file(binary.clone(), "workload")
-                .build_image()
-                .await
-                .map_err(|e| build_err(format!("docker build of {local} failed: {e}")))?;
-            tracing::info!(image = %local, ms = started.elapsed().as_millis() as u64, "built image");
-        }
-        let tag = TagImageOptions {
-            repo: Some(image.repository.clone()),
-            tag: Some(image.tag.clone()),
+        let argv = match (&source, &prepared.config) {
+            (WorkloadSource::Executable(binary), _) => {
+                let mut argv = vec![format!("/{}", image.binary_name())];
+                argv.extend(argv_for(spec, binary)?.into_iter().skip(1));
+                argv
+            }
+            (_, Some(entry)) => kubernetes_argv(&spec.command, &spec.args, entry),
+            (_, None) => Vec::new(),
         };
-        docker
-            .tag_image(&local, Some(tag))
-            .await
-            .map_err(|e| build_err(format!("cannot tag {local} as {image}: {e}")))?;
-        images.insert(image.to_string(), local.clone());
         Ok(LocalImage {
-            reference: local,
+            reference: prepared.reference,
             argv,
         })
     }
 }
 
+/// The command line of a container of an image with `(entrypoint, cmd)`: Kubernetes semantics, where
+/// `command` replaces the Entrypoint (and drops the Cmd) and `args` replaces the Cmd.
+fn kubernetes_argv(
+    command: &[String],
+    args: &[String],
+    (entrypoint, cmd): &(Vec<String>, Vec<String>),
+) -> Vec<String> {
+    let mut argv = if command.is_empty() {
+        entrypoint.clone()
+    } else {
+        command.to_vec()
+    };
+    if !args.is_empty() {
+        argv.extend(args.iter().cloned());
+    } else if command.is_empty() {
+        argv.extend(cmd.iter().cloned());
+    }
+    argv
+}
+
+/// Builds (unless it exists) the FROM-scratch image of an executable and tags it with the manifest's
+/// reference; returns the local reference.
+async fn build_from_executable(
+    docker: &Docker,
+    image: &ImageRef,
+    binary: &Path,
+) -> Result<String, InfraError> {
+    let build_err = |reason: String| InfraError::Build {
+        workload: image.to_string(),
+        reason,
+    };
+    let entry = format!("/{}", image.binary_name());
+    // The image's files: the executable at /<binary>, and for a dynamic one its interpreter and libraries.
+    let mut files: Vec<(PathBuf, String)> = vec![(binary.to_path_buf(), entry.clone())];
+    let interpreter = elf_interpreter(binary).map_err(|e| build_err(format!("{}: {e}", binary.display())))?;
+    if let Some(interpreter) = &interpreter {
+        let libraries = shared_libraries(binary, interpreter)
+            .await
+            .map_err(|e| build_err(e.to_string()))?;
+        files.extend(libraries.into_iter().map(|l| {
+            let at = l.display().to_string();
+            (l, at)
+        }));
+    }
+    let hash = files_hash(&files).map_err(build_err)?;
+    let name = format!("agl-parity/{}", image.binary_name());
+    let local = format!("{name}:{hash}");
+    if docker.inspect_image(&local).await.is_err() {
+        let started = Instant::now();
+        let dockerfile = format!(
+            "FROM scratch\nCOPY rootfs/ /\nLABEL org.opencontainers.image.title=\"{}\"\nENTRYPOINT [\"{entry}\"]\n",
+            image.binary_name()
+        );
+        let mut build =
+            GenericBuildableImage::new(name.clone(), hash.clone()).with_dockerfile_string(dockerfile);
+        for (host, at) in &files {
+            build = build.with_file(host.clone(), format!("rootfs{at}"));
+        }
+        let _built = build
+            .build_image()
+            .await
+            .map_err(|e| build_err(format!("docker build of {local} failed: {e}")))?;
+        tracing::info!(image = %local, dynamic = interpreter.is_some(), files = files.len(),
+            ms = started.elapsed().as_millis() as u64, "built image");
+    }
+    tag(docker, &local, &image.repository, &image.tag)
+        .await
+        .map_err(|e| build_err(format!("cannot tag {local} as {image}: {e}")))?;
+    Ok(local)
+}
+
+/// Takes a user image from the engine, loads or builds it, tags it under this run and reads its
+/// Entrypoint and Cmd.
+async fn prepare_user_image(
+    docker: &Docker,
+    run: &RunContext,
+    image: &ImageRef,
+    reference: &str,
+    how: &ImageFrom,
+) -> Result<Prepared, InfraError> {
+    let build_err = |reason: String| InfraError::Build {
+        workload: image.to_string(),
+        reason,
+    };
+    let started = Instant::now();
+    let mut source = reference.to_string();
+    match how {
+        ImageFrom::Engine => {}
+        ImageFrom::Tarball(tarball) => {
+            let out = docker_cli(&["load", "--input", &tarball.display().to_string()])
+                .await
+                .map_err(|e| build_err(format!("docker load of {}: {e}", tarball.display())))?;
+            // An untagged tarball is known by its id only.
+            if docker.inspect_image(reference).await.is_err() {
+                if let Some(id) = out.lines().find_map(|l| l.strip_prefix("Loaded image ID: ")) {
+                    source = id.trim().to_string();
+                }
+            }
+        }
+        ImageFrom::Containerfile(file) => {
+            let context = file.parent().unwrap_or(Path::new("."));
+            docker_cli(&[
+                "build",
+                "--tag",
+                reference,
+                "--file",
+                &file.display().to_string(),
+                &context.display().to_string(),
+            ])
+            .await
+            .map_err(|e| build_err(format!("docker build of {}: {e}", file.display())))?;
+        }
+    }
+    let inspect = docker.inspect_image(&source).await.map_err(|e| {
+        build_err(format!(
+            "image `{reference}` is not in the local Docker engine ({e}): `docker pull` it, or give the source a `tarball:` or `containerfile:`"
+        ))
+    })?;
+    let repo = format!("agl-parity/{}", image.binary_name());
+    let run_tag = format!("run-{}", run.run_id);
+    tag(docker, &source, &repo, &run_tag)
+        .await
+        .map_err(|e| build_err(format!("cannot tag {source} as {repo}:{run_tag}: {e}")))?;
+    tracing::info!(image = %reference, ms = started.elapsed().as_millis() as u64, "prepared user image");
+    let config = inspect.config.unwrap_or_default();
+    Ok(Prepared {
+        reference: format!("{repo}:{run_tag}"),
+        config: Some((
+            config.entrypoint.unwrap_or_default(),
+            config.cmd.unwrap_or_default(),
+        )),
+    })
+}
+
+async fn tag(docker: &Docker, source: &str, repo: &str, tag: &str) -> Result<(), bollard::errors::Error> {
+    let options = TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+    };
+    docker.tag_image(source, Some(options)).await
+}
+
+/// Why a docker or ldd command did not give what was needed.
+#[derive(Debug, thiserror::Error)]
+enum ToolError {
+    #[error("cannot run `{tool}`: {reason}")]
+    Spawn { tool: String, reason: String },
+    #[error("`{command}` failed ({status}):\n{output}")]
+    Failed {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("{binary}: library `{library}` not found (ldd)")]
+    LibraryNotFound { binary: String, library: String },
+}
+
+/// Runs the docker CLI (for `load` and `build`); returns its stdout, or an error with the end of its output.
+async fn docker_cli(args: &[&str]) -> Result<String, ToolError> {
+    let output = tokio::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ToolError::Spawn {
+            tool: "docker".into(),
+            reason: e.to_string(),
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    if output.status.success() {
+        return Ok(stdout);
+    }
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    Err(ToolError::Failed {
+        command: format!("docker {}", args.join(" ")),
+        status: output.status.to_string(),
+        output: lines[lines.len().saturating_sub(30)..].join("\n"),
+    })
+}
+
+/// The interpreter and the shared libraries of a dynamically linked executable, as host paths.
+async fn shared_libraries(binary: &Path, interpreter: &str) -> Result<Vec<PathBuf>, ToolError> {
+    let output = tokio::process::Command::new("ldd")
+        .arg(binary)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ToolError::Spawn {
+            tool: "ldd".into(),
+            reason: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(ToolError::Failed {
+            command: format!("ldd {}", binary.display()),
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    let mut libraries = parse_ldd(&String::from_utf8_lossy(&output.stdout)).map_err(|library| {
+        ToolError::LibraryNotFound {
+            binary: binary.display().to_string(),
+            library,
+        }
+    })?;
+    let interpreter = PathBuf::from(interpreter);
+    if !libraries.contains(&interpreter) {
+        libraries.insert(0, interpreter);
+    }
+    Ok(libraries)
+}
+
+/// The library paths of `ldd` output; `Err(name)` for a library it did not find. The vDSO has no path.
+fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (name, rest) = match line.split_once("=>") {
+            Some((name, rest)) => (name.trim(), rest.trim()),
+            None => (line, line),
+        };
+        if rest.starts_with("not found") {
+            return Err(name.to_string());
+        }
+        let path = rest.split(" (").next().unwrap_or(rest).trim();
+        if path.starts_with('/') && !out.iter().any(|p: &PathBuf| p == Path::new(path)) {
+            out.push(PathBuf::from(path));
+        }
+    }
+    Ok(out)
+}
+
+/// A content hash over the files of an image and where they go.
+fn files_hash(files: &[(PathBuf, String)]) -> Result<String, String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (host, at) in files {
+        let content = content_hash(host).map_err(|e| format!("{}: {e}", host.display()))?;
+        for b in at.bytes().chain(content.bytes()) {
+            h = fnv(h, b);
+        }
+    }
+    Ok(format!("{h:016x}"))
+}
+
+fn fnv(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+}
+
 /// FNV-1a over the file: a stable content hash for image tags.
 fn content_hash(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| fnv(h, *b));
     Ok(format!("{h:016x}"))
 }
 
@@ -140,5 +386,58 @@ mod tests {
         assert_eq!(h1.len(), 16);
         std::fs::write(&a, b"static binary!").unwrap();
         assert_ne!(h1, content_hash(&a).unwrap());
+        let one = files_hash(&[(a.clone(), "/w".into())]).unwrap();
+        assert_ne!(one, files_hash(&[(a.clone(), "/v".into())]).unwrap());
+        assert_ne!(
+            one,
+            files_hash(&[(a.clone(), "/w".into()), (a, "/lib/x".into())]).unwrap()
+        );
+    }
+
+    #[test]
+    fn ldd_output_gives_interpreter_and_libraries() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc1a9f2000)\n\
+                    \tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f5c0b8f8000)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5c0b717000)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f5c0b9f9000)\n";
+        assert_eq!(
+            parse_ldd(text).unwrap(),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libm.so.6"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+        assert_eq!(
+            parse_ldd("\tlibwiper.so.1 => not found\n").unwrap_err(),
+            "libwiper.so.1"
+        );
+    }
+
+    #[tokio::test]
+    async fn libraries_of_a_real_dynamic_executable() {
+        let sh = Path::new("/bin/sh");
+        let Some(interpreter) = elf_interpreter(sh).unwrap() else {
+            panic!("/bin/sh is expected to be dynamically linked here");
+        };
+        let libs = shared_libraries(sh, &interpreter).await.unwrap();
+        assert!(libs.contains(&PathBuf::from(&interpreter)), "{libs:?}");
+        assert!(
+            libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
+            "{libs:?}"
+        );
+    }
+
+    #[test]
+    fn command_and_args_override_entrypoint_and_cmd_like_kubernetes() {
+        let entry = (vec!["/entry".to_string()], vec!["--default".to_string()]);
+        let argv = |command: &[&str], args: &[&str]| {
+            let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            kubernetes_argv(&owned(command), &owned(args), &entry)
+        };
+        assert_eq!(argv(&[], &[]), ["/entry", "--default"]);
+        assert_eq!(argv(&[], &["-v"]), ["/entry", "-v"]);
+        assert_eq!(argv(&["/other"], &[]), ["/other"]);
+        assert_eq!(argv(&["/other"], &["-v"]), ["/other", "-v"]);
     }
 }

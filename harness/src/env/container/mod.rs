@@ -208,7 +208,9 @@ impl Environment for ContainerEnv {
                 env: "container".into(),
                 reason: format!("{e}; {HOW_TO_START}"),
             })?;
-        run.catalog.ensure_built().await.map(|_| ())
+        // The project's executables (a project of container images only needs none) and pod-init.
+        run.catalog.prepare().await?;
+        crate::helpers::Helper::PodInit.path().await.map(|_| ())
     }
 
     async fn deploy(
@@ -220,7 +222,7 @@ impl Environment for ContainerEnv {
         let mut instances = Vec::new();
         for container in &pod.containers {
             let image = self.images.image_for(&self.shared.docker, run, container).await?;
-            let pod_init = run.catalog.ensure_built().await?.join("pod-init");
+            let pod_init = crate::helpers::Helper::PodInit.path().await?;
             let links = request.unix_sockets("container")?;
             let key = spec_key(&image.reference, &image.argv, container, &links);
             let logs = request.container_log(&container.name)?;
