@@ -304,7 +304,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         }
     }
     drop(progress);
-    let report = assemble(
+    let mut report = assemble(
         &run_id,
         started_at,
         started.elapsed(),
@@ -312,6 +312,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         &feature_set,
         &config,
     );
+    report.manifests = fixtures.manifest_summary();
     drop(guard);
     sweep_environments(setup).await;
     Ok(RunOutcome { report, report_dir })
@@ -394,6 +395,7 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         }
     };
     summary.transport = environment.transport();
+    summary.enforces = environment.enforces();
     // Scenarios needing a capability this environment lacks are reported, not run.
     let capabilities = environment.capabilities();
     selected.retain(|(id, feature_name, name, tags)| {
@@ -425,18 +427,21 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
     });
     bar.message("preparing");
     if let Err(e) = environment.prepare(s.run_ctx).await {
-        summary.unavailable = Some(e.to_string());
         let mut records = infra_records(&selected, env_name, &e.to_string());
-        // The environment cannot run this project's workloads at all (e.g. container images only).
+        // The environment cannot run this project's workloads at all (e.g. container images only): its
+        // scenarios are unsupported here, and the environment itself is not broken.
         if matches!(e, InfraError::Unsupported { .. }) {
             for r in &mut records {
                 r.outcome = Outcome::Unsupported;
                 r.message = Some(format!("unsupported here: {e}"));
                 r.transport = summary.transport.clone();
             }
+            bar.finish_with(&format!("unsupported here: {e}"));
+        } else {
+            summary.unavailable = Some(e.to_string());
+            bar.finish_with(&format!("preparation failed: {e}"));
         }
         records.into_iter().for_each(|r| journal.push(r));
-        bar.finish_with(&format!("preparation failed: {e}"));
         count(&mut summary, &journal.runs_of(env_name));
         journal.add_environment(summary);
         return Ok(());
@@ -539,6 +544,7 @@ fn assemble(
         scenarios: parity::compare(&runs, config),
         feature_errors: feature_set.errors.iter().map(Into::into).collect(),
         runs,
+        manifests: Default::default(),
     }
 }
 
