@@ -23,6 +23,8 @@ pub struct Fixtures {
     pub workloads: BTreeMap<String, WorkloadSpec>,
     /// Manifest files that could not be read, with their errors.
     pub manifest_errors: Vec<String>,
+    /// Objects of the manifests that no environment deploys (Service, Namespace, ...).
+    pub not_deployed: Vec<crate::manifest::OtherObject>,
     pub databases: Vec<Database>,
     /// DBC files that could not be read, with their errors.
     pub dbc_errors: Vec<String>,
@@ -41,24 +43,23 @@ impl Fixtures {
             dbc_paths: dbc.to_vec(),
             ..Fixtures::default()
         };
-        for path in files_with_extension(manifests, &["yaml", "yml"], &mut fx.manifest_errors) {
-            match manifest::load(&path) {
-                Ok(pods) => {
-                    for pod in pods {
-                        if let Some(previous) = fx.workloads.get(&pod.name) {
-                            fx.manifest_errors.push(format!(
-                                "{}: workload `{}` is also defined in {}",
-                                path.display(),
-                                pod.name,
-                                previous.source.display()
-                            ));
-                            continue;
-                        }
-                        fx.workloads.insert(pod.name.clone(), pod);
-                    }
-                }
-                Err(e) => fx.manifest_errors.push(e.to_string()),
+        // Read together, so that a workload can use a ConfigMap or Secret of another file.
+        let files = files_with_extension(manifests, &["yaml", "yml"], &mut fx.manifest_errors);
+        let set = manifest::load_set(&files);
+        fx.manifest_errors
+            .extend(set.errors.iter().map(|e| e.to_string()));
+        fx.not_deployed = set.others;
+        for pod in set.workloads {
+            if let Some(previous) = fx.workloads.get(&pod.name) {
+                fx.manifest_errors.push(format!(
+                    "{}: workload `{}` is also defined in {}",
+                    pod.source.display(),
+                    pod.name,
+                    previous.source.display()
+                ));
+                continue;
             }
+            fx.workloads.insert(pod.name.clone(), pod);
         }
         for path in files_with_extension(dbc, &["dbc"], &mut fx.dbc_errors) {
             match Database::load(&path) {
@@ -77,6 +78,12 @@ impl Fixtures {
             known: self.workloads.keys().cloned().collect(),
             unreadable: self.manifest_errors.clone(),
         })
+    }
+
+    /// The report's view of the project's manifests (field tables, objects not deployed).
+    pub fn manifest_summary(&self) -> crate::manifest::ManifestSummary {
+        let workloads: Vec<WorkloadSpec> = self.workloads.values().cloned().collect();
+        crate::manifest::summarise(&workloads, &self.not_deployed)
     }
 
     /// The DBC message named `name`, searching every database.

@@ -52,6 +52,7 @@ pub mod logs;
 pub mod manifest;
 pub mod merge;
 pub mod parity;
+pub mod probes;
 pub mod progress;
 pub mod project;
 pub mod readiness;
@@ -62,6 +63,7 @@ pub mod ssh;
 pub mod steps;
 pub mod suite;
 pub mod supervisor;
+pub mod volumes;
 pub mod workload;
 pub mod world;
 

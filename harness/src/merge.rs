@@ -103,6 +103,7 @@ pub fn merge(
         scenarios: Vec::new(),
         feature_errors: Vec::new(),
         runs: Vec::new(),
+        manifests: Default::default(),
     };
     let mut owners: Vec<(String, PathBuf)> = Vec::new();
     let mut labels: BTreeSet<String> = BTreeSet::new();
@@ -181,6 +182,9 @@ pub fn merge(
             if errors_seen.insert((e.path.clone(), e.line, e.message.clone())) {
                 merged.feature_errors.push(e);
             }
+        }
+        if merged.manifests.workloads.is_empty() {
+            merged.manifests = report.manifests;
         }
         merged.environments.extend(report.environments);
         merged.runs.extend(report.runs);
@@ -263,6 +267,7 @@ mod tests {
             scenarios: parity::compare(&runs, &ParityConfig::default()),
             feature_errors: vec![],
             runs: runs.clone(),
+            manifests: Default::default(),
         };
         let run_dir = dir.join(run_id);
         crate::report::write_all(&report, &run_dir).unwrap();

@@ -32,7 +32,13 @@ pub async fn wait_ready(
     let probe = describe(&pod.readiness);
     let check = async {
         match &pod.readiness {
-            Readiness::Started => wait_running(instances).await,
+            Readiness::Started => {
+                wait_running(instances).await?;
+                for instance in instances {
+                    instance.started().await;
+                }
+                Ok(())
+            }
             Readiness::CanFrame(id) => {
                 let (tape, from, since_ns) = tape.ok_or_else(|| InfraError::ReadinessWithoutBus {
                     workload: pod.name.clone(),
@@ -53,6 +59,7 @@ pub async fn wait_ready(
                     // Probes start once the containers run (a probe before the start only costs a period).
                     wait_running(instances).await?;
                     for instance in instances {
+                        instance.started().await;
                         if let Some(p) = &instance.container.readiness {
                             tokio::time::sleep(p.initial_delay).await;
                             let mut successes = 0;
@@ -146,6 +153,42 @@ async fn first_exit(instances: &[Instance]) -> InfraError {
         if result.is_err() {
             return std::future::pending().await; // supervisor gone: teardown is under way
         }
+    }
+}
+
+/// Waits until a run-to-completion init container has exited with code 0 (the restart policy retries it
+/// while it fails); an init container that fails for good, or runs past `timeout`, keeps the pod from
+/// starting.
+pub async fn wait_completed(instance: &Instance, timeout: Duration) -> Result<(), InfraError> {
+    let mut w = instance.supervisor.watch();
+    let who = format!("{}/{} (init container)", instance.pod, instance.container.name);
+    let done = w.wait_for(|s| matches!(s.phase, Phase::Exited | Phase::Failed(_)));
+    let state = match tokio::time::timeout(timeout, done).await {
+        Ok(Ok(state)) => state.clone(),
+        Ok(Err(_)) => return Err(InfraError::SupervisorEnded),
+        Err(_) => {
+            return Err(InfraError::NeverReady {
+                workload: who,
+                waited_ms: timeout.as_millis(),
+                probe: "init container still running".into(),
+                log_tail: instance.supervisor.logs().tail(LOG_TAIL),
+            })
+        }
+    };
+    match (&state.phase, &state.last_exit) {
+        (Phase::Exited, Some(exit)) if exit.code == Some(0) => Ok(()),
+        (Phase::Failed(reason), _) => Err(InfraError::Launch {
+            workload: who,
+            reason: reason.clone(),
+        }),
+        (_, exit) => Err(InfraError::ExitedBeforeReady {
+            workload: who,
+            status: exit
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            log_tail: instance.supervisor.logs().tail(LOG_TAIL),
+        }),
     }
 }
 

@@ -108,6 +108,11 @@ enum Command {
         grace: Duration,
         done: oneshot::Sender<()>,
     },
+    /// A failed liveness or startup probe: terminate (grace, then kill); the restart policy decides.
+    Fail {
+        grace: Duration,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to a supervised container. Dropping it kills the process.
@@ -175,6 +180,22 @@ impl Supervisor {
         }
     }
 
+    /// Ends the current incarnation as a failure (terminate, `grace`, kill), as the kubelet does after a failed
+    /// liveness or startup probe: the restart policy decides what happens next.
+    pub async fn fail(&self, grace: Duration) {
+        self.control().fail(grace).await
+    }
+
+    /// A cheap handle for tasks that watch and act on this container (probes).
+    pub fn control(&self) -> SupervisorControl {
+        SupervisorControl {
+            launcher: self.launcher.clone(),
+            commands: self.commands.clone(),
+            state: self.state.clone(),
+            logs: self.logs.clone(),
+        }
+    }
+
     /// Stops the current incarnation (gracefully) and starts a new one.
     pub async fn restart(&self, grace: Duration) {
         let (done, wait) = oneshot::channel();
@@ -189,6 +210,38 @@ impl Supervisor {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
+        }
+    }
+}
+
+/// What a probe task may do to a supervised container: watch it, exec in it, fail it.
+#[derive(Clone)]
+pub struct SupervisorControl {
+    launcher: Arc<dyn Launcher>,
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ProcessState>,
+    logs: LogSink,
+}
+
+impl SupervisorControl {
+    pub fn watch(&self) -> watch::Receiver<ProcessState> {
+        self.state.clone()
+    }
+
+    pub fn logs(&self) -> &LogSink {
+        &self.logs
+    }
+
+    /// Runs a probe command in the container (see [`Launcher::exec`]).
+    pub async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
+        self.launcher.exec(command).await
+    }
+
+    /// See [`Supervisor::fail`].
+    pub async fn fail(&self, grace: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Fail { grace, done }).is_ok() {
+            let _ = wait.await;
         }
     }
 }
@@ -269,6 +322,15 @@ async fn supervise(
                         let _ = done.send(());
                         exit
                     }
+                    Command::Fail { grace, done } => {
+                        let exit = end(&mut *process, grace).await;
+                        logs.note(&format!("ended after a failed probe ({exit})"));
+                        let _ = done.send(());
+                        // A container ended by a failed probe has failed, whatever its exit code.
+                        let code = exit.code.filter(|c| *c != 0);
+                        let signal = if code.is_none() { exit.signal.or(Some(libc::SIGTERM)) } else { None };
+                        ExitInfo { code, signal }
+                    }
                 }
             }
         };
@@ -300,7 +362,7 @@ async fn supervise(
                 _ = &mut sleep => break,
                 cmd = commands.recv() => match cmd {
                     None => return,
-                    Some(Command::Kill { done }) => { let _ = done.send(()); }
+                    Some(Command::Kill { done } | Command::Fail { done, .. }) => { let _ = done.send(()); }
                     Some(Command::Stop { done, .. }) => {
                         state.send_modify(|s| { s.phase = Phase::Exited; s.stopped = true; });
                         let _ = done.send(());
@@ -335,7 +397,7 @@ async fn wait_restart(
 ) -> Option<Command> {
     loop {
         match commands.recv().await? {
-            Command::Stop { done, .. } | Command::Kill { done } => {
+            Command::Stop { done, .. } | Command::Kill { done } | Command::Fail { done, .. } => {
                 let _ = done.send(());
             }
             restart @ Command::Restart { .. } => return Some(restart),
@@ -354,6 +416,7 @@ fn finish_pending(cmd: Option<Command>) {
     match cmd {
         Some(Command::Stop { done, .. })
         | Some(Command::Kill { done })
+        | Some(Command::Fail { done, .. })
         | Some(Command::Restart { done, .. }) => {
             let _ = done.send(());
         }

@@ -309,36 +309,90 @@ impl ScenarioWorld {
             now_ns(),
         );
         let deploy_started = Instant::now();
-        let log_dir = pass
+        let log_root = pass
             .settings
             .report_dir
             .join("logs")
             .join(env_dir(pass.env.name()))
-            .join(&self.slug)
-            .join(&spec.name);
-        let request = DeployRequest {
-            workload: &spec,
-            buses,
-            log_dir: &log_dir,
-            scratch_dir: &self.scratch,
-        };
-        let instances = pass.env.deploy(&pass.run, request).await?;
-        self.pods.insert(
-            spec.name.clone(),
-            PodHandle {
-                spec: spec.clone(),
-                instances,
-            },
-        );
-        let pod = self
-            .pods
-            .get(&spec.name)
-            .ok_or_else(|| StepFailure::fail("pod vanished"))?;
+            .join(&self.slug);
         let tape = self
             .buses
             .get(&first_bus)
             .map(|b| (b.tape().as_ref(), from, since_ns));
-        crate::readiness::wait_ready(&spec, &pod.instances, tape, pass.settings.ready_timeout).await?;
+        // Each replica: init containers in order (sidecars keep running), then the app containers.
+        let mut all = Vec::new();
+        let scratch = self.scratch.clone();
+        let deployed: Result<(), StepFailure> = async {
+            for index in 0..spec.replicas.max(1) {
+                let replica = spec.replica_name(index);
+                let log_dir = log_root.join(&replica);
+                let part =
+                    |containers: Vec<crate::manifest::ContainerSpec>, policy| crate::manifest::WorkloadSpec {
+                        name: replica.clone(),
+                        replicas: 1,
+                        init_containers: Vec::new(),
+                        containers,
+                        restart_policy: policy,
+                        readiness: crate::manifest::Readiness::Started,
+                        ..spec.clone()
+                    };
+                let mut instances = Vec::new();
+                for init in &spec.init_containers {
+                    let policy = match (init.sidecar, spec.restart_policy) {
+                        (true, _) => crate::manifest::RestartPolicy::Always,
+                        (false, crate::manifest::RestartPolicy::Never) => {
+                            crate::manifest::RestartPolicy::Never
+                        }
+                        (false, _) => crate::manifest::RestartPolicy::OnFailure,
+                    };
+                    let one = part(vec![init.clone()], policy);
+                    let request = DeployRequest {
+                        workload: &one,
+                        buses: buses.clone(),
+                        log_dir: &log_dir,
+                        scratch_dir: &scratch,
+                    };
+                    let mut started = pass.env.deploy(&pass.run, request).await?;
+                    if init.sidecar {
+                        // A sidecar counts as started once it runs and its startup probe passed.
+                        crate::readiness::wait_ready(&one, &started, None, pass.settings.ready_timeout)
+                            .await?;
+                        instances.append(&mut started);
+                    } else {
+                        for instance in started {
+                            crate::readiness::wait_completed(&instance, pass.settings.ready_timeout).await?;
+                            instance.supervisor.shutdown(spec.termination_grace).await;
+                        }
+                    }
+                }
+                let app = crate::manifest::WorkloadSpec {
+                    readiness: spec.readiness.clone(),
+                    ..part(spec.containers.clone(), spec.restart_policy)
+                };
+                let request = DeployRequest {
+                    workload: &app,
+                    buses: buses.clone(),
+                    log_dir: &log_dir,
+                    scratch_dir: &scratch,
+                };
+                let mut started = pass.env.deploy(&pass.run, request).await?;
+                // Tracked before readiness, so a pod that never gets ready is still torn down with the scenario.
+                all.append(&mut instances);
+                let first = all.len();
+                all.append(&mut started);
+                crate::readiness::wait_ready(&app, &all[first..], tape, pass.settings.ready_timeout).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.pods.insert(
+            spec.name.clone(),
+            PodHandle {
+                spec: spec.clone(),
+                instances: all,
+            },
+        );
+        deployed?;
         // Deploy to ready: process or container start, image build on first use, readiness.
         self.metrics.push(Metric {
             name: format!("ready {}", spec.name),
@@ -370,9 +424,11 @@ impl ScenarioWorld {
         self.pods
             .get(pod_name)
             .or_else(|| {
-                self.pods
-                    .values()
-                    .find(|p| p.instances.iter().any(|i| i.container.name == name))
+                self.pods.values().find(|p| {
+                    p.instances
+                        .iter()
+                        .any(|i| i.container.name == name || i.pod == pod_name)
+                })
             })
             .ok_or_else(|| {
                 StepFailure::fail(format!(

@@ -13,7 +13,8 @@ use crate::bus::BusInfo;
 use crate::error::InfraError;
 use crate::lab::Lab;
 use crate::logs::LogSink;
-use crate::manifest::{ContainerSpec, WorkloadSpec};
+use crate::manifest::{ContainerSpec, Enforcement, WorkloadSpec};
+use crate::probes::ProbeTask;
 use crate::supervisor::{Launcher, Supervisor};
 use crate::workload::WorkloadCatalog;
 
@@ -131,6 +132,12 @@ pub trait Environment: Send + Sync {
         ]
     }
 
+    /// The manifest settings this environment applies beyond what every environment honours (see the field
+    /// table of [`crate::manifest::fields`]); the others are reported as not enforced here.
+    fn enforces(&self) -> Vec<Enforcement> {
+        Vec::new()
+    }
+
     /// At most this many scenarios at once (a shared physical bus allows one).
     fn max_concurrency(&self) -> Option<usize> {
         None
@@ -162,10 +169,20 @@ impl Instance {
         launcher: Arc<dyn Launcher>,
         logs: LogSink,
     ) -> Instance {
+        let supervisor = Supervisor::start(launcher, pod.restart_policy, logs);
+        let probes = ProbeTask::spawn(container, supervisor.control(), pod.termination_grace);
         Instance {
             pod: pod.name.clone(),
             container: container.clone(),
-            supervisor: Supervisor::start(launcher, pod.restart_policy, logs),
+            supervisor,
+            probes,
+        }
+    }
+
+    /// Waits until the container's startup probe (if any) has passed for its running incarnation.
+    pub async fn started(&self) {
+        if let Some(p) = &self.probes {
+            p.started().await;
         }
     }
 }
@@ -176,6 +193,8 @@ pub struct Instance {
     pub pod: String,
     pub container: ContainerSpec,
     pub supervisor: Supervisor,
+    /// Startup and liveness probes, when the container has them.
+    pub probes: Option<ProbeTask>,
 }
 
 /// What a run knows beyond this machine, for kinds whose columns come from outside it (the boards of a lab

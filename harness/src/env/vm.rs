@@ -196,6 +196,16 @@ impl Environment for VmEnv {
         "SocketCAN API (AF_CAN) served by the VMM, bridged to the userspace hub".into()
     }
 
+    /// The guest's memory is the container's memory limit, and its root is read-only.
+    fn enforces(&self) -> Vec<crate::manifest::Enforcement> {
+        use crate::manifest::Enforcement;
+        vec![
+            Enforcement::MemoryLimit,
+            Enforcement::ReadOnlyRoot,
+            Enforcement::Volumes,
+        ]
+    }
+
     async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
         probe().map_err(|e| InfraError::Unavailable {
             env: "vm".into(),
@@ -240,6 +250,16 @@ impl Environment for VmEnv {
             std::fs::create_dir_all(&root).map_err(|e| InfraError::Launch {
                 workload: pod.name.clone(),
                 reason: format!("cannot create {}: {e}", root.display()),
+            })?;
+            // The pod's volumes, copied into the guest root (which the guest sees read-only).
+            let mounts = crate::volumes::materialise(
+                pod,
+                container,
+                &request.scratch_dir.join(format!("{}-volumes", pod.name)),
+            )?;
+            crate::volumes::copy_into_root(&mounts, &root).map_err(|e| InfraError::Launch {
+                workload: pod.name.clone(),
+                reason: format!("volumes into {}: {e}", root.display()),
             })?;
             let mut guest_env = container.env.clone();
             guest_env.extend(guest_bus_env.iter().cloned());

@@ -11,10 +11,12 @@
 //!
 //! A field that is not in the Kubernetes schema at all is an error (see [`super::kube`]). [`RULES`] is the
 //! table; a set field matches the rule with the longest path prefix, and a field no rule names is "no
-//! behaviour here". `docs`: the same table is printed by `agl-parity list --fields`.
+//! behaviour here". The same table is `docs/manifest-fields.md`, generated from [`RULES`] by
+//! [`markdown_table`] (a test fails when the file is stale; `UPDATE_DOCS=1 cargo test -p agl-parity --lib
+//! docs_table` rewrites it).
 
 /// Whether an environment applies a setting that needs the environment's help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Enforcement {
     /// `resources.limits.memory`: a cgroup limit (container), the guest's memory size (vm).
@@ -25,6 +27,8 @@ pub enum Enforcement {
     RunAsUser,
     /// `securityContext.readOnlyRootFilesystem`: a read-only root filesystem.
     ReadOnlyRoot,
+    /// `volumes` (configMap, secret, emptyDir) and `volumeMounts`: files at the mount paths.
+    Volumes,
     /// A setting no environment of this framework applies (lifecycle hooks, capabilities, other volume
     /// types): recorded, never enforced.
     Never,
@@ -32,16 +36,17 @@ pub enum Enforcement {
 
 impl Enforcement {
     /// Every enforcement an environment may declare (for tables).
-    pub const ALL: [Enforcement; 4] = [
+    pub const ALL: [Enforcement; 5] = [
         Enforcement::MemoryLimit,
         Enforcement::CpuLimit,
         Enforcement::RunAsUser,
         Enforcement::ReadOnlyRoot,
+        Enforcement::Volumes,
     ];
 }
 
 /// What the framework does with a field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "class", content = "needs")]
 pub enum FieldClass {
     Honoured,
@@ -372,13 +377,61 @@ pub const RULES: &[FieldRule] = &[
 ];
 
 /// A field a document sets, with the rule that classifies it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldUse {
     /// The field path as written, list indexes as `[]` (`spec.template.spec.containers[].image`).
     pub path: String,
-    #[serde(flatten)]
     pub class: FieldClass,
-    pub note: &'static str,
+    pub note: String,
+}
+
+impl FieldUse {
+    /// What happens to this field in an environment that offers `enforces`.
+    pub fn fate(&self, enforces: &[Enforcement]) -> Fate {
+        match self.class {
+            FieldClass::Honoured => Fate::Honoured,
+            FieldClass::NoBehaviour => Fate::NoBehaviour,
+            FieldClass::Enforced(e) if enforces.contains(&e) => Fate::Honoured,
+            FieldClass::Enforced(_) => Fate::NotEnforced,
+        }
+    }
+}
+
+/// A field's fate in one environment, as the report shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Honoured,
+    NoBehaviour,
+    NotEnforced,
+}
+
+impl Fate {
+    pub fn label(self) -> &'static str {
+        match self {
+            Fate::Honoured => "honoured",
+            Fate::NoBehaviour => "no behaviour here",
+            Fate::NotEnforced => "not enforced",
+        }
+    }
+}
+
+/// The field table of one workload, for the run report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkloadFields {
+    pub name: String,
+    pub kind: String,
+    /// `file#document`.
+    pub source: String,
+    pub fields: Vec<FieldUse>,
+}
+
+/// What the run report says about the project's manifests: every workload's field table, and the objects no
+/// environment deploys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestSummary {
+    pub workloads: Vec<WorkloadFields>,
+    /// `kind name (file#document)` of every object that is not deployed.
+    pub not_deployed: Vec<String>,
 }
 
 /// Classifies the field at `path` (components, list indexes as `[]`) of a document whose pod spec is at
@@ -507,9 +560,96 @@ pub fn display_path(path: &[String]) -> String {
     s
 }
 
+/// The field table as Markdown (`docs/manifest-fields.md`).
+pub fn markdown_table() -> String {
+    let scope = |s: Scope| match s {
+        Scope::Object => "object",
+        Scope::Pod => "pod spec",
+        Scope::Container => "container",
+    };
+    let class = |c: FieldClass| match c {
+        FieldClass::Honoured => "honoured".to_string(),
+        FieldClass::NoBehaviour => "no behaviour here".to_string(),
+        FieldClass::Enforced(Enforcement::Never) => "not enforced (any environment)".to_string(),
+        FieldClass::Enforced(e) => {
+            let by: Vec<&str> = ENFORCED_BY
+                .iter()
+                .filter(|(_, es)| es.contains(&e))
+                .map(|(env, _)| *env)
+                .collect();
+            format!("honoured in {}; not enforced elsewhere", by.join(", "))
+        }
+    };
+    let mut md = String::from(
+        "# Manifest fields: what each environment does with them\n\n\
+         Generated from `harness/src/manifest/fields.rs` (`RULES`); do not edit by hand.\n\n\
+         A field matches the row with the longest path prefix; a schema field no row names has no behaviour \
+         here. The pod spec is `spec` of a Pod and `spec.template.spec` of a Deployment, StatefulSet, \
+         DaemonSet, ReplicaSet or Job. A field outside the Kubernetes schema is an error naming file, \
+         document and field path. Each run report lists, per workload and environment, the fields its \
+         manifest sets and their fate.\n\n| scope | field | class | what happens |\n|---|---|---|---|\n",
+    );
+    for r in RULES {
+        md.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            scope(r.scope),
+            r.path,
+            class(r.class),
+            r.note
+        ));
+    }
+    md
+}
+
+/// Which environment kind enforces what: the one list the environments' `Environment::enforces` and the
+/// docs read (kinds not named enforce nothing beyond the honoured fields).
+pub const ENFORCED_BY: &[(&str, &[Enforcement])] = &[
+    (
+        "container",
+        &[
+            Enforcement::MemoryLimit,
+            Enforcement::CpuLimit,
+            Enforcement::ReadOnlyRoot,
+            Enforcement::Volumes,
+        ],
+    ),
+    (
+        "vm",
+        &[
+            Enforcement::MemoryLimit,
+            Enforcement::ReadOnlyRoot,
+            Enforcement::Volumes,
+        ],
+    ),
+];
+
+/// What environment kind `kind` enforces (see [`ENFORCED_BY`]).
+pub fn enforced_by(kind: &str) -> Vec<Enforcement> {
+    ENFORCED_BY
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, e)| e.to_vec())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_table_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/manifest-fields.md");
+        let expected = markdown_table();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "{} is stale: run `UPDATE_DOCS=1 cargo test -p agl-parity --lib docs_table`",
+            path.display()
+        );
+    }
 
     fn class_of(path: &str, prefix: &[&str]) -> FieldClass {
         let parts: Vec<String> = path.split('.').map(str::to_string).collect();

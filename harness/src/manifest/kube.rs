@@ -140,7 +140,7 @@ fn document(value: Value, path: &Path, doc: usize) -> Result<Document, ManifestE
                 FieldUse {
                     path: fields::display_path(p),
                     class,
-                    note,
+                    note: note.to_string(),
                 }
             })
             .collect();

@@ -29,7 +29,7 @@ pub mod values;
 
 use std::path::{Path, PathBuf};
 
-pub use fields::{Enforcement, FieldClass, FieldUse};
+pub use fields::{Enforcement, Fate, FieldClass, FieldUse, ManifestSummary, WorkloadFields};
 pub use kube::{ANNOTATION_BUSES, ANNOTATION_READY_FRAME, DEVICE_PLUGIN_PREFIX};
 pub use model::{
     ContainerSpec, ExecProbe, ImageRef, OtherObject, Readiness, Resources, RestartPolicy, SecuritySpec,
@@ -122,6 +122,40 @@ pub fn load_set(paths: &[PathBuf]) -> ManifestSet {
         }
     }
     set
+}
+
+impl ManifestSet {
+    /// The report's view of these manifests.
+    pub fn summary(&self) -> ManifestSummary {
+        summarise(&self.workloads, &self.others)
+    }
+}
+
+/// The report's view of a project's workloads and the objects it does not deploy.
+pub fn summarise(workloads: &[WorkloadSpec], others: &[OtherObject]) -> ManifestSummary {
+    ManifestSummary {
+        workloads: workloads
+            .iter()
+            .map(|w| WorkloadFields {
+                name: w.name.clone(),
+                kind: w.kind.clone(),
+                source: format!("{}#{}", w.source.display(), w.document),
+                fields: w.fields.clone(),
+            })
+            .collect(),
+        not_deployed: others
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} ({}#{})",
+                    o.kind,
+                    if o.name.is_empty() { "(unnamed)" } else { &o.name },
+                    o.source.display(),
+                    o.document
+                )
+            })
+            .collect(),
+    }
 }
 
 fn read(path: &Path) -> Result<String, ManifestError> {

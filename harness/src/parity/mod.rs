@@ -312,6 +312,9 @@ pub struct EnvSummary {
     pub wall_ms: f64,
     /// Why the environment could not run at all, if so.
     pub unavailable: Option<String>,
+    /// Manifest settings this environment applies beyond what every environment honours.
+    #[serde(default)]
+    pub enforces: Vec<crate::manifest::Enforcement>,
 }
 
 /// Everything a run produced; serialised as `parity.json`.
@@ -325,6 +328,10 @@ pub struct RunReport {
     pub scenarios: Vec<ScenarioParity>,
     pub feature_errors: Vec<FeatureFileErrorRecord>,
     pub runs: Vec<ScenarioRun>,
+    /// The project's workloads with what each environment does with each field, and the objects no
+    /// environment deploys.
+    #[serde(default)]
+    pub manifests: crate::manifest::ManifestSummary,
 }
 
 /// A feature file that could not be used.

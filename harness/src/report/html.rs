@@ -124,8 +124,49 @@ pub fn render(report: &RunReport) -> String {
         runs.sort_by_key(|r| envs.iter().position(|e| *e == r.env).unwrap_or(usize::MAX));
         scenario_section(&mut h, i, s, &runs, &envs);
     }
+    manifest_fields(&mut h, report, &envs);
     h.push_str("</body></html>\n");
     h
+}
+
+/// Per workload: what each environment did with each field its manifest sets (collapsed).
+fn manifest_fields(h: &mut String, report: &RunReport, envs: &[String]) {
+    let tables = crate::report::common::field_tables(report);
+    if tables.is_empty() && report.manifests.not_deployed.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Manifest fields</h2>");
+    for (heading, rows) in tables {
+        let _ = write!(
+            h,
+            "<details><summary>{}</summary><table><tr><th>field</th>",
+            esc(&heading)
+        );
+        for e in envs {
+            let _ = write!(h, "<th>{}</th>", esc(e));
+        }
+        h.push_str("<th>note</th></tr>");
+        for row in rows {
+            let _ = write!(h, "<tr><td><code>{}</code></td>", esc(row.path));
+            for fate in &row.fates {
+                let class = match *fate {
+                    "honoured" => "pass",
+                    "not enforced" => "drift",
+                    _ => "",
+                };
+                let _ = write!(h, "<td class=\"{class}\">{}</td>", esc(fate));
+            }
+            let _ = write!(h, "<td>{}</td></tr>", esc(row.note));
+        }
+        h.push_str("</table></details>");
+    }
+    if !report.manifests.not_deployed.is_empty() {
+        h.push_str("<h3>Not deployed by any environment</h3><ul>");
+        for o in &report.manifests.not_deployed {
+            let _ = write!(h, "<li>{}</li>", esc(o));
+        }
+        h.push_str("</ul>");
+    }
 }
 
 fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) {

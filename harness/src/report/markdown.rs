@@ -1,7 +1,7 @@
 //! `summary.md`: the matrix, drifts, failures and timings as Markdown (readable in CI artifact viewers).
 
 use crate::parity::{outcome_label, RunReport, Verdict};
-use crate::report::common::env_columns;
+use crate::report::common::{env_columns, field_tables};
 
 /// The Markdown summary of a run.
 pub fn render(report: &RunReport) -> String {
@@ -119,7 +119,41 @@ pub fn render(report: &RunReport) -> String {
             md.push('\n');
         }
     }
+    manifest_fields(report, &envs, &mut md);
     md
+}
+
+/// Per workload: what each environment did with each field its manifest sets.
+fn manifest_fields(report: &RunReport, envs: &[String], md: &mut String) {
+    let tables = field_tables(report);
+    if tables.is_empty() && report.manifests.not_deployed.is_empty() {
+        return;
+    }
+    md.push_str("\n## Manifest fields\n\nEvery field each manifest sets: honoured, no behaviour here, or not enforced in that environment.\n");
+    for (heading, rows) in tables {
+        md.push_str(&format!("\n### {heading}\n\n| field |"));
+        for e in envs {
+            md.push_str(&format!(" {e} |"));
+        }
+        md.push_str(" note |\n|---|");
+        for _ in envs {
+            md.push_str("---|");
+        }
+        md.push_str("---|\n");
+        for row in rows {
+            md.push_str(&format!("| `{}` |", row.path));
+            for fate in &row.fates {
+                md.push_str(&format!(" {fate} |"));
+            }
+            md.push_str(&format!(" {} |\n", escape(row.note)));
+        }
+    }
+    if !report.manifests.not_deployed.is_empty() {
+        md.push_str("\n### Not deployed by any environment\n\n");
+        for o in &report.manifests.not_deployed {
+            md.push_str(&format!("- {}\n", escape(o)));
+        }
+    }
 }
 
 fn escape(text: &str) -> String {

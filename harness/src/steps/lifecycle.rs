@@ -59,6 +59,12 @@ pub fn steps() -> Vec<StepDef> {
         ),
         StepDef::new(
             Expectation,
+            r#"^the "([^"]+)" workload runs (\d+) (?:replicas?|pods?)$"#,
+            r#"the "door-locks" workload runs 2 replicas"#,
+            step_fn!(replica_count),
+        ),
+        StepDef::new(
+            Expectation,
             format!(r#"^the "([^"]+)" workload (?:stays|is) (running|exited) for {DUR}$"#),
             r#"the "hvac" workload stays exited for 500 ms"#,
             step_fn!(stays),
@@ -187,6 +193,32 @@ async fn restart_count(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
         Err(StepFailure::fail(format!(
             "`{}` was restarted {actual} times, expected {expected}",
             a.get(0)
+        )))
+    }
+}
+
+async fn replica_count(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
+    let expected: usize = a
+        .get(1)
+        .parse()
+        .map_err(|_| StepFailure::fail("replica count is not a number"))?;
+    let pod = w.pod(a.get(0))?;
+    let mut running: Vec<&str> = pod
+        .instances
+        .iter()
+        .filter(|i| i.supervisor.state().phase == Phase::Running)
+        .map(|i| i.pod.as_str())
+        .collect();
+    running.sort_unstable();
+    running.dedup();
+    if running.len() == expected {
+        Ok(())
+    } else {
+        Err(StepFailure::fail(format!(
+            "`{}` runs {} pods ({}), expected {expected}",
+            a.get(0),
+            running.len(),
+            running.join(", ")
         )))
     }
 }

@@ -64,6 +64,8 @@ pub(super) struct ContainerLauncher {
     /// The `pod-init` binary, bind-mounted into the container.
     pub(super) pod_init: PathBuf,
     pub(super) links: Vec<(String, PathBuf)>,
+    /// The pod's volumes this container mounts.
+    pub(super) mounts: Vec<crate::volumes::HostMount>,
     pub(super) key: String,
     pub(super) held: tokio::sync::Mutex<Option<Resident>>,
     /// No workload incarnation is running in the held container (it may go back to the pool).
@@ -131,6 +133,14 @@ impl ContainerLauncher {
         for (k, v) in &self.spec.env {
             request = request.with_env_var(k.clone(), v.clone());
         }
+        for m in &self.mounts {
+            let mount = Mount::bind_mount(m.host.display().to_string(), m.path.clone());
+            request = request.with_mount(if m.read_only {
+                mount.with_access_mode(testcontainers::core::AccessMode::ReadOnly)
+            } else {
+                mount
+            });
+        }
         let endpoints: Vec<(String, String)> = self
             .links
             .iter()
@@ -144,8 +154,10 @@ impl ContainerLauncher {
             request = request.with_env_var(k, v);
         }
         let limits = self.spec.limits;
+        let read_only_root = self.spec.security.read_only_root;
         let request = request.with_host_config_modifier(move |hc| {
             hc.network_mode = Some("none".into());
+            hc.readonly_rootfs = Some(read_only_root);
             if let Some(bytes) = limits.memory_bytes {
                 hc.memory = Some(bytes as i64);
                 hc.memory_swap = Some(bytes as i64);
@@ -422,6 +434,7 @@ mod tests {
             },
             pod_init: PathBuf::from("/nonexistent/pod-init"),
             links,
+            mounts: Vec::new(),
             key: String::new(),
             held: tokio::sync::Mutex::new(None),
             idle: Arc::new(AtomicBool::new(true)),

@@ -40,6 +40,7 @@ use super::contract::{
     Setup, Transport,
 };
 use crate::error::InfraError;
+use crate::manifest::Enforcement;
 use image::Images;
 use launcher::{short, ContainerLauncher, Shared};
 pub use launcher::{RUN_LABEL, STATE_LABEL};
@@ -188,6 +189,11 @@ impl Environment for ContainerEnv {
         "container"
     }
 
+    /// cgroup memory and CPU limits, a read-only root filesystem, bind-mounted volumes.
+    fn enforces(&self) -> Vec<Enforcement> {
+        crate::manifest::fields::enforced_by("container")
+    }
+
     fn transport(&self) -> Transport {
         match self.shared.can {
             ContainerCan::SocketMount => "userspace hub, Unix socket bind-mounted into the container".into(),
@@ -224,7 +230,15 @@ impl Environment for ContainerEnv {
             let image = self.images.image_for(&self.shared.docker, run, container).await?;
             let pod_init = crate::helpers::Helper::PodInit.path().await?;
             let links = request.unix_sockets("container")?;
-            let key = spec_key(&image.reference, &image.argv, container, &links);
+            let mounts = crate::volumes::materialise(
+                pod,
+                container,
+                &request.scratch_dir.join(format!("{}-volumes", pod.name)),
+            )?;
+            let key = format!(
+                "{}|{mounts:?}",
+                spec_key(&image.reference, &image.argv, container, &links)
+            );
             let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(ContainerLauncher {
                 shared: self.shared.clone(),
@@ -233,6 +247,7 @@ impl Environment for ContainerEnv {
                 image,
                 pod_init,
                 links,
+                mounts,
                 key,
                 held: tokio::sync::Mutex::new(None),
                 idle: Arc::new(AtomicBool::new(true)),
