@@ -78,7 +78,7 @@ fn manifest_with_unknown_field_is_an_infra_error_naming_field_and_file() {
         .unwrap()
         .replace(
             "          imagePullPolicy: IfNotPresent\n",
-            "          imagePullPolicy: IfNotPresent\n          livenessProbe: {}\n",
+            "          imagePullPolicy: IfNotPresent\n          livenessProbes: {}\n",
         );
     p.write("fixtures/manifests/hvac.yaml", &broken);
     p.write(
@@ -93,7 +93,7 @@ fn manifest_with_unknown_field_is_an_infra_error_naming_field_and_file() {
         msg.contains("hvac.yaml: document 1: spec.template.spec.containers[0]"),
         "{msg}"
     );
-    assert!(msg.contains("unknown field `livenessProbe`"), "{msg}");
+    assert!(msg.contains("unknown field `livenessProbes`: not in the Kubernetes schema"), "{msg}");
     assert_eq!(
         record(&out, "a healthy scenario still passes").outcome,
         Outcome::Passed
@@ -161,7 +161,7 @@ fn workload_that_exits_at_start_is_an_infra_error_with_its_last_log_lines() {
     let p = TestProject::new();
     let bad = std::fs::read_to_string(p.path().join("fixtures/manifests/body-control.yaml"))
         .unwrap()
-        .replace("name: body-control\n  labels", "name: broken-bcm\n  labels")
+        .replace("  name: body-control\nspec:", "  name: broken-bcm\nspec:")
         .replace("value: \"200\"", "value: \"often\"");
     p.write("fixtures/manifests/broken-bcm.yaml", &bad);
     p.write("scenarios/good.feature", GOOD);
@@ -189,7 +189,7 @@ fn workload_that_never_becomes_ready_is_an_infra_error_naming_the_probe() {
     let p = TestProject::new();
     let never = std::fs::read_to_string(p.path().join("fixtures/manifests/body-control.yaml"))
         .unwrap()
-        .replace("name: body-control\n  labels", "name: silent-bcm\n  labels")
+        .replace("  name: body-control\nspec:", "  name: silent-bcm\nspec:")
         .replace("ready-frame: \"0x320\"", "ready-frame: \"0x7FF\"");
     p.write("fixtures/manifests/silent-bcm.yaml", &never);
     p.write("scenarios/x.feature", "Feature: x\n  Scenario: waits for a heartbeat that never comes\n    Given the \"silent-bcm\" workload is running\n");

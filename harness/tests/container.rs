@@ -171,19 +171,19 @@ fn container_failures_are_infra_errors_naming_the_cause() {
     p.write(
         "fixtures/manifests/crashing.yaml",
         &body
-            .replace("name: body-control\n  labels", "name: crashing\n  labels")
+            .replace("  name: body-control\nspec:", "  name: crashing\nspec:")
             .replace("value: \"200\"", "value: \"often\""),
     );
     p.write(
         "fixtures/manifests/silent.yaml",
         &body
-            .replace("name: body-control\n  labels", "name: silent\n  labels")
+            .replace("  name: body-control\nspec:", "  name: silent\nspec:")
             .replace("ready-frame: \"0x320\"", "ready-frame: \"0x7FF\""),
     );
     p.write(
         "fixtures/manifests/unbuildable.yaml",
         &body
-            .replace("name: body-control\n  labels", "name: unbuildable\n  labels")
+            .replace("  name: body-control\nspec:", "  name: unbuildable\nspec:")
             .replace("agl/body-control:1.0", "agl/wiper-control:1.0"),
     );
     p.write(
