@@ -320,6 +320,14 @@ impl ScenarioWorld {
             .get(&first_bus)
             .map(|b| (b.tape().as_ref(), from, since_ns));
         // Each replica: init containers in order (sidecars keep running), then the app containers.
+        // Nodes that have sent on the first bus: a replica is on the bus once there is one more. (Replicas send
+        // the same ready frame, so the frame alone cannot tell the second replica from the first.)
+        let first_bus_ref = self.buses.get(&first_bus);
+        let senders = || {
+            first_bus_ref
+                .and_then(|b| b.stats())
+                .map(|s| s.nodes.iter().filter(|n| n.connected && n.sent > 0).count())
+        };
         let mut all = Vec::new();
         let scratch = self.scratch.clone();
         let deployed: Result<(), StepFailure> = async {
@@ -375,12 +383,33 @@ impl ScenarioWorld {
                     log_dir: &log_dir,
                     scratch_dir: &scratch,
                 };
+                let senders_before = senders();
                 let mut started = pass.env.deploy(&pass.run, request).await?;
                 // Tracked before readiness, so a pod that never gets ready is still torn down with the scenario.
                 all.append(&mut instances);
                 let first = all.len();
                 all.append(&mut started);
                 crate::readiness::wait_ready(&app, &all[first..], tape, pass.settings.ready_timeout).await?;
+                if let (true, Some(before), Some((tape, _, _))) = (
+                    spec.replicas > 1 && matches!(spec.readiness, crate::manifest::Readiness::CanFrame(_)),
+                    senders_before,
+                    tape,
+                ) {
+                    let deadline = tokio::time::Instant::now() + pass.settings.ready_timeout;
+                    while senders().is_some_and(|now| now <= before) {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(StepFailure::Infra(InfraError::NeverReady {
+                                workload: replica.clone(),
+                                waited_ms: pass.settings.ready_timeout.as_millis(),
+                                probe: "replica never sent on the bus".into(),
+                                log_tail: String::new(),
+                            }));
+                        }
+                        // The next frame on the bus is the next chance for the replica to have sent.
+                        let len = tape.len();
+                        let _ = tape.wait(len, deadline, |f| (!f.is_empty()).then_some(())).await;
+                    }
+                }
             }
             Ok(())
         }

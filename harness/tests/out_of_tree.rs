@@ -50,27 +50,9 @@
 //!
 //! `AGL_PARITY_KEEP_TEST_DIRS=1` keeps the temporary projects (reports, logs, traces) for a post-mortem.
 //!
-//! ## Status: the first test fails in the container column because of a harness bug
-//!
-//! The CLI run itself exits 0 with every scenario `pass` in every column, and every other check passes,
-//! but the last check, of the replicas' logs, failed in every run here (5 runs; 1 to 3 of the first
-//! container scenarios each time, never native or vm), e.g.:
-//!
-//! ```text
-//! A lock request locks the doors in container: replica door-lock-1 did not handle the scenario's frame
-//! ("event":"lock_response" missing), so it was not on the bus while the scenario ran
-//! ```
-//!
-//! The trace of that scenario has the request `120#01` at t=.4386 s and a single `321#04`; door-lock-1's
-//! log has its `ready` at t=.7764 s, 0.34 s after the request and after the last step, and it was stopped
-//! 0 ms later. Cause, in `harness/src/world.rs` `ScenarioWorld::deploy_spec`: the tape position and time
-//! `(from, since_ns)` that readiness looks from are taken once, before the replica loop, so the `0x320`
-//! ready frame that replica 0 already sent satisfies `readiness::wait_ready` of replica 1 at once; the
-//! "workload is running" step completes while replica 1 is still starting (its container is created
-//! cold in the first scenarios of the column). Only the slow container start shows it; native and vm
-//! replicas happen to join within the few milliseconds before the first `When`. Even a per-replica
-//! `since_ns` would not do, since replica 0's periodic heartbeat matches too: a ready frame must be
-//! counted only from the replica's own bus node.
+//! The replica check found a real bug, now fixed: readiness of a second replica was satisfied by the first
+//! replica's ready frame; `ScenarioWorld::deploy_spec` now also waits until the replica's own bus node has
+//! sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

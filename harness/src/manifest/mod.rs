@@ -493,7 +493,8 @@ spec:
             .collect();
         let set = load_set(&paths);
         assert!(set.errors.is_empty(), "{:?}", set.errors);
-        assert_eq!(set.workloads.len(), 3);
+        assert_eq!(set.workloads.len(), 4);
+        assert_eq!(set.others.len(), 1, "door-locks' Service");
     }
 
     #[test]
