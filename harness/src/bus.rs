@@ -152,6 +152,12 @@ impl ScenarioBus {
             ..HubConfig::default()
         })
         .map_err(|e| bus_err(e.to_string()))?;
+        // Any user may join: workloads run as the manifest's runAsUser (a container's non-root user).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&unix_path, std::fs::Permissions::from_mode(0o666))
+                .map_err(|e| bus_err(format!("{}: {e}", unix_path.display())))?;
+        }
         let tcp_addr = match hub.tcp_endpoint() {
             Some(Endpoint::Tcp(addr)) => Some(addr),
             _ => None,

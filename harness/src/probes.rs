@@ -147,3 +147,167 @@ async fn probe_until(p: &ExecProbe, control: &SupervisorControl, incarnation: u3
         tokio::time::sleep(p.period).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Probes against a fake launcher whose probe answers are scripted per incarnation; paused time.
+    use super::*;
+    use crate::error::InfraError;
+    use crate::logs::LogSink;
+    use crate::manifest::RestartPolicy;
+    use crate::supervisor::{ExitInfo, Launcher, Process, StopSignal, Supervisor};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// Runs until signalled.
+    struct Forever {
+        signalled: Option<i32>,
+    }
+
+    #[async_trait]
+    impl Process for Forever {
+        async fn wait(&mut self) -> ExitInfo {
+            match self.signalled {
+                Some(sig) => ExitInfo {
+                    code: None,
+                    signal: Some(sig),
+                },
+                None => std::future::pending().await,
+            }
+        }
+        async fn signal(&mut self, signal: StopSignal) -> Result<(), InfraError> {
+            self.signalled = Some(if signal == StopSignal::Kill { 9 } else { 15 });
+            Ok(())
+        }
+    }
+
+    /// Probe answers: `answer(incarnation, call)`.
+    struct Scripted {
+        launches: AtomicU32,
+        calls: AtomicU32,
+        answer: fn(u32, u32) -> bool,
+    }
+
+    #[async_trait]
+    impl Launcher for Scripted {
+        async fn launch(&self, _logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
+            self.launches.fetch_add(1, Ordering::SeqCst);
+            self.calls.store(0, Ordering::SeqCst);
+            Ok(Box::new(Forever { signalled: None }))
+        }
+        async fn exec(&self, _command: &[String]) -> Result<bool, InfraError> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok((self.answer)(self.launches.load(Ordering::SeqCst), call))
+        }
+    }
+
+    fn probe(failure_threshold: u32) -> ExecProbe {
+        ExecProbe {
+            command: vec!["/probe".into()],
+            initial_delay: Duration::ZERO,
+            period: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            failure_threshold,
+            success_threshold: 1,
+        }
+    }
+
+    fn start(
+        answer: fn(u32, u32) -> bool,
+        policy: RestartPolicy,
+        container: ContainerSpec,
+    ) -> (Supervisor, Option<ProbeTask>, Arc<Scripted>) {
+        let launcher = Arc::new(Scripted {
+            launches: AtomicU32::new(0),
+            calls: AtomicU32::new(0),
+            answer,
+        });
+        let sup = Supervisor::start(launcher.clone(), policy, LogSink::memory("c"));
+        let task = ProbeTask::spawn(&container, sup.control(), Duration::from_secs(1));
+        (sup, task, launcher)
+    }
+
+    async fn until(sup: &Supervisor, f: impl Fn(&ProcessState) -> bool) -> ProcessState {
+        let mut w = sup.watch();
+        let state = tokio::time::timeout(Duration::from_secs(120), w.wait_for(|s| f(s)))
+            .await
+            .expect("state reached")
+            .expect("supervisor alive")
+            .clone();
+        state
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_liveness_restarts_the_container_then_a_healthy_one_stays() {
+        // The first incarnation fails every probe; later ones pass.
+        let container = ContainerSpec {
+            liveness: Some(probe(3)),
+            ..Default::default()
+        };
+        let (sup, task, launcher) = start(|inc, _| inc > 1, RestartPolicy::Always, container);
+        assert!(task.is_some());
+        let state = until(&sup, |s| s.starts == 2 && s.phase == Phase::Running).await;
+        assert_eq!(state.restarts, 1);
+        assert!(sup.logs().tail(100).contains("liveness probe failed 3 times"));
+        // Healthy now: another minute of probes restarts nothing.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(sup.state().starts, 2);
+        assert!(launcher.calls.load(Ordering::SeqCst) >= 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_failure_under_never_leaves_the_container_exited() {
+        let container = ContainerSpec {
+            liveness: Some(probe(2)),
+            ..Default::default()
+        };
+        let (sup, _task, _) = start(|_, _| false, RestartPolicy::Never, container);
+        let state = until(&sup, |s| s.phase == Phase::Exited).await;
+        assert_eq!((state.starts, state.restarts), (1, 0));
+        assert!(!state.stopped, "ended by the probe, not by the scenario");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_gates_liveness_and_started() {
+        // Startup passes on the third call; liveness (which would fail at once) only runs afterwards, so
+        // the container is restarted only after started() resolved.
+        let container = ContainerSpec {
+            startup: Some(probe(5)),
+            liveness: Some(ExecProbe {
+                initial_delay: Duration::from_secs(5),
+                ..probe(1)
+            }),
+            ..Default::default()
+        };
+        let (sup, task, launcher) = start(|inc, call| inc > 1 || call == 2, RestartPolicy::Always, container);
+        let task = task.unwrap();
+        until(&sup, |s| s.phase == Phase::Running).await;
+        task.started().await;
+        assert_eq!(
+            launcher.calls.load(Ordering::SeqCst),
+            3,
+            "two failed startup probes, one success"
+        );
+        until(&sup, |s| s.starts == 2).await;
+        assert!(sup.logs().tail(100).contains("liveness probe failed 1 times"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_failures_end_the_container() {
+        let container = ContainerSpec {
+            startup: Some(probe(2)),
+            ..Default::default()
+        };
+        let (sup, _task, _) = start(|inc, _| inc > 1, RestartPolicy::OnFailure, container);
+        let state = until(&sup, |s| s.starts == 2 && s.phase == Phase::Running).await;
+        assert_eq!(state.restarts, 1);
+        assert!(sup.logs().tail(100).contains("startup probe failed 2 times"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_without_startup_or_liveness_probes_gets_no_task() {
+        let (_sup, task, _) = start(|_, _| false, RestartPolicy::Always, ContainerSpec::default());
+        assert!(task.is_none());
+    }
+}

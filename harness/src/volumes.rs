@@ -34,6 +34,12 @@ pub fn materialise(
         };
         let dir = pod_dir.join(&volume.name);
         std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+        if volume.source == VolumeSource::EmptyDir {
+            // As Kubernetes makes it: writable by whatever user the containers run as.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| err(&dir, e))?;
+        }
         if let VolumeSource::Files { files, mode } = &volume.source {
             for (rel, content) in files {
                 let file = dir.join(rel);

@@ -93,7 +93,10 @@ fn manifest_with_unknown_field_is_an_infra_error_naming_field_and_file() {
         msg.contains("hvac.yaml: document 1: spec.template.spec.containers[0]"),
         "{msg}"
     );
-    assert!(msg.contains("unknown field `livenessProbes`: not in the Kubernetes schema"), "{msg}");
+    assert!(
+        msg.contains("unknown field `livenessProbes`: not in the Kubernetes schema"),
+        "{msg}"
+    );
     assert_eq!(
         record(&out, "a healthy scenario still passes").outcome,
         Outcome::Passed

@@ -159,6 +159,8 @@ fn manifest_limits_are_applied_to_the_container() {
     assert_eq!(host_config.memory, Some(64 << 20));
     assert_eq!(host_config.nano_cpus, Some(250_000_000));
     assert_eq!(host_config.network_mode.as_deref(), Some("none"));
+    // cdk8s-plus writes readOnlyRootFilesystem: true.
+    assert_eq!(host_config.readonly_rootfs, Some(true));
 }
 
 #[test]

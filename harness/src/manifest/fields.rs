@@ -171,12 +171,22 @@ pub const RULES: &[FieldRule] = &[
         "this volume type is not provided: not mounted",
     ),
     rule(P, "volumes.name", Honoured, "named by volumeMounts"),
-    rule(P, "volumes.configMap", Honoured, "the ConfigMap's keys as files"),
-    rule(P, "volumes.secret", Honoured, "the Secret's keys as files"),
+    rule(
+        P,
+        "volumes.configMap",
+        Enforced(E::Volumes),
+        "the ConfigMap's keys as files",
+    ),
+    rule(
+        P,
+        "volumes.secret",
+        Enforced(E::Volumes),
+        "the Secret's keys as files",
+    ),
     rule(
         P,
         "volumes.emptyDir",
-        Honoured,
+        Enforced(E::Volumes),
         "an empty directory shared by the pod's containers",
     ),
     rule(P, "volumes.emptyDir.medium", NoBehaviour, "storage medium"),
@@ -307,7 +317,7 @@ pub const RULES: &[FieldRule] = &[
     rule(
         C,
         "volumeMounts",
-        Honoured,
+        Enforced(E::Volumes),
         "configMap, secret and emptyDir volumes mounted as files",
     ),
     rule(C, "resources", NoBehaviour, "resource settings"),
@@ -609,6 +619,7 @@ pub const ENFORCED_BY: &[(&str, &[Enforcement])] = &[
         &[
             Enforcement::MemoryLimit,
             Enforcement::CpuLimit,
+            Enforcement::RunAsUser,
             Enforcement::ReadOnlyRoot,
             Enforcement::Volumes,
         ],
@@ -688,7 +699,10 @@ mod tests {
             class_of("spec.volumes.[].hostPath.path", &["spec"]),
             Enforced(E::Never)
         );
-        assert_eq!(class_of("spec.volumes.[].configMap.name", &["spec"]), Honoured);
+        assert_eq!(
+            class_of("spec.volumes.[].configMap.name", &["spec"]),
+            Enforced(E::Volumes)
+        );
     }
 
     #[test]

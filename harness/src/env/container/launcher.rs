@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use agl_workloads::pod_init::{Command, Event, EventError, SOCKET_ENV};
+use agl_workloads::pod_init::{Command, Event, EventError, SOCKET_ENV, USER_ENV};
 use async_trait::async_trait;
 use bollard::Docker;
 use futures::StreamExt;
@@ -132,6 +132,20 @@ impl ContainerLauncher {
             .with_env_var(SOCKET_ENV, format!("{slot_in_container}/init.sock"));
         for (k, v) in &self.spec.env {
             request = request.with_env_var(k.clone(), v.clone());
+        }
+        let security = self.spec.security;
+        match (security.run_as_user, security.run_as_group) {
+            (None | Some(0), _) if security.run_as_non_root => {
+                // What a kubelet answers too: the images built here have no USER of their own.
+                return Err(self.err(
+                    "securityContext.runAsNonRoot is set but the container would run as root: give securityContext.runAsUser".into(),
+                ));
+            }
+            (None, None) => {}
+            (uid, gid) => {
+                request =
+                    request.with_env_var(USER_ENV, format!("{}:{}", uid.unwrap_or(0), gid.unwrap_or(0)));
+            }
         }
         for m in &self.mounts {
             let mount = Mount::bind_mount(m.host.display().to_string(), m.path.clone());

@@ -79,8 +79,8 @@ pub(super) fn spec_key(
     env.sort();
     let buses: Vec<&str> = links.iter().map(|(b, _)| b.as_str()).collect();
     format!(
-        "{image}|{cmd:?}|{env:?}|{:?}|{:?}|{buses:?}|ro={}",
-        spec.limits.memory_bytes, spec.limits.cpu_millis, spec.security.read_only_root
+        "{image}|{cmd:?}|{env:?}|{:?}|{:?}|{buses:?}|{:?}",
+        spec.limits.memory_bytes, spec.limits.cpu_millis, spec.security
     )
 }
 
