@@ -107,6 +107,13 @@ pub enum SnapshotError {
     NoSnapshot { status: String, stderr: String },
 }
 
+impl SnapshotError {
+    /// The template ran to a successful end without ever binding a CAN socket (nothing to snapshot at).
+    fn is_clean_exit(&self) -> bool {
+        matches!(self, SnapshotError::NoSnapshot { status, .. } if status == "exit status: 0")
+    }
+}
+
 /// Workloads in KVM microVMs.
 pub struct VmEnv {
     state_dir: PathBuf,
@@ -299,6 +306,12 @@ impl Environment for VmEnv {
                     Ok(dir) => {
                         boot = format!("restore from snapshot {}", dir.display());
                         argv.extend(["--restore".to_string(), dir.display().to_string()]);
+                    }
+                    // A program that exits without opening a CAN socket (an init container) has no bind to
+                    // snapshot at: a cold boot is the normal case for it.
+                    Err(e @ SnapshotError::NoSnapshot { .. }) if e.is_clean_exit() => {
+                        tracing::debug!(error = %e, "no VM snapshot: booting cold");
+                        argv.extend(["--elf".to_string(), binary.display().to_string()]);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "no VM snapshot: booting cold");

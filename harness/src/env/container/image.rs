@@ -7,8 +7,9 @@
 //!   their host paths, so it runs unchanged.
 //! * **A container image** of the project ([`WorkloadSource::Image`]) is used itself: taken from the
 //!   engine, loaded with `docker load` or built with `docker build`, once per run, and tagged
-//!   `agl-parity/<binary>:run-<run id>`; it runs its own Entrypoint and Cmd (from `docker inspect`) unless
-//!   the manifest's `command`/`args` override them, the Kubernetes way.
+//!   `agl-parity/<binary>:id-<image id>` (by content, so runs leave no tags of their own); it runs its own
+//!   Entrypoint and Cmd (from `docker inspect`) unless the manifest's `command`/`args` override them, the
+//!   Kubernetes way.
 //! * An image no source provides is still usable when the engine already has it.
 //!
 //! `pod-init` stays PID 1 in every case: the launcher bind-mounts it and makes it the entrypoint.
@@ -93,7 +94,7 @@ impl Images {
                         config: None,
                     },
                     WorkloadSource::Image { reference, how } => {
-                        prepare_user_image(docker, run, image, reference, how).await?
+                        prepare_user_image(docker, image, reference, how).await?
                     }
                 };
                 images.insert(image.to_string(), p.clone());
@@ -187,11 +188,10 @@ async fn build_from_executable(
     Ok(local)
 }
 
-/// Takes a user image from the engine, loads or builds it, tags it under this run and reads its
+/// Takes a user image from the engine, loads or builds it, tags it by its id and reads its
 /// Entrypoint and Cmd.
 async fn prepare_user_image(
     docker: &Docker,
-    run: &RunContext,
     image: &ImageRef,
     reference: &str,
     how: &ImageFrom,
@@ -234,8 +234,12 @@ async fn prepare_user_image(
             "image `{reference}` is not in the local Docker engine ({e}): `docker pull` it, or give the source a `tarball:` or `containerfile:`"
         ))
     })?;
+    // Tagged by content (the image id), like the images built here: the same tag in every run, so runs
+    // leave no tags of their own behind.
     let repo = format!("agl-parity/{}", image.binary_name());
-    let run_tag = format!("run-{}", run.run_id);
+    let id = inspect.id.clone().unwrap_or_default();
+    let digits = id.strip_prefix("sha256:").unwrap_or(&id);
+    let run_tag = format!("id-{}", digits.get(..12).unwrap_or(digits));
     tag(docker, &source, &repo, &run_tag)
         .await
         .map_err(|e| build_err(format!("cannot tag {source} as {repo}:{run_tag}: {e}")))?;
