@@ -117,10 +117,7 @@ enum Command {
 
 /// Handle to a supervised container. Dropping it kills the process.
 pub struct Supervisor {
-    launcher: Arc<dyn Launcher>,
-    commands: mpsc::UnboundedSender<Command>,
-    state: watch::Receiver<ProcessState>,
-    logs: LogSink,
+    control: SupervisorControl,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -138,70 +135,58 @@ impl Supervisor {
         });
         let task = tokio::spawn(supervise(launcher.clone(), policy, logs.clone(), rx, state_tx));
         Supervisor {
-            launcher,
-            commands,
-            state,
-            logs,
+            control: SupervisorControl {
+                launcher,
+                commands,
+                state,
+                logs,
+            },
             task: Some(task),
         }
     }
 
     pub fn state(&self) -> ProcessState {
-        self.state.borrow().clone()
+        self.control.state.borrow().clone()
     }
 
     /// A receiver to wait for state changes.
     pub fn watch(&self) -> watch::Receiver<ProcessState> {
-        self.state.clone()
+        self.control.watch()
     }
 
     pub fn logs(&self) -> &LogSink {
-        &self.logs
+        self.control.logs()
     }
 
     /// Runs a probe command in the container (see [`Launcher::exec`]).
     pub async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
-        self.launcher.exec(command).await
+        self.control.exec(command).await
     }
 
     /// Graceful stop: terminate, wait up to `grace`, then kill. The policy does not restart it.
     pub async fn stop(&self, grace: Duration) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Stop { grace, done }).is_ok() {
-            let _ = wait.await;
-        }
+        self.control.send(|done| Command::Stop { grace, done }).await
     }
 
     /// Hard kill, as a crash: the restart policy decides what happens next.
     pub async fn kill(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Kill { done }).is_ok() {
-            let _ = wait.await;
-        }
+        self.control.send(|done| Command::Kill { done }).await
     }
 
     /// Ends the current incarnation as a failure (terminate, `grace`, kill), as the kubelet does after a failed
     /// liveness or startup probe: the restart policy decides what happens next.
     pub async fn fail(&self, grace: Duration) {
-        self.control().fail(grace).await
+        self.control.fail(grace).await
     }
 
     /// A cheap handle for tasks that watch and act on this container (probes).
     pub fn control(&self) -> SupervisorControl {
-        SupervisorControl {
-            launcher: self.launcher.clone(),
-            commands: self.commands.clone(),
-            state: self.state.clone(),
-            logs: self.logs.clone(),
-        }
+        self.control.clone()
     }
 
     /// Stops the current incarnation (gracefully) and starts a new one.
     pub async fn restart(&self, grace: Duration) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Restart { grace, done }).is_ok() {
-            let _ = wait.await;
-        }
+        self.control.send(|done| Command::Restart { grace, done }).await
     }
 
     /// Stops the process for good (graceful, then kill) and ends supervision.
@@ -239,8 +224,13 @@ impl SupervisorControl {
 
     /// See [`Supervisor::fail`].
     pub async fn fail(&self, grace: Duration) {
+        self.send(|done| Command::Fail { grace, done }).await
+    }
+
+    /// Sends a command and waits until the supervisor has carried it out (at once when it is gone).
+    async fn send(&self, command: impl FnOnce(oneshot::Sender<()>) -> Command) {
         let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Fail { grace, done }).is_ok() {
+        if self.commands.send(command(done)).is_ok() {
             let _ = wait.await;
         }
     }
