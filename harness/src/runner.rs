@@ -312,7 +312,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         &feature_set,
         &config,
     );
-    report.manifests = fixtures.manifest_summary();
+    report.manifests = fixtures.manifest_summary(&options.project_dir);
     drop(guard);
     sweep_environments(setup).await;
     Ok(RunOutcome { report, report_dir })

@@ -760,3 +760,100 @@ fn a_field_outside_the_kubernetes_schema_is_named_and_the_other_scenarios_still_
         "the CLI's output names the field:\n{cli}"
     );
 }
+
+/// The `harness = false` test target a team adds to its own crate (README, "Your own project").
+const TEAM_CARGO_TOML: &str = r#"[package]
+name = "team-door-lock"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[dev-dependencies]
+agl-parity = { path = "HARNESS" }
+
+[[test]]
+name = "parity"
+harness = false
+
+[workspace]
+"#;
+
+const TEAM_TEST_TARGET: &str = r#"fn main() -> std::process::ExitCode {
+    agl_parity::suite::main(env!("CARGO_MANIFEST_DIR").as_ref())
+}
+"#;
+
+/// The target directory this test was built into (`<target>/debug/deps/out_of_tree-…`): the team crate's
+/// build reuses the harness's artifacts from it instead of building everything again.
+fn own_target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.ancestors()
+        .nth(3)
+        .expect("<target>/debug/deps/exe")
+        .to_path_buf()
+}
+
+#[test]
+fn the_team_crate_runs_the_parity_suite_from_its_own_cargo_test() {
+    let project = TeamProject::new();
+    project.write(
+        "Cargo.toml",
+        &TEAM_CARGO_TOML.replace("HARNESS", env!("CARGO_MANIFEST_DIR")),
+    );
+    project.write("src/lib.rs", "//! The team's ECU code.\n");
+    project.write("tests/parity.rs", TEAM_TEST_TARGET);
+    // The workspace's lock file pins the same dependency versions, so the harness is not rebuilt.
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).expect("Cargo.lock");
+    project.write("Cargo.lock", &lock);
+    let _one_run_at_a_time = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = |libtest_args: &[&str]| {
+        // Bounded: a cargo that waits on a lock forever fails the test instead of hanging CI.
+        let out = Command::new("timeout")
+            .arg("1200")
+            .arg(&cargo)
+            .args(["test", "--quiet", "--test", "parity", "--"])
+            .args(libtest_args)
+            .current_dir(project.path())
+            .env("CARGO_TARGET_DIR", own_target_dir())
+            .env("AGL_PARITY_ENVS", "native")
+            .env("AGL_PARITY_REQUIRE", "native")
+            .env_remove("AGL_PARITY_PROJECT")
+            .env_remove("AGL_PARITY_WORKLOADS_DIR")
+            .env_remove("AGL_PARITY_LAB")
+            .output()
+            .expect("cargo runs");
+        let text = cli_text(&out);
+        eprintln!("{text}");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            text,
+        )
+    };
+    // `cargo test --test parity -- --list` lists the team's scenarios, libtest style.
+    let (ok, stdout, text) = run(&["--list"]);
+    assert!(ok, "{text}");
+    for (name, _, _) in SCENARIOS {
+        assert!(
+            stdout.contains(&format!("{name}: test")),
+            "{name} not listed:\n{stdout}"
+        );
+    }
+    // `cargo test --test parity -- "answered with result"` runs the four outline rows, and only them.
+    let (ok, stdout, text) = run(&["answered with result", "--nocapture"]);
+    assert!(ok, "{text}");
+    assert!(
+        stdout.lines().any(|l| l.trim() == "4 passed, 0 failed"),
+        "the suite's closing line:\n{stdout}"
+    );
+    let reports: Vec<PathBuf> = std::fs::read_dir(project.path().join("reports"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        reports.len(),
+        1,
+        "the run (not the listing) wrote its report in the team's reports/: {reports:?}"
+    );
+}

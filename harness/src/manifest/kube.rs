@@ -366,14 +366,25 @@ fn ignored_path(p: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-/// YAML numbers where Kubernetes takes a quantity (`cpu: 1`, `memory: 65536`) become strings, as
-/// `kubectl` reads them.
+/// Reads values as `kubectl` does: YAML numbers where Kubernetes takes a quantity (`cpu: 1`,
+/// `memory: 65536`) become strings, and YAML 1.1 octal file modes (`defaultMode: 0400`) numbers.
 fn quantities_as_strings(value: &mut Value, in_quantities: bool) {
     match value {
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 let key = k.as_str().unwrap_or_default();
                 let quantities = matches!(key, "limits" | "requests" | "overhead");
+                // YAML 1.1 (what kubectl reads) takes `0400` as octal; YAML 1.2 as text.
+                if matches!(key, "defaultMode" | "mode") {
+                    let octal = v
+                        .as_str()
+                        .filter(|t| t.len() > 1 && t.starts_with('0'))
+                        .and_then(|t| i64::from_str_radix(&t[1..], 8).ok());
+                    if let Some(n) = octal {
+                        *v = Value::Number(n.into());
+                    }
+                    continue;
+                }
                 if (in_quantities || key == "sizeLimit") && v.is_number() {
                     if let Value::Number(n) = v {
                         *v = Value::String(n.to_string());

@@ -125,21 +125,23 @@ pub fn load_set(paths: &[PathBuf]) -> ManifestSet {
 }
 
 impl ManifestSet {
-    /// The report's view of these manifests.
-    pub fn summary(&self) -> ManifestSummary {
-        summarise(&self.workloads, &self.others)
+    /// The report's view of these manifests, file names relative to `root` (the project).
+    pub fn summary(&self, root: &Path) -> ManifestSummary {
+        summarise(&self.workloads, &self.others, root)
     }
 }
 
-/// The report's view of a project's workloads and the objects it does not deploy.
-pub fn summarise(workloads: &[WorkloadSpec], others: &[OtherObject]) -> ManifestSummary {
+/// The report's view of a project's workloads and the objects it does not deploy, file names relative to
+/// `root` (the project).
+pub fn summarise(workloads: &[WorkloadSpec], others: &[OtherObject], root: &Path) -> ManifestSummary {
+    let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     ManifestSummary {
         workloads: workloads
             .iter()
             .map(|w| WorkloadFields {
                 name: w.name.clone(),
                 kind: w.kind.clone(),
-                source: format!("{}#{}", w.source.display(), w.document),
+                source: format!("{}#{}", shown(&w.source), w.document),
                 fields: w.fields.clone(),
             })
             .collect(),
@@ -150,7 +152,7 @@ pub fn summarise(workloads: &[WorkloadSpec], others: &[OtherObject]) -> Manifest
                     "{} {} ({}#{})",
                     o.kind,
                     if o.name.is_empty() { "(unnamed)" } else { &o.name },
-                    o.source.display(),
+                    shown(&o.source),
                     o.document
                 )
             })
@@ -471,6 +473,110 @@ spec:
             "{ name: scrach, mountPath: /tmp }",
         ));
         assert!(e.contains("volumeMounts[1].name: no volume `scrach`"), "{e}");
+    }
+
+    fn pod_template(extra: &str) -> String {
+        format!(
+            "  template:\n    metadata: {{ annotations: {{ parity.agl.io/can-buses: vehicle }} }}\n    spec:\n{extra}      containers: [{{ name: c, image: agl/x:1 }}]\n"
+        )
+    }
+
+    #[test]
+    fn every_workload_kind_becomes_pods() {
+        let kinds = [
+            (
+                "apps/v1",
+                "StatefulSet",
+                "  replicas: 3\n  serviceName: x\n  selector: { matchLabels: { a: b } }\n",
+                "",
+                3,
+                RestartPolicy::Always,
+            ),
+            (
+                "apps/v1",
+                "ReplicaSet",
+                "  replicas: 2\n  selector: { matchLabels: { a: b } }\n",
+                "",
+                2,
+                RestartPolicy::Always,
+            ),
+            (
+                "apps/v1",
+                "DaemonSet",
+                "  selector: { matchLabels: { a: b } }\n",
+                "",
+                1,
+                RestartPolicy::Always,
+            ),
+            (
+                "batch/v1",
+                "Job",
+                "  backoffLimit: 2\n",
+                "      restartPolicy: OnFailure\n",
+                1,
+                RestartPolicy::OnFailure,
+            ),
+        ];
+        for (api, kind, spec, pod_extra, replicas, policy) in kinds {
+            let text = format!(
+                "apiVersion: {api}\nkind: {kind}\nmetadata: {{ name: w }}\nspec:\n{spec}{}",
+                pod_template(pod_extra)
+            );
+            let w = &parse_str(&text).unwrap_or_else(|e| panic!("{kind}: {e}"))[0];
+            assert_eq!(
+                (w.kind.as_str(), w.replicas, w.restart_policy),
+                (kind, replicas, policy)
+            );
+        }
+        // A Job needs a policy that lets its pods finish.
+        let job = format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{ name: w }}\nspec:\n{}",
+            pod_template("")
+        );
+        let e = parse_str(&job).unwrap_err().to_string();
+        assert!(
+            e.contains("spec.template.spec.restartPolicy: a Job's pods need"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_feed_env_and_files() {
+        let text = r#"
+apiVersion: v1
+kind: Secret
+metadata: { name: keys }
+data: { TOKEN: c2VjcmV0 }
+stringData: { pin.txt: "1234" }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: p, annotations: { parity.agl.io/can-buses: vehicle } }
+spec:
+  volumes: [{ name: k, secret: { secretName: keys, defaultMode: 0400 } }]
+  containers:
+    - name: c
+      image: agl/x:1
+      envFrom: [{ secretRef: { name: keys }, prefix: S_ }]
+      env: [{ name: T, valueFrom: { secretKeyRef: { name: keys, key: TOKEN } } }]
+      volumeMounts: [{ name: k, mountPath: /keys }]
+"#;
+        let w = &parse_str(text).unwrap()[0];
+        let env: std::collections::BTreeMap<_, _> = w.containers[0].env.iter().cloned().collect();
+        assert_eq!(env["T"], "secret");
+        assert_eq!(env["S_TOKEN"], "secret");
+        assert_eq!(env["S_pin.txt"], "1234");
+        match &w.volume("k").unwrap().source {
+            VolumeSource::Files { files, mode } => {
+                assert_eq!(files["pin.txt"], b"1234".to_vec());
+                assert_eq!(*mode, 0o400);
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse_str(&text.replace("secretName: keys", "secretName: nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.volumes[0]: Secret `nope` is not defined"), "{e}");
     }
 
     #[test]
