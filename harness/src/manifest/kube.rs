@@ -19,13 +19,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use super::error::ManifestError;
 use super::fields::{self, FieldUse};
 use super::model::{
     ContainerSpec, ExecProbe, OtherObject, Readiness, Resources, RestartPolicy, SecuritySpec, VolumeMount,
     VolumeSource, VolumeSpec, WorkloadSpec,
 };
 use super::values::{check_name, parse_can_id, parse_cpu, parse_image, parse_memory};
-use super::ManifestError;
 
 /// Annotation naming the CAN buses a pod joins.
 pub const ANNOTATION_BUSES: &str = "parity.agl.io/can-buses";

@@ -19,9 +19,10 @@
 //!
 //! The first bus reaches each container as `CAN_BUS=<endpoint>`, every bus as `CAN_BUS_<NAME>=<endpoint>`.
 //!
-//! Modules: [`model`] (the workload model), [`values`] (single values), [`fields`] (field classes),
-//! [`kube`] (Kubernetes objects into the model).
+//! Modules: [`model`] (the workload model), [`error`], [`values`] (single values), [`fields`] (field
+//! classes), [`kube`] (Kubernetes objects into the model).
 
+pub mod error;
 pub mod fields;
 pub mod kube;
 pub mod model;
@@ -29,6 +30,7 @@ pub mod values;
 
 use std::path::{Path, PathBuf};
 
+pub use error::ManifestError;
 pub use fields::{Enforcement, Fate, FieldClass, FieldUse, ManifestSummary, WorkloadFields};
 pub use kube::{ANNOTATION_BUSES, ANNOTATION_READY_FRAME, DEVICE_PLUGIN_PREFIX};
 pub use model::{
@@ -36,22 +38,6 @@ pub use model::{
     VolumeMount, VolumeSource, VolumeSpec, WorkloadSpec,
 };
 pub use values::{parse_can_id, parse_cpu, parse_memory, ValueError};
-
-/// A manifest that cannot be used, with the place that is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("cannot read manifest {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: document {doc}: {field}: {reason}")]
-    Field {
-        path: PathBuf,
-        doc: usize,
-        field: String,
-        reason: String,
-    },
-    #[error("{path}: no Kubernetes object in the file")]
-    Empty { path: PathBuf },
-}
 
 /// Every manifest of a project, read together so that a workload can use a ConfigMap of another file.
 #[derive(Debug, Default)]
