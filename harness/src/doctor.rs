@@ -12,7 +12,7 @@ use crate::env;
 pub use crate::env::Check;
 
 /// Runs every check.
-pub async fn checks(project_dir: &Path) -> Vec<Check> {
+pub async fn checks() -> Vec<Check> {
     let mut out = Vec::new();
     for kind in env::registry() {
         let (ok, detail) = match (kind.probe)().await {
@@ -25,12 +25,12 @@ pub async fn checks(project_dir: &Path) -> Vec<Check> {
             detail,
         });
     }
-    out.push(toolchain_check(project_dir));
+    out.push(toolchain_check());
     out.push(kernel_can_check());
     out
 }
 
-fn toolchain_check(project_dir: &Path) -> Check {
+fn toolchain_check() -> Check {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let version = std::process::Command::new(&cargo).arg("--version").output();
     let static_libc = [
@@ -45,9 +45,8 @@ fn toolchain_check(project_dir: &Path) -> Check {
             name: "workload build".into(),
             ok: true,
             detail: format!(
-                "{} builds static workloads from {} (static glibc at {libc})",
+                "{} builds the project's `cargo`/`builtin` workloads and the harness's pod-init and agl-vmm as static executables (static glibc at {libc})",
                 String::from_utf8_lossy(&v.stdout).trim(),
-                project_dir.join("fixtures/workloads").display()
             ),
         },
         (Ok(_), None) => Check {

@@ -427,7 +427,7 @@ async fn doctor_cmd(project: &Project, clean: bool, lab: Option<PathBuf>) -> Exi
             names => names.join(", "),
         }
     );
-    for c in doctor::checks(&project.root).await {
+    for c in doctor::checks().await {
         println!(
             "  {:<7} {:<18} {}",
             if c.ok { "ok" } else { "MISSING" },
