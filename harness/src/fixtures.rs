@@ -83,8 +83,7 @@ impl Fixtures {
     /// The report's view of the project's manifests (field tables, objects not deployed), file names
     /// relative to the project directory `root`.
     pub fn manifest_summary(&self, root: &Path) -> crate::manifest::ManifestSummary {
-        let workloads: Vec<WorkloadSpec> = self.workloads.values().cloned().collect();
-        crate::manifest::summarise(&workloads, &self.not_deployed, root)
+        crate::manifest::summarise(self.workloads.values(), &self.not_deployed, root)
     }
 
     /// The DBC message named `name`, searching every database.

@@ -6,7 +6,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`project`] | the project file `agl-parity.yaml`: where scenarios, manifests, DBC, reports and workloads are |
-//! | [`manifest`] | Kubernetes Pod/Deployment manifests into the workload model |
+//! | [`manifest`] | Kubernetes objects (k8s-openapi) into the workload model, and the table of field classes |
 //! | [`fixtures`] | the project's manifests by pod name and its DBC databases |
 //! | [`workload`] | workload sources: from a manifest image to an executable or a container image |
 //! | [`cargo`] | building cargo packages (workloads, pod-init, VMM) at run time |
@@ -14,7 +14,9 @@
 //! | [`error`] | [`error::InfraError`]: what an environment, the supervisor or the bus report as an infra-error |
 //! | [`env`] | the [`env::Environment`] trait and the environments (native, ...) |
 //! | [`supervisor`] | restart policy, stop, kill, restart of one container, for every environment |
-//! | [`readiness`] | readiness probes (process, CAN heartbeat, exec) |
+//! | [`readiness`] | readiness probes (process, CAN heartbeat, exec), init-container completion, new replicas on the bus |
+//! | [`probes`] | startup and liveness exec probes with the kubelet's semantics |
+//! | [`volumes`] | configMap/secret/emptyDir volumes as host files for the environments that mount them |
 //! | [`logs`] | captured workload output |
 //! | [`bus`] | a scenario's bus: embedded hub, recorder tape, injector |
 //! | [`features`] | `.feature` discovery, outline expansion, environment tags |

@@ -192,6 +192,41 @@ pub async fn wait_completed(instance: &Instance, timeout: Duration) -> Result<()
     }
 }
 
+/// Bus nodes that are connected and have sent at least one frame (`None` without hub statistics, e.g. a
+/// bench adapter).
+pub fn senders(bus: &crate::bus::ScenarioBus) -> Option<usize> {
+    bus.stats()
+        .map(|s| s.nodes.iter().filter(|n| n.connected && n.sent > 0).count())
+}
+
+/// Waits until more than `before` nodes have sent on `bus`: a new replica is on the bus. (Replicas send
+/// the same ready frame, so the frame alone cannot tell the second replica from the first.)
+pub async fn wait_new_sender(
+    bus: &crate::bus::ScenarioBus,
+    before: usize,
+    workload: &str,
+    timeout: Duration,
+) -> Result<(), InfraError> {
+    let deadline = Instant::now() + timeout;
+    while senders(bus).is_some_and(|now| now <= before) {
+        if Instant::now() >= deadline {
+            return Err(InfraError::NeverReady {
+                workload: workload.to_string(),
+                waited_ms: timeout.as_millis(),
+                probe: "replica never sent on the bus".into(),
+                log_tail: String::new(),
+            });
+        }
+        // The next frame on the bus is the next chance for the replica to have sent.
+        let len = bus.tape().len();
+        let _ = bus
+            .tape()
+            .wait(len, deadline, |f| (!f.is_empty()).then_some(()))
+            .await;
+    }
+    Ok(())
+}
+
 async fn wait_running(instances: &[Instance]) -> Result<(), InfraError> {
     for instance in instances {
         let mut w = instance.supervisor.watch();

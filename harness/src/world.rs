@@ -129,6 +129,113 @@ pub struct PodHandle {
     pub instances: Vec<Instance>,
 }
 
+/// What deploying the replicas of one workload shares.
+struct Replicas<'a> {
+    pass: &'a EnvPass,
+    spec: &'a crate::manifest::WorkloadSpec,
+    buses: &'a [crate::bus::BusInfo],
+    scratch: &'a Path,
+    /// The workload's first bus: where readiness frames are seen.
+    first_bus: Option<&'a ScenarioBus>,
+    /// Tape position and time of the deploy's start.
+    from: usize,
+    since_ns: u64,
+}
+
+impl Replicas<'_> {
+    /// The spec of replica `name` with only `containers`, under `policy`, ready when started.
+    fn part(
+        &self,
+        name: &str,
+        containers: Vec<crate::manifest::ContainerSpec>,
+        policy: crate::manifest::RestartPolicy,
+    ) -> crate::manifest::WorkloadSpec {
+        crate::manifest::WorkloadSpec {
+            name: name.to_string(),
+            replicas: 1,
+            init_containers: Vec::new(),
+            containers,
+            restart_policy: policy,
+            readiness: crate::manifest::Readiness::Started,
+            ..self.spec.clone()
+        }
+    }
+
+    async fn start(
+        &self,
+        part: &crate::manifest::WorkloadSpec,
+        log_dir: &Path,
+    ) -> Result<Vec<Instance>, InfraError> {
+        let request = DeployRequest {
+            workload: part,
+            buses: self.buses.to_vec(),
+            log_dir,
+            scratch_dir: self.scratch,
+        };
+        self.pass.env.deploy(&self.pass.run, request).await
+    }
+
+    /// Every replica in turn, each ready before the next starts.
+    async fn deploy(&self, log_root: &Path, all: &mut Vec<Instance>) -> Result<(), StepFailure> {
+        for index in 0..self.spec.replicas.max(1) {
+            self.deploy_replica(index, log_root, all).await?;
+        }
+        Ok(())
+    }
+
+    /// Replica `index`: its init containers in order (sidecars keep running), then its app containers,
+    /// until ready. Every started instance goes into `all` before readiness is awaited, so a replica that
+    /// never gets ready is still torn down with the scenario.
+    async fn deploy_replica(
+        &self,
+        index: u32,
+        log_root: &Path,
+        all: &mut Vec<Instance>,
+    ) -> Result<(), StepFailure> {
+        let (spec, timeout) = (self.spec, self.pass.settings.ready_timeout);
+        let replica = spec.replica_name(index);
+        let log_dir = log_root.join(&replica);
+        for init in &spec.init_containers {
+            let one = self.part(
+                &replica,
+                vec![init.clone()],
+                spec.restart_policy.for_init_container(init.sidecar),
+            );
+            let started = self.start(&one, &log_dir).await?;
+            if init.sidecar {
+                // A sidecar counts as started once it runs and its startup probe passed.
+                let first = all.len();
+                all.extend(started);
+                crate::readiness::wait_ready(&one, &all[first..], None, timeout).await?;
+            } else {
+                for instance in started {
+                    crate::readiness::wait_completed(&instance, timeout).await?;
+                    instance.supervisor.shutdown(spec.termination_grace).await;
+                }
+            }
+        }
+        let app = crate::manifest::WorkloadSpec {
+            readiness: spec.readiness.clone(),
+            ..self.part(&replica, spec.containers.clone(), spec.restart_policy)
+        };
+        let senders_before = self.first_bus.and_then(crate::readiness::senders);
+        let first = all.len();
+        all.extend(self.start(&app, &log_dir).await?);
+        let tape = self
+            .first_bus
+            .map(|b| (b.tape().as_ref(), self.from, self.since_ns));
+        crate::readiness::wait_ready(&app, &all[first..], tape, timeout).await?;
+        if let (true, Some(bus), Some(before)) = (
+            spec.replicas > 1 && matches!(spec.readiness, crate::manifest::Readiness::CanFrame(_)),
+            self.first_bus,
+            senders_before,
+        ) {
+            crate::readiness::wait_new_sender(bus, before, &replica, timeout).await?;
+        }
+        Ok(())
+    }
+}
+
 /// State of one scenario in one environment.
 #[derive(Default)]
 pub struct ScenarioWorld {
@@ -315,104 +422,17 @@ impl ScenarioWorld {
             .join("logs")
             .join(env_dir(pass.env.name()))
             .join(&self.slug);
-        let tape = self
-            .buses
-            .get(&first_bus)
-            .map(|b| (b.tape().as_ref(), from, since_ns));
-        // Each replica: init containers in order (sidecars keep running), then the app containers.
-        // Nodes that have sent on the first bus: a replica is on the bus once there is one more. (Replicas send
-        // the same ready frame, so the frame alone cannot tell the second replica from the first.)
-        let first_bus_ref = self.buses.get(&first_bus);
-        let senders = || {
-            first_bus_ref
-                .and_then(|b| b.stats())
-                .map(|s| s.nodes.iter().filter(|n| n.connected && n.sent > 0).count())
-        };
         let mut all = Vec::new();
-        let scratch = self.scratch.clone();
-        let deployed: Result<(), StepFailure> = async {
-            for index in 0..spec.replicas.max(1) {
-                let replica = spec.replica_name(index);
-                let log_dir = log_root.join(&replica);
-                let part =
-                    |containers: Vec<crate::manifest::ContainerSpec>, policy| crate::manifest::WorkloadSpec {
-                        name: replica.clone(),
-                        replicas: 1,
-                        init_containers: Vec::new(),
-                        containers,
-                        restart_policy: policy,
-                        readiness: crate::manifest::Readiness::Started,
-                        ..spec.clone()
-                    };
-                let mut instances = Vec::new();
-                for init in &spec.init_containers {
-                    let policy = match (init.sidecar, spec.restart_policy) {
-                        (true, _) => crate::manifest::RestartPolicy::Always,
-                        (false, crate::manifest::RestartPolicy::Never) => {
-                            crate::manifest::RestartPolicy::Never
-                        }
-                        (false, _) => crate::manifest::RestartPolicy::OnFailure,
-                    };
-                    let one = part(vec![init.clone()], policy);
-                    let request = DeployRequest {
-                        workload: &one,
-                        buses: buses.clone(),
-                        log_dir: &log_dir,
-                        scratch_dir: &scratch,
-                    };
-                    let mut started = pass.env.deploy(&pass.run, request).await?;
-                    if init.sidecar {
-                        // A sidecar counts as started once it runs and its startup probe passed.
-                        crate::readiness::wait_ready(&one, &started, None, pass.settings.ready_timeout)
-                            .await?;
-                        instances.append(&mut started);
-                    } else {
-                        for instance in started {
-                            crate::readiness::wait_completed(&instance, pass.settings.ready_timeout).await?;
-                            instance.supervisor.shutdown(spec.termination_grace).await;
-                        }
-                    }
-                }
-                let app = crate::manifest::WorkloadSpec {
-                    readiness: spec.readiness.clone(),
-                    ..part(spec.containers.clone(), spec.restart_policy)
-                };
-                let request = DeployRequest {
-                    workload: &app,
-                    buses: buses.clone(),
-                    log_dir: &log_dir,
-                    scratch_dir: &scratch,
-                };
-                let senders_before = senders();
-                let mut started = pass.env.deploy(&pass.run, request).await?;
-                // Tracked before readiness, so a pod that never gets ready is still torn down with the scenario.
-                all.append(&mut instances);
-                let first = all.len();
-                all.append(&mut started);
-                crate::readiness::wait_ready(&app, &all[first..], tape, pass.settings.ready_timeout).await?;
-                if let (true, Some(before), Some((tape, _, _))) = (
-                    spec.replicas > 1 && matches!(spec.readiness, crate::manifest::Readiness::CanFrame(_)),
-                    senders_before,
-                    tape,
-                ) {
-                    let deadline = tokio::time::Instant::now() + pass.settings.ready_timeout;
-                    while senders().is_some_and(|now| now <= before) {
-                        if tokio::time::Instant::now() >= deadline {
-                            return Err(StepFailure::Infra(InfraError::NeverReady {
-                                workload: replica.clone(),
-                                waited_ms: pass.settings.ready_timeout.as_millis(),
-                                probe: "replica never sent on the bus".into(),
-                                log_tail: String::new(),
-                            }));
-                        }
-                        // The next frame on the bus is the next chance for the replica to have sent.
-                        let len = tape.len();
-                        let _ = tape.wait(len, deadline, |f| (!f.is_empty()).then_some(())).await;
-                    }
-                }
-            }
-            Ok(())
+        let deployed = Replicas {
+            pass: &pass,
+            spec: &spec,
+            buses: &buses,
+            scratch: &self.scratch,
+            first_bus: self.buses.get(&first_bus),
+            from,
+            since_ns,
         }
+        .deploy(&log_root, &mut all)
         .await;
         self.pods.insert(
             spec.name.clone(),

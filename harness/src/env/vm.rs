@@ -104,14 +104,12 @@ pub enum SnapshotError {
     #[error("cannot start the template VM: {0}")]
     Start(String),
     #[error("the template VM wrote no snapshot ({status}): {stderr}")]
-    NoSnapshot { status: String, stderr: String },
-}
-
-impl SnapshotError {
-    /// The template ran to a successful end without ever binding a CAN socket (nothing to snapshot at).
-    fn is_clean_exit(&self) -> bool {
-        matches!(self, SnapshotError::NoSnapshot { status, .. } if status == "exit status: 0")
-    }
+    NoSnapshot {
+        status: String,
+        stderr: String,
+        /// It ended with code 0: a program that never binds a CAN socket has nothing to snapshot at.
+        clean_exit: bool,
+    },
 }
 
 /// Workloads in KVM microVMs.
@@ -183,6 +181,7 @@ impl VmEnv {
                 return Err(SnapshotError::NoSnapshot {
                     status: out.status.to_string(),
                     stderr: stderr.trim().to_string(),
+                    clean_exit: out.status.success(),
                 });
             }
             tracing::info!(snapshot = %dir.display(), ms = started.elapsed().as_millis() as u64, "VM snapshot made");
@@ -309,7 +308,7 @@ impl Environment for VmEnv {
                     }
                     // A program that exits without opening a CAN socket (an init container) has no bind to
                     // snapshot at: a cold boot is the normal case for it.
-                    Err(e @ SnapshotError::NoSnapshot { .. }) if e.is_clean_exit() => {
+                    Err(e @ SnapshotError::NoSnapshot { clean_exit: true, .. }) => {
                         tracing::debug!(error = %e, "no VM snapshot: booting cold");
                         argv.extend(["--elf".to_string(), binary.display().to_string()]);
                     }

@@ -34,17 +34,6 @@ pub enum Enforcement {
     Never,
 }
 
-impl Enforcement {
-    /// Every enforcement an environment may declare (for tables).
-    pub const ALL: [Enforcement; 5] = [
-        Enforcement::MemoryLimit,
-        Enforcement::CpuLimit,
-        Enforcement::RunAsUser,
-        Enforcement::ReadOnlyRoot,
-        Enforcement::Volumes,
-    ];
-}
-
 /// What the framework does with a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "class", content = "needs")]

@@ -33,6 +33,15 @@ pub const ANNOTATION_BUSES: &str = "parity.agl.io/can-buses";
 pub const ANNOTATION_READY_FRAME: &str = "parity.agl.io/ready-frame";
 const ANNOTATION_PREFIX: &str = "parity.agl.io/";
 const KNOWN_ANNOTATIONS: &[&str] = &[ANNOTATION_BUSES, ANNOTATION_READY_FRAME];
+/// Kinds whose pods are deployed.
+const WORKLOAD_KINDS: &[&str] = &[
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "ReplicaSet",
+    "DaemonSet",
+    "Job",
+];
 /// Resource-name prefix of the `k8s-socketcan` device plugin: `k8s.collabora.com/socketcan-<bus>: 1`.
 pub const DEVICE_PLUGIN_PREFIX: &str = "k8s.collabora.com/socketcan-";
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -115,7 +124,12 @@ fn document(value: Value, path: &Path, doc: usize) -> Result<Document, ManifestE
     };
     let api_version = text_of("apiVersion")?;
     let kind = text_of("kind")?;
-    let set_fields = fields::set_fields(&value);
+    // The field table is kept for workloads only.
+    let set_fields = if WORKLOAD_KINDS.contains(&kind.as_str()) {
+        fields::set_fields(&value)
+    } else {
+        Vec::new()
+    };
     let pending = |meta: ObjectMeta,
                    template_meta: ObjectMeta,
                    pod: core::PodSpec,
@@ -244,28 +258,23 @@ fn document(value: Value, path: &Path, doc: usize) -> Result<Document, ManifestE
                 data,
             }))
         }
-        (
-            api,
-            kind @ ("Pod" | "Deployment" | "StatefulSet" | "ReplicaSet" | "DaemonSet" | "Job" | "ConfigMap"
-            | "Secret"),
-        ) => Err(err(
+        (api, kind) if WORKLOAD_KINDS.contains(&kind) || matches!(kind, "ConfigMap" | "Secret") => Err(err(
             "apiVersion",
             format!("`{api}` is not the API version of a {kind}"),
         )),
         (api, other) => {
+            let name = value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             // Objects with a schema are checked against it; custom resources are taken as they are.
-            let meta = match validate_other(api, other, value.clone(), path, doc)? {
-                Some(meta) => meta,
-                None => value
-                    .get("metadata")
-                    .cloned()
-                    .and_then(|m| serde_yaml::from_value::<ObjectMeta>(m).ok())
-                    .unwrap_or_default(),
-            };
+            validate_other(api, other, value, path, doc)?;
             Ok(Document::Other(OtherObject {
                 api_version: api.to_string(),
                 kind: other.to_string(),
-                name: meta.name.unwrap_or_default(),
+                name,
                 source: path.to_path_buf(),
                 document: doc,
             }))
@@ -273,39 +282,32 @@ fn document(value: Value, path: &Path, doc: usize) -> Result<Document, ManifestE
     }
 }
 
-/// Checks a non-workload object of a known kind against its schema; `None` for kinds without one here.
-fn validate_other(
-    api: &str,
-    kind: &str,
-    value: Value,
-    path: &Path,
-    doc: usize,
-) -> Result<Option<ObjectMeta>, ManifestError> {
+/// Checks a non-workload object of a known kind against its schema (kinds without one here pass).
+fn validate_other(api: &str, kind: &str, value: Value, path: &Path, doc: usize) -> Result<(), ManifestError> {
     use k8s_openapi::api::{networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac};
-    let meta = match (api, kind) {
-        ("v1", "Service") => typed::<core::Service>(value, path, doc)?.metadata,
-        ("v1", "Namespace") => typed::<core::Namespace>(value, path, doc)?.metadata,
-        ("v1", "ServiceAccount") => typed::<core::ServiceAccount>(value, path, doc)?.metadata,
-        ("v1", "PersistentVolumeClaim") => typed::<core::PersistentVolumeClaim>(value, path, doc)?.metadata,
-        ("batch/v1", "CronJob") => typed::<batch::CronJob>(value, path, doc)?.metadata,
-        ("networking.k8s.io/v1", "NetworkPolicy") => typed::<net::NetworkPolicy>(value, path, doc)?.metadata,
-        ("networking.k8s.io/v1", "Ingress") => typed::<net::Ingress>(value, path, doc)?.metadata,
-        ("policy/v1", "PodDisruptionBudget") => {
-            typed::<policy::PodDisruptionBudget>(value, path, doc)?.metadata
-        }
-        ("rbac.authorization.k8s.io/v1", "Role") => typed::<rbac::Role>(value, path, doc)?.metadata,
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
-            typed::<rbac::RoleBinding>(value, path, doc)?.metadata
-        }
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
-            typed::<rbac::ClusterRole>(value, path, doc)?.metadata
-        }
+    match (api, kind) {
+        ("v1", "Service") => schema::<core::Service>(value, path, doc)?,
+        ("v1", "Namespace") => schema::<core::Namespace>(value, path, doc)?,
+        ("v1", "ServiceAccount") => schema::<core::ServiceAccount>(value, path, doc)?,
+        ("v1", "PersistentVolumeClaim") => schema::<core::PersistentVolumeClaim>(value, path, doc)?,
+        ("batch/v1", "CronJob") => schema::<batch::CronJob>(value, path, doc)?,
+        ("networking.k8s.io/v1", "NetworkPolicy") => schema::<net::NetworkPolicy>(value, path, doc)?,
+        ("networking.k8s.io/v1", "Ingress") => schema::<net::Ingress>(value, path, doc)?,
+        ("policy/v1", "PodDisruptionBudget") => schema::<policy::PodDisruptionBudget>(value, path, doc)?,
+        ("rbac.authorization.k8s.io/v1", "Role") => schema::<rbac::Role>(value, path, doc)?,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => schema::<rbac::RoleBinding>(value, path, doc)?,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => schema::<rbac::ClusterRole>(value, path, doc)?,
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-            typed::<rbac::ClusterRoleBinding>(value, path, doc)?.metadata
+            schema::<rbac::ClusterRoleBinding>(value, path, doc)?
         }
-        _ => return Ok(None),
-    };
-    Ok(Some(meta))
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks a document against its Kubernetes type, keeping nothing of it.
+fn schema<T: DeserializeOwned>(value: Value, path: &Path, doc: usize) -> Result<(), ManifestError> {
+    typed::<T>(value, path, doc).map(|_| ())
 }
 
 /// Deserializes a document into its Kubernetes type: type errors and fields outside the schema both name

@@ -110,20 +110,17 @@ pub fn load_set(paths: &[PathBuf]) -> ManifestSet {
     set
 }
 
-impl ManifestSet {
-    /// The report's view of these manifests, file names relative to `root` (the project).
-    pub fn summary(&self, root: &Path) -> ManifestSummary {
-        summarise(&self.workloads, &self.others, root)
-    }
-}
-
 /// The report's view of a project's workloads and the objects it does not deploy, file names relative to
 /// `root` (the project).
-pub fn summarise(workloads: &[WorkloadSpec], others: &[OtherObject], root: &Path) -> ManifestSummary {
+pub fn summarise<'a>(
+    workloads: impl IntoIterator<Item = &'a WorkloadSpec>,
+    others: &[OtherObject],
+    root: &Path,
+) -> ManifestSummary {
     let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     ManifestSummary {
         workloads: workloads
-            .iter()
+            .into_iter()
             .map(|w| WorkloadFields {
                 name: w.name.clone(),
                 kind: w.kind.clone(),

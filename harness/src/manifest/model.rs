@@ -26,6 +26,16 @@ impl RestartPolicy {
         }
     }
 
+    /// The policy of an init container of a pod with this policy: a sidecar always restarts; a
+    /// run-to-completion container is retried while it fails, unless the pod never restarts anything.
+    pub fn for_init_container(self, sidecar: bool) -> RestartPolicy {
+        match (sidecar, self) {
+            (true, _) => RestartPolicy::Always,
+            (false, RestartPolicy::Never) => RestartPolicy::Never,
+            (false, _) => RestartPolicy::OnFailure,
+        }
+    }
+
     /// Parses the Kubernetes spelling.
     pub fn parse(text: &str) -> Option<RestartPolicy> {
         match text {

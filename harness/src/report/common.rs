@@ -11,8 +11,8 @@ pub fn env_columns(report: &RunReport) -> Vec<String> {
 pub struct FieldRow<'a> {
     pub path: &'a str,
     pub note: &'a str,
-    /// `honoured`, `no behaviour here` or `not enforced`, per column in column order.
-    pub fates: Vec<&'static str>,
+    /// The field's fate per column, in column order.
+    pub fates: Vec<crate::manifest::Fate>,
 }
 
 /// Every workload's field table: (workload heading, rows).
@@ -28,11 +28,7 @@ pub fn field_tables(report: &RunReport) -> Vec<(String, Vec<FieldRow<'_>>)> {
                 .map(|f| FieldRow {
                     path: &f.path,
                     note: &f.note,
-                    fates: report
-                        .environments
-                        .iter()
-                        .map(|e| f.fate(&e.enforces).label())
-                        .collect(),
+                    fates: report.environments.iter().map(|e| f.fate(&e.enforces)).collect(),
                 })
                 .collect();
             (format!("{} `{}` ({})", w.kind, w.name, w.source), rows)

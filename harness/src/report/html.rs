@@ -131,6 +131,7 @@ pub fn render(report: &RunReport) -> String {
 
 /// Per workload: what each environment did with each field its manifest sets (collapsed).
 fn manifest_fields(h: &mut String, report: &RunReport, envs: &[String]) {
+    use crate::manifest::Fate;
     let tables = crate::report::common::field_tables(report);
     if tables.is_empty() && report.manifests.not_deployed.is_empty() {
         return;
@@ -149,12 +150,12 @@ fn manifest_fields(h: &mut String, report: &RunReport, envs: &[String]) {
         for row in rows {
             let _ = write!(h, "<tr><td><code>{}</code></td>", esc(row.path));
             for fate in &row.fates {
-                let class = match *fate {
-                    "honoured" => "pass",
-                    "not enforced" => "drift",
-                    _ => "",
+                let class = match fate {
+                    Fate::Honoured => "pass",
+                    Fate::NotEnforced => "drift",
+                    Fate::NoBehaviour => "",
                 };
-                let _ = write!(h, "<td class=\"{class}\">{}</td>", esc(fate));
+                let _ = write!(h, "<td class=\"{class}\">{}</td>", fate.label());
             }
             let _ = write!(h, "<td>{}</td></tr>", esc(row.note));
         }

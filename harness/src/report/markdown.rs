@@ -143,7 +143,7 @@ fn manifest_fields(report: &RunReport, envs: &[String], md: &mut String) {
         for row in rows {
             md.push_str(&format!("| `{}` |", row.path));
             for fate in &row.fates {
-                md.push_str(&format!(" {fate} |"));
+                md.push_str(&format!(" {} |", fate.label()));
             }
             md.push_str(&format!(" {} |\n", escape(row.note)));
         }

@@ -225,28 +225,22 @@ impl Environment for ContainerEnv {
         request: DeployRequest<'_>,
     ) -> Result<Vec<Instance>, InfraError> {
         let pod = request.workload;
+        let pod_init = crate::helpers::Helper::PodInit.path().await?;
+        let links = request.unix_sockets("container")?;
+        let volumes = request.scratch_dir.join(format!("{}-volumes", pod.name));
         let mut instances = Vec::new();
         for container in &pod.containers {
             let image = self.images.image_for(&self.shared.docker, run, container).await?;
-            let pod_init = crate::helpers::Helper::PodInit.path().await?;
-            let links = request.unix_sockets("container")?;
-            let mounts = crate::volumes::materialise(
-                pod,
-                container,
-                &request.scratch_dir.join(format!("{}-volumes", pod.name)),
-            )?;
-            let key = format!(
-                "{}|{mounts:?}",
-                spec_key(&image.reference, &image.argv, container, &links)
-            );
+            let mounts = crate::volumes::materialise(pod, container, &volumes)?;
+            let key = spec_key(&image.reference, &image.argv, container, &links, &mounts);
             let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(ContainerLauncher {
                 shared: self.shared.clone(),
                 pod: pod.name.clone(),
                 spec: container.clone(),
                 image,
-                pod_init,
-                links,
+                pod_init: pod_init.clone(),
+                links: links.clone(),
                 mounts,
                 key,
                 held: tokio::sync::Mutex::new(None),

@@ -9,6 +9,7 @@ use testcontainers::{ContainerAsync, GenericImage};
 
 use crate::env::vxcan::{CanBridge, VxcanPlan};
 use crate::manifest::ContainerSpec;
+use crate::volumes::HostMount;
 
 /// A running container whose PID 1 is `pod-init`, waiting to start workload incarnations.
 pub(super) struct Resident {
@@ -74,12 +75,13 @@ pub(super) fn spec_key(
     cmd: &[String],
     spec: &ContainerSpec,
     links: &[(String, PathBuf)],
+    mounts: &[HostMount],
 ) -> String {
     let mut env = spec.env.clone();
     env.sort();
     let buses: Vec<&str> = links.iter().map(|(b, _)| b.as_str()).collect();
     format!(
-        "{image}|{cmd:?}|{env:?}|{:?}|{:?}|{buses:?}|{:?}",
+        "{image}|{cmd:?}|{env:?}|{:?}|{:?}|{buses:?}|{:?}|{mounts:?}",
         spec.limits.memory_bytes, spec.limits.cpu_millis, spec.security
     )
 }
@@ -117,13 +119,13 @@ mod tests {
     fn spec_keys_separate_different_containers() {
         let links = vec![("vehicle".to_string(), PathBuf::from("/s/a.sock"))];
         let other_links = vec![("vehicle".to_string(), PathBuf::from("/s/b.sock"))];
-        let a = spec_key("img:1", &[], &spec(&[("A", "1"), ("B", "2")]), &links);
-        let b = spec_key("img:1", &[], &spec(&[("B", "2"), ("A", "1")]), &other_links);
+        let a = spec_key("img:1", &[], &spec(&[("A", "1"), ("B", "2")]), &links, &[]);
+        let b = spec_key("img:1", &[], &spec(&[("B", "2"), ("A", "1")]), &other_links, &[]);
         assert_eq!(a, b, "env order and socket location do not matter");
-        assert_ne!(a, spec_key("img:1", &[], &spec(&[("A", "2")]), &links));
+        assert_ne!(a, spec_key("img:1", &[], &spec(&[("A", "2")]), &links, &[]));
         assert_ne!(
             a,
-            spec_key("img:2", &[], &spec(&[("A", "1"), ("B", "2")]), &links)
+            spec_key("img:2", &[], &spec(&[("A", "1"), ("B", "2")]), &links, &[])
         );
     }
 }
