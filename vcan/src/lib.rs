@@ -18,6 +18,10 @@
 //! * [`kernel`]: the [`CanSocket`] over kernel SocketCAN (`vcan0`, `can0`), used wherever the kernel has CAN.
 //! * [`candump`]: reader and writer of the `candump -l` log format.
 //! * [`dbc`]: DBC databases: encode and decode messages by signal name.
+//! * [`raw`]: Linux's `CAN_RAW` socket semantics (options, filters, `struct can_frame` layout, addresses,
+//!   control messages) for programs given SocketCAN without a kernel: the VMM and [`emu`].
+//! * [`emu`]: SocketCAN for unmodified host and container processes by seccomp user notification.
+//! * [`errno`]: Linux errno values as syscalls return them.
 //!
 //! Dependencies between the modules point one way: `frame` at the bottom; `filter`; `socket` (the trait
 //! and [`BusError`]); the endpoint types; `wire`; the backends `kernel` and `client`; `hub` (which
@@ -30,11 +34,13 @@ pub mod candump;
 pub mod client;
 pub mod dbc;
 pub mod endpoint;
+pub mod errno;
 pub mod filter;
 pub mod frame;
 pub mod hub;
 pub mod kernel;
 mod options;
+pub mod raw;
 pub mod socket;
 pub mod wire;
 

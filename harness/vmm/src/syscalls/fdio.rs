@@ -130,8 +130,6 @@ pub struct Delivered {
     pub ifindex: u32,
     pub own: bool,
     pub timestamp_ns: u64,
-    pub timestamp: bool,
-    pub timestamp_us: bool,
 }
 
 /// Receives one frame from the CAN socket behind `desc`, blocking unless `dontwait`.
@@ -166,8 +164,6 @@ pub fn can_recv(
                     ifindex: s.bound.unwrap_or(0),
                     own: rx.own,
                     timestamp_ns: rx.timestamp_ns,
-                    timestamp: s.opts.timestamp_ns,
-                    timestamp_us: s.opts.timestamp_us,
                 };
                 return Ok((encode_frame(&rx.frame), info));
             }

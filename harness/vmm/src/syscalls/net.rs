@@ -6,8 +6,8 @@
 use super::abi::{access_ok, SysResult};
 use super::fdio::{can_recv, read_fd, write_fd};
 use crate::can::{
-    parse_filters, GuestCanSocket, AF_CAN, CAN_RAW, CAN_RAW_ERR_FILTER, CAN_RAW_FD_FRAMES, CAN_RAW_FILTER,
-    CAN_RAW_JOIN_FILTERS, CAN_RAW_LOOPBACK, CAN_RAW_RECV_OWN_MSGS, SOCKADDR_CAN_LEN, SOL_CAN_RAW,
+    control_messages, parse_sockaddr_can, recv_flags, sockaddr_can, GuestCanSocket, AF_CAN, CAN_RAW,
+    SOCKADDR_CAN_LEN,
 };
 use crate::errno::Errno;
 use crate::fdtable::Object;
@@ -21,21 +21,7 @@ const SOCK_CLOEXEC: u64 = 0x8_0000;
 const MSG_PEEK: u64 = 0x2;
 const MSG_TRUNC: u64 = 0x20;
 const MSG_DONTWAIT: u64 = 0x40;
-const MSG_CONFIRM: i32 = 0x800;
-const MSG_DONTROUTE: i32 = 0x4;
-const MSG_CTRUNC: i32 = 0x8;
-const SOL_SOCKET: i32 = 1;
-const SO_TYPE: i32 = 3;
-const SO_ERROR: i32 = 4;
-const SO_SNDBUF: i32 = 7;
-const SO_RCVBUF: i32 = 8;
-const SO_RCVTIMEO: i32 = 20;
-const SO_TIMESTAMP: i32 = 29;
-const SO_SNDBUFFORCE: i32 = 32;
-const SO_RCVBUFFORCE: i32 = 33;
-const SO_TIMESTAMPNS: i32 = 35;
-const SO_PROTOCOL: i32 = 38;
-const SO_DOMAIN: i32 = 39;
+use vcan::raw::{MSG_CTRUNC, SOL_SOCKET, SO_DOMAIN, SO_ERROR, SO_TYPE};
 
 /// True if `fd` is a guest CAN socket (used to trigger the snapshot before its `bind`).
 pub fn is_can_socket(g: &Guest, fd: u64) -> bool {
@@ -98,20 +84,11 @@ fn read_can_addr(g: &Guest, addr: u64, len: u64) -> Result<u32, Errno> {
     if len < 8 {
         return Err(Errno::EINVAL);
     }
-    let b = g.read_user(addr, len.min(SOCKADDR_CAN_LEN as u64))?;
-    let family = u16::from_le_bytes([b[0], b[1]]);
-    if i32::from(family) != AF_CAN {
-        return Err(Errno::EINVAL);
-    }
-    let idx = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-    u32::try_from(idx).map_err(|_| Errno::ENODEV)
+    parse_sockaddr_can(&g.read_user(addr, len.min(SOCKADDR_CAN_LEN as u64))?)
 }
 
 fn can_addr_bytes(ifindex: u32) -> Vec<u8> {
-    let mut b = vec![0u8; SOCKADDR_CAN_LEN];
-    b[0..2].copy_from_slice(&(AF_CAN as u16).to_le_bytes());
-    b[4..8].copy_from_slice(&ifindex.to_le_bytes());
-    b
+    sockaddr_can(ifindex).to_vec()
 }
 
 /// Writes an address into a (`addr`, `*addrlen`) pair: truncated to the caller's buffer, length updated.
@@ -136,15 +113,7 @@ pub fn bind(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
             _ => Errno::ENOTSOCK,
         });
     }
-    let mut ifindex = read_can_addr(g, a[1], a[2])?;
-    if ifindex == 0 {
-        // "All interfaces": one bus node per socket here, so only a single interface is supported.
-        if g.ifaces.len() != 1 {
-            tracing::warn!("bind to all CAN interfaces (ifindex 0) needs exactly one --can interface");
-            return Err(Errno::EINVAL);
-        }
-        ifindex = 1;
-    }
+    let ifindex = read_can_addr(g, a[1], a[2])?;
     let ifaces = g.ifaces.clone();
     with_can(g, a[0], |s| s.bind(&ifaces, ifindex))?;
     Ok(0)
@@ -199,43 +168,8 @@ pub fn setsockopt(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult
     }
     // Read the value first (EFAULT before any change).
     let bytes = g.read_user(val, len)?;
-    let int = || -> Result<i32, Errno> {
-        if bytes.len() != 4 {
-            return Err(Errno::EINVAL);
-        }
-        Ok(i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    };
     let ifaces = g.ifaces.clone();
-    with_can(g, fd, |s| {
-        let before = s.opts.clone();
-        match (level, opt) {
-            (SOL_CAN_RAW, CAN_RAW_FILTER) => s.opts.filters = parse_filters(&bytes)?,
-            (SOL_CAN_RAW, CAN_RAW_ERR_FILTER) => s.opts.err_mask = int()? as u32,
-            (SOL_CAN_RAW, CAN_RAW_LOOPBACK) => s.opts.loopback = int()? != 0,
-            (SOL_CAN_RAW, CAN_RAW_RECV_OWN_MSGS) => s.opts.recv_own = int()? != 0,
-            (SOL_CAN_RAW, CAN_RAW_FD_FRAMES) => s.opts.fd_frames = int()? != 0,
-            (SOL_CAN_RAW, CAN_RAW_JOIN_FILTERS) => s.opts.join_filters = int()? != 0,
-            (SOL_CAN_RAW, _) => return Err(Errno::ENOPROTOOPT),
-            (SOL_SOCKET, SO_TIMESTAMPNS) => s.opts.timestamp_ns = int()? != 0,
-            (SOL_SOCKET, SO_TIMESTAMP) => s.opts.timestamp_us = int()? != 0,
-            (SOL_SOCKET, SO_RCVBUF | SO_RCVBUFFORCE) => s.opts.rcvbuf = int()?.clamp(2304, 1 << 26) * 2,
-            (SOL_SOCKET, SO_SNDBUF | SO_SNDBUFFORCE) => s.opts.sndbuf = int()?.clamp(2304, 1 << 26) * 2,
-            (SOL_SOCKET, SO_RCVTIMEO) => {
-                if bytes.len() < 16 {
-                    return Err(Errno::EINVAL);
-                }
-                let sec = i64::from_le_bytes(bytes[0..8].try_into().map_err(|_| Errno::EINVAL)?);
-                let usec = i64::from_le_bytes(bytes[8..16].try_into().map_err(|_| Errno::EINVAL)?);
-                if sec < 0 || !(0..1_000_000).contains(&usec) {
-                    return Err(Errno::EINVAL);
-                }
-                s.rcvtimeo_us = (sec as u64).saturating_mul(1_000_000).saturating_add(usec as u64);
-            }
-            (SOL_SOCKET, _) => {}
-            _ => return Err(Errno::ENOPROTOOPT),
-        }
-        s.options_changed(&ifaces, &before)
-    })?;
+    with_can(g, fd, |s| s.setsockopt(&ifaces, level, opt, &bytes))?;
     Ok(0)
 }
 
@@ -252,36 +186,7 @@ pub fn getsockopt(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult
         return Err(Errno::EINVAL);
     }
     let value: Vec<u8> = if is_can {
-        with_can(g, fd, |s| {
-            let i = |v: i32| v.to_le_bytes().to_vec();
-            Ok(match (level, opt) {
-                (SOL_CAN_RAW, CAN_RAW_FILTER) => {
-                    let mut b = Vec::new();
-                    for (id, mask) in &s.opts.filters {
-                        b.extend_from_slice(&id.to_le_bytes());
-                        b.extend_from_slice(&mask.to_le_bytes());
-                    }
-                    if b.len() > cap as usize {
-                        return Err(Errno::ERANGE);
-                    }
-                    b
-                }
-                (SOL_CAN_RAW, CAN_RAW_ERR_FILTER) => i(s.opts.err_mask as i32),
-                (SOL_CAN_RAW, CAN_RAW_LOOPBACK) => i(s.opts.loopback as i32),
-                (SOL_CAN_RAW, CAN_RAW_RECV_OWN_MSGS) => i(s.opts.recv_own as i32),
-                (SOL_CAN_RAW, CAN_RAW_FD_FRAMES) => i(s.opts.fd_frames as i32),
-                (SOL_CAN_RAW, CAN_RAW_JOIN_FILTERS) => i(s.opts.join_filters as i32),
-                (SOL_SOCKET, SO_TYPE) => i(SOCK_RAW as i32),
-                (SOL_SOCKET, SO_ERROR) => i(if s.has_error() { libc::ENETDOWN } else { 0 }),
-                (SOL_SOCKET, SO_DOMAIN) => i(AF_CAN),
-                (SOL_SOCKET, SO_PROTOCOL) => i(CAN_RAW),
-                (SOL_SOCKET, SO_RCVBUF) => i(s.opts.rcvbuf),
-                (SOL_SOCKET, SO_SNDBUF) => i(s.opts.sndbuf),
-                (SOL_SOCKET, SO_TIMESTAMPNS) => i(s.opts.timestamp_ns as i32),
-                (SOL_SOCKET, SO_TIMESTAMP) => i(s.opts.timestamp_us as i32),
-                _ => return Err(Errno::ENOPROTOOPT),
-            })
-        })?
+        with_can(g, fd, |s| s.getsockopt(level, opt, cap as usize))?
     } else {
         match (level, opt) {
             (SOL_SOCKET, SO_TYPE) => (SOCK_DGRAM as i32).to_le_bytes().to_vec(),
@@ -386,10 +291,7 @@ pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let dontwait = desc.borrow().nonblock || flags & MSG_DONTWAIT != 0;
     let (frame, info) = can_recv(g, &desc, dontwait, flags & MSG_PEEK != 0)?;
     let copied = g.scatter(&iov, &frame)?;
-    let mut out_flags = MSG_DONTROUTE;
-    if info.own {
-        out_flags |= MSG_CONFIRM;
-    }
+    let mut out_flags = recv_flags(info.own);
     if copied < frame.len() {
         out_flags |= MSG_TRUNC as i32;
     }
@@ -401,14 +303,7 @@ pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
         g.write_u32(msg + 8, SOCKADDR_CAN_LEN as u32)?;
     }
     // Control messages: the receive timestamp.
-    let mut control = Vec::new();
-    let secs = info.timestamp_ns / 1_000_000_000;
-    let sub = info.timestamp_ns % 1_000_000_000;
-    if info.timestamp {
-        push_cmsg(&mut control, SOL_SOCKET, SO_TIMESTAMPNS, &[secs, sub]);
-    } else if info.timestamp_us {
-        push_cmsg(&mut control, SOL_SOCKET, SO_TIMESTAMP, &[secs, sub / 1000]);
-    }
+    let control = with_can(g, fd, |s| Ok(control_messages(&s.opts, info.timestamp_ns)))?;
     let mut controllen = 0u64;
     if m.control != 0 && !control.is_empty() {
         if (control.len() as u64) <= m.controllen {
@@ -427,17 +322,6 @@ pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     } else {
         copied
     } as u64)
-}
-
-/// Appends a control message (`cmsghdr` + 8-byte words) in the x86-64 layout.
-fn push_cmsg(out: &mut Vec<u8>, level: i32, ty: i32, words: &[u64]) {
-    let len = 16 + words.len() * 8;
-    out.extend_from_slice(&(len as u64).to_le_bytes());
-    out.extend_from_slice(&level.to_le_bytes());
-    out.extend_from_slice(&ty.to_le_bytes());
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
 }
 
 #[cfg(test)]
