@@ -33,6 +33,7 @@
 pub mod candump;
 pub mod client;
 pub mod dbc;
+pub mod emu;
 pub mod endpoint;
 pub mod errno;
 pub mod filter;

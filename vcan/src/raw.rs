@@ -488,7 +488,8 @@ impl RawSocket {
 
     /// Sends one decoded frame.
     pub fn send_frame(&mut self, frame: &Frame) -> Result<(), Errno> {
-        let conn = self.conn.as_mut().ok_or(Errno::EDESTADDRREQ)?;
+        // Unbound: no interface to send on (the kernel's `ENXIO`).
+        let conn = self.conn.as_mut().ok_or(Errno::ENXIO)?;
         conn.send(frame).map_err(|e| {
             tracing::warn!(node = %self.node_name, error = %e, "CAN send failed");
             Errno::ENOBUFS
@@ -853,9 +854,6 @@ mod tests {
         let mut s = RawSocket::new("t".into());
         assert_eq!(s.bind(&ifaces, 2), Err(Errno::ENODEV));
         assert_eq!(s.bind(&ifaces, 1), Err(Errno::ENETDOWN));
-        assert_eq!(
-            s.send(&encode_frame(&"123#".parse().unwrap())),
-            Err(Errno::EDESTADDRREQ)
-        );
+        assert_eq!(s.send(&encode_frame(&"123#".parse().unwrap())), Err(Errno::ENXIO));
     }
 }
