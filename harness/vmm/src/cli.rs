@@ -28,7 +28,7 @@ pub const EXIT_VMM_ERROR: i32 = 70;
 #[command(
     name = "agl-vmm",
     version,
-    about = "Run a static Linux x86-64 program in a KVM microVM without a guest kernel"
+    about = "Run a Linux x86-64 program in a KVM microVM without a guest kernel"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a static ELF (or restore a snapshot) until it exits.
+    /// Run an ELF (or restore a snapshot) until it exits.
     Run(RunArgs),
     /// Tell whether /dev/kvm is usable and what kind of KVM it is.
     Probe,
@@ -45,7 +45,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The static x86-64 ELF executable (ET_EXEC or static-pie).
+    /// The x86-64 ELF executable (ET_EXEC, PIE or static-pie; a dynamically linked one loads its
+    /// interpreter and libraries from --root).
     #[arg(long, value_name = "PATH")]
     elf: Option<PathBuf>,
     /// Guest memory (K, M or G suffix; with --restore the snapshot's size is used).

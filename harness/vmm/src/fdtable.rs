@@ -2,9 +2,10 @@
 //!
 //! A descriptor points at an open object shared by `dup`s (file offset and status flags live in the
 //! object, like Linux's open file descriptions). Objects: the VMM's stdio (guest 0/1/2 are the VMM's
-//! 0/1/2), read-only files and directories under the guest root, `CAN_RAW` sockets, and datagram sockets
-//! that exist only to answer interface `ioctl`s (`if_nametoindex`). New descriptors take the lowest free
-//! number; at most [`MAX_FDS`] are open.
+//! 0/1/2), read-only files and directories under the guest root, `CAN_RAW` sockets, datagram sockets
+//! that exist only to answer interface `ioctl`s (`if_nametoindex`), and the objects the VMM implements
+//! itself ([`crate::vfiles`]: pipe ends, eventfds, timerfds, epoll instances). New descriptors take the
+//! lowest free number; at most [`MAX_FDS`] are open.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::rc::Rc;
 use crate::can::GuestCanSocket;
 use crate::errno::Errno;
 use crate::fs::FileKind;
+use crate::vfiles::{Epoll, EventFd, PipeEnd, TimerFd};
 
 /// `RLIMIT_NOFILE` of the guest.
 pub const MAX_FDS: i32 = 1024;
@@ -39,6 +41,23 @@ pub enum Object {
     IoctlSocket {
         domain: i32,
     },
+    Pipe(PipeEnd),
+    EventFd(EventFd),
+    TimerFd(TimerFd),
+    Epoll(Epoll),
+}
+
+impl Object {
+    /// The name `/proc/self/fd` would show for objects without a path (`pipe:`, `anon_inode:[eventfd]`).
+    pub fn anon_name(&self) -> Option<&'static str> {
+        match self {
+            Object::Pipe(_) => Some("pipe"),
+            Object::EventFd(_) => Some("anon_inode:[eventfd]"),
+            Object::TimerFd(_) => Some("anon_inode:[timerfd]"),
+            Object::Epoll(_) => Some("anon_inode:[eventpoll]"),
+            _ => None,
+        }
+    }
 }
 
 /// An open file description.

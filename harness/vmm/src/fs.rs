@@ -2,9 +2,11 @@
 //!
 //! Every guest path is resolved by the host kernel *inside* the root with `openat2(RESOLVE_IN_ROOT)`:
 //! absolute paths, `..` and symlinks cannot leave it, and magic links (`/proc/self/fd/..`) are refused.
-//! Only regular files and directories can be opened; files are opened `O_NONBLOCK` on the host so a FIFO
-//! placed in the root cannot block the VMM, and are then refused. Opening for writing or creating gives
-//! `EROFS`. Without `--root` there are no files at all (`ENOENT`). `/proc/self/maps` and friends do not
+//! The program interpreter of a dynamically linked guest and the libraries it maps come from here too.
+//! Only regular files and directories can be opened (directories read with `getdents64`, as `opendir`
+//! does with `O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY`); files are opened `O_NONBLOCK` on the host so a
+//! FIFO placed in the root cannot block the VMM, and are then refused. Opening for writing, creating or
+//! `O_TMPFILE` gives `EROFS`. Without `--root` there are no files at all (`ENOENT`). `/proc/self/maps` and friends do not
 //! exist (glibc and Rust's std cope with that); `/proc/self/exe` reads as the program's own path.
 
 use std::ffi::CString;
@@ -117,7 +119,11 @@ impl GuestRoot {
     /// `flags` are the guest's open flags: write access, `O_CREAT` or `O_TRUNC` give `EROFS`.
     pub fn open_path(&self, guest_path: &str, flags: i32) -> Result<(File, FileKind), Errno> {
         let acc = flags & libc::O_ACCMODE;
-        if acc != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) != 0 {
+        // O_TMPFILE includes the O_DIRECTORY bit: only all of its bits mean "create a temporary file".
+        if acc != libc::O_RDONLY
+            || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+            || flags & libc::O_TMPFILE == libc::O_TMPFILE
+        {
             // Creating or writing: the guest file system is read-only.
             return Err(Errno::EROFS);
         }
@@ -277,6 +283,14 @@ mod tests {
             r.open_path("/etc", libc::O_RDONLY).unwrap().1,
             FileKind::Directory
         );
+        // What opendir() passes: a directory opens, O_TMPFILE (which contains O_DIRECTORY) does not.
+        let opendir = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_DIRECTORY;
+        assert_eq!(r.open_path("/etc", opendir).unwrap().1, FileKind::Directory);
+        assert_eq!(
+            r.open_path("/etc", libc::O_RDWR | libc::O_TMPFILE).err(),
+            Some(Errno::EROFS)
+        );
+        assert_eq!(r.open_path("/etc/hello.txt", opendir).err(), Some(Errno::ENOTDIR));
         assert_eq!(
             r.open_path("/proc/self/maps", libc::O_RDONLY).err(),
             Some(Errno::ENOENT)

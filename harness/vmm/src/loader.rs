@@ -1,9 +1,10 @@
-//! Loading a static x86-64 ELF executable and building its initial stack.
+//! Parsing x86-64 ELF executables and building the initial process stack.
 //!
-//! * ELF: `ET_EXEC` is loaded at its link addresses; `ET_DYN` (static-pie, self-relocating) at a base the
-//!   VMM chooses. Every header field is validated (class, endianness, machine, sizes, offsets, overflow,
-//!   segment alignment) and a bad file gives an [`ElfError`], never a panic. Programs with `PT_INTERP`
-//!   (dynamically linked) are refused: there is no dynamic loader in the guest.
+//! * ELF: `ET_EXEC` is loaded at its link addresses; `ET_DYN` (PIE, static-pie, or a program interpreter)
+//!   at a base the VMM chooses. Every header field is validated (class, endianness, machine, sizes,
+//!   offsets, overflow, segment alignment) and a bad file gives an [`ElfError`], never a panic. A
+//!   dynamically linked program names its interpreter in `PT_INTERP` ([`Elf::interpreter`]); the VMM
+//!   loads that interpreter too (from the guest root) and starts it, as the kernel's `binfmt_elf` does.
 //! * Stack: the Linux x86-64 process entry layout — `argc`, `argv[]`, `NULL`, `envp[]`, `NULL`, the
 //!   auxiliary vector (`AT_PHDR`, `AT_PHENT`, `AT_PHNUM`, `AT_PAGESZ`, `AT_BASE`, `AT_ENTRY`, `AT_RANDOM`,
 //!   `AT_UID`..., `AT_EXECFN`, `AT_PLATFORM`, `AT_HWCAP`, `AT_MINSIGSTKSZ`; no `AT_SYSINFO_EHDR`: no vDSO),
@@ -22,8 +23,10 @@ pub enum ElfError {
     WrongArch(String),
     #[error("ELF type {0} is not an executable (need ET_EXEC or ET_DYN)")]
     NotExecutable(u16),
-    #[error("program is dynamically linked (PT_INTERP); agl-vmm runs static binaries only (build with `-C target-feature=+crt-static`)")]
-    Dynamic,
+    #[error("program is dynamically linked (interpreter {interpreter}) but the VM has no guest root to load it from: give --root DIR holding the interpreter and the libraries (or build static: `-C target-feature=+crt-static`, `gcc -static`)")]
+    NoRoot { interpreter: String },
+    #[error("program interpreter `{path}`: {reason}")]
+    Interpreter { path: String, reason: String },
     #[error("malformed ELF: {0}")]
     Malformed(String),
     #[error("ELF does not fit the guest: {0}")]
@@ -112,6 +115,8 @@ pub struct Elf {
     /// Highest end address of the PT_LOAD segments (unbiased).
     pub max_vaddr: u64,
     pub exec_stack: bool,
+    /// `PT_INTERP`: file offset and size of the interpreter path.
+    pub interp: Option<(u64, u64)>,
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -189,9 +194,19 @@ impl Elf {
                 align: le64(p, 48),
             });
         }
-        if phdrs.iter().any(|p| p.p_type == PT_INTERP) {
-            return Err(ElfError::Dynamic);
-        }
+        let interp = match phdrs.iter().find(|p| p.p_type == PT_INTERP) {
+            None => None,
+            Some(p) => {
+                if p.filesz < 2 || p.filesz > 4096 {
+                    return Err(malformed("PT_INTERP size out of range"));
+                }
+                match p.offset.checked_add(p.filesz) {
+                    Some(end) if end <= src.size() => {}
+                    _ => return Err(malformed("PT_INTERP lies outside the file")),
+                }
+                Some((p.offset, p.filesz))
+            }
+        };
         let exec_stack = phdrs.iter().any(|p| p.p_type == PT_GNU_STACK && p.flags & 1 != 0);
         let mut min_vaddr = u64::MAX;
         let mut max_vaddr = 0u64;
@@ -232,7 +247,29 @@ impl Elf {
             min_vaddr,
             max_vaddr,
             exec_stack,
+            interp,
         })
+    }
+
+    /// The program interpreter named by `PT_INTERP` (`/lib64/ld-linux-x86-64.so.2`), `None` for a static
+    /// program.
+    pub fn interpreter<S: Source + ?Sized>(&self, src: &S) -> Result<Option<String>, ElfError> {
+        let Some((offset, size)) = self.interp else {
+            return Ok(None);
+        };
+        let bad = |m: &str| ElfError::Malformed(format!("PT_INTERP: {m}"));
+        let mut b = vec![0u8; size as usize];
+        src.read_at(offset, &mut b)
+            .map_err(|e| ElfError::Malformed(format!("PT_INTERP: {e}")))?;
+        if b.pop() != Some(0) || b.contains(&0) {
+            return Err(bad("not one NUL-terminated path"));
+        }
+        String::from_utf8(b).map(Some).map_err(|_| bad("not UTF-8"))
+    }
+
+    /// Bytes from the lowest to the end of the highest loaded page.
+    pub fn span(&self) -> u64 {
+        self.max_vaddr.div_ceil(PAGE_SIZE) * PAGE_SIZE - self.min_vaddr
     }
 
     /// Load bias for a given base: `ET_DYN` is moved so its lowest page lands on `base`; `ET_EXEC` stays.
@@ -547,10 +584,33 @@ pub(crate) mod tests {
         assert!(with(load(PT_LOAD, 5, u64::MAX, 0x40_0000, 2, 2)).is_err());
         assert!(with(load(PT_LOAD, 5, 0, u64::MAX - 4, 0, 0x100)).is_err());
         assert!(with(load(PT_LOAD, 5, 0x10, 0x40_0000, 0x10, 0x10)).is_err());
-        assert!(matches!(
-            with(load(PT_INTERP, 4, 0, 0, 0x10, 0x10)),
-            Err(ElfError::Dynamic)
-        ));
+        // PT_INTERP must be a NUL-terminated path inside the file.
+        let dynamic = |path: &[u8]| {
+            let at = 0x100u64;
+            let phdrs = [
+                load(PT_INTERP, 4, at, at, path.len() as u64, path.len() as u64),
+                load(PT_LOAD, 5, 0, 0x40_0000, 0x100, 0x100),
+            ];
+            let mut f = make_elf(ET_DYN, 0x40_0000, &phdrs, 0x200);
+            f[at as usize..at as usize + path.len()].copy_from_slice(path);
+            let elf = Elf::parse(&f[..])?;
+            elf.interpreter(&f[..])
+        };
+        assert_eq!(
+            dynamic(b"/lib64/ld-linux-x86-64.so.2\0").unwrap().as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
+        assert!(matches!(dynamic(b"/lib/ld\0x\0"), Err(ElfError::Malformed(_))));
+        assert!(matches!(dynamic(b"/lib/ld.so"), Err(ElfError::Malformed(_))));
+        assert!(matches!(dynamic(b"\0"), Err(ElfError::Malformed(_))));
+        assert!(
+            with(load(PT_INTERP, 4, 0xf0, 0, 0x20, 0x20)).is_err(),
+            "outside the file"
+        );
+        assert_eq!(
+            Elf::parse(&good[..]).unwrap().interpreter(&good[..]).unwrap(),
+            None
+        );
         assert!(matches!(
             with(load(PT_PHDR, 4, 64, 64, 56, 56)),
             Err(ElfError::Malformed(_))

@@ -57,6 +57,9 @@ pub enum SnapshotError {
     /// Restore: the guest root cannot be opened.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// Save: the guest holds a descriptor a snapshot cannot capture (nothing was written).
+    #[error("cannot snapshot the guest: its fd {fd} is a {what}, which snapshots do not capture (pipes, eventfds, timerfds and epoll instances created before the first CAN bind); run without snapshots")]
+    Unsupported { fd: i32, what: &'static str },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -134,6 +137,12 @@ pub struct State {
 
 /// Writes the snapshot of a guest stopped in a syscall into `dir`.
 pub fn save(dir: &Path, guest: &Guest, cpu: &CpuState, ext: &ExtendedState) -> Result<(), SnapshotError> {
+    // Refuse before anything is written: an empty directory means "no snapshot".
+    for (fd, desc, _) in guest.fds.entries() {
+        if let Some(what) = desc.borrow().object.anon_name() {
+            return Err(SnapshotError::Unsupported { fd, what });
+        }
+    }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mem_path = dir.join(MEMORY_FILE);
     write_memory(&mem_path, &guest.ram)?;
@@ -161,6 +170,10 @@ pub fn save(dir: &Path, guest: &Guest, cpu: &CpuState, ext: &ExtendedState) -> R
                         rcvtimeo_us: s.rcvtimeo_us,
                     },
                     Object::IoctlSocket { domain } => ObjectState::IoctlSocket { domain: *domain },
+                    Object::Pipe(_) | Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => {
+                        let what = d.object.anon_name().unwrap_or("descriptor");
+                        return Err(SnapshotError::Unsupported { fd, what });
+                    }
                 };
                 descriptions.push(DescriptionState {
                     object,
@@ -412,6 +425,17 @@ pub fn load(dir: &Path, config: &VmConfig, host_signals: Rc<HostSignals>) -> Res
                         ),
                     )
                 })?;
+                if k == FileKind::Directory && *offset > 0 {
+                    // The directory stream's position (getdents64 reads from the host's).
+                    // SAFETY: lseek on a directory fd just opened; no memory is involved.
+                    unsafe {
+                        libc::lseek(
+                            std::os::fd::AsRawFd::as_raw_fd(&file),
+                            *offset as i64,
+                            libc::SEEK_SET,
+                        )
+                    };
+                }
                 Object::File(OpenFile {
                     file,
                     kind: k,

@@ -1,5 +1,10 @@
 //! The microVM: builds a guest from an ELF (cold start) or a snapshot (restore) and runs the vCPU loop.
 //!
+//! Cold start: the program's segments are loaded (a PIE at [`DYN_BASE`]); a dynamically linked program's
+//! interpreter (`PT_INTERP`, opened in the guest root) is loaded in the mmap area and started instead,
+//! with `AT_BASE` at its base and `AT_PHDR`/`AT_PHNUM`/`AT_ENTRY` describing the program, as the kernel
+//! does; the interpreter then maps the libraries itself through `openat`/`mmap`.
+//!
 //! Loop: push dirty registers, `KVM_RUN`, read registers, then by exit: a syscall goes to the
 //! [`SyscallTable`]; an exception ends the guest with a fault report ([`crate::faults`]); an interrupted
 //! run only gives pending signals their chance. After every exit pending signals are delivered
@@ -26,7 +31,7 @@ use crate::snapshot;
 use crate::syscalls::{Dispatched, SyscallTable};
 use crate::vcpu::{kernel_code_segment, kernel_data_segment, CpuState, Exit, Vcpu};
 
-/// Where a static-pie (`ET_DYN`) executable is loaded.
+/// Where a PIE or static-pie (`ET_DYN`) executable is loaded.
 pub const DYN_BASE: u64 = 0x40_0000;
 /// Signal frames whose FPU state the VMM keeps at most (older ones are forgotten).
 const MAX_FPU_FRAMES: usize = 64;
@@ -67,24 +72,35 @@ fn hwcap() -> u64 {
     u64::from(std::arch::x86_64::__cpuid(1).edx)
 }
 
-/// Loads the ELF's segments into `ram`/`mm`; returns (entry, phdr address, phnum, brk start, exec stack).
-fn load_elf(
-    path: &Path,
+/// A loaded ELF image.
+struct Loaded {
+    /// Entry point (biased).
+    entry: u64,
+    /// Address of the program headers in the image.
+    phdr: u64,
+    phnum: u16,
+    /// First page above the image.
+    end: u64,
+    /// Where `ET_DYN` was moved by (0 for `ET_EXEC`).
+    bias: u64,
+}
+
+/// Loads the segments of `elf` (read from `file`, named `name` in errors) at `base` (for `ET_DYN`).
+fn load_image(
+    file: &File,
+    name: &str,
+    elf: &Elf,
+    base: u64,
     ram: &mut GuestRam,
     mm: &mut AddressSpace,
-) -> Result<(u64, u64, u16, u64, bool), VmmError> {
-    let file = File::open(path).map_err(|source| ElfError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let elf = Elf::parse(&file)?;
-    let bias = elf.bias(DYN_BASE);
+) -> Result<Loaded, VmmError> {
+    let bias = elf.bias(base);
     let lo = elf.min_vaddr.wrapping_add(bias);
     let hi = elf.max_vaddr.wrapping_add(bias);
     let limit = mm.stack_bottom.saturating_sub(crate::mm::STACK_GUARD);
     if lo < USER_START || hi > limit || hi < lo {
         return Err(ElfError::DoesNotFit(format!(
-            "the image needs {lo:#x}..{hi:#x} but user memory is {USER_START:#x}..{limit:#x} (raise --mem?)"
+            "{name} needs {lo:#x}..{hi:#x} but user memory is {USER_START:#x}..{limit:#x} (raise --mem?)"
         ))
         .into());
     }
@@ -94,9 +110,9 @@ fn load_elf(
     }
     for seg in elf.load_segments(bias) {
         if seg.filesz > 0 {
-            ram.read_from_file(seg.vaddr, seg.filesz, &file, seg.offset)
+            ram.read_from_file(seg.vaddr, seg.filesz, file, seg.offset)
                 .map_err(|source| ElfError::Io {
-                    path: path.display().to_string(),
+                    path: name.to_string(),
                     source,
                 })?;
         }
@@ -104,8 +120,39 @@ fn load_elf(
     let phdr = elf
         .phdr_addr(bias)
         .ok_or_else(|| ElfError::Malformed("program headers are not inside a loaded segment".into()))?;
-    let brk = page_up(hi).ok_or_else(|| ElfError::DoesNotFit("image end overflows".into()))?;
-    Ok((elf.entry.wrapping_add(bias), phdr, elf.phnum, brk, elf.exec_stack))
+    let end = page_up(hi).ok_or_else(|| ElfError::DoesNotFit("image end overflows".into()))?;
+    Ok(Loaded {
+        entry: elf.entry.wrapping_add(bias),
+        phdr,
+        phnum: elf.phnum,
+        end,
+        bias,
+    })
+}
+
+/// Opens and parses the program interpreter `path` from the guest root.
+fn open_interpreter(root: &GuestRoot, path: &str) -> Result<(File, Elf), VmmError> {
+    let fail = |reason: String| ElfError::Interpreter {
+        path: path.to_string(),
+        reason,
+    };
+    if root.host_path().is_none() {
+        return Err(ElfError::NoRoot {
+            interpreter: path.to_string(),
+        }
+        .into());
+    }
+    let (file, kind) = root
+        .open_path(path, libc::O_RDONLY)
+        .map_err(|e| fail(format!("cannot open it in the guest root: {e}")))?;
+    if kind != crate::fs::FileKind::Regular {
+        return Err(fail("not a regular file".into()).into());
+    }
+    let elf = Elf::parse(&file).map_err(|e| fail(e.to_string()))?;
+    if elf.interp.is_some() {
+        return Err(fail("it names an interpreter itself".into()).into());
+    }
+    Ok((file, elf))
 }
 
 impl Vm {
@@ -117,8 +164,16 @@ impl Vm {
         build_page_tables(&mut ram, &layout)?;
         write_system_tables(&mut ram)?;
         let mut mm = AddressSpace::new(layout, stack_size_for(config.mem_size))?;
-        let (entry, phdr, phnum, brk, exec_stack) = load_elf(&elf_path, &mut ram, &mut mm)?;
-        mm.init_brk(brk);
+        let root = GuestRoot::open(config.root.as_deref())?;
+        let elf_name = elf_path.display().to_string();
+        let file = File::open(&elf_path).map_err(|source| ElfError::Io {
+            path: elf_name.clone(),
+            source,
+        })?;
+        let elf = Elf::parse(&file)?;
+        let exec_stack = elf.exec_stack;
+        let main = load_image(&file, &elf_name, &elf, DYN_BASE, &mut ram, &mut mm)?;
+        mm.init_brk(main.end);
 
         let stack_prot = if exec_stack {
             Prot(Prot::READ | Prot::WRITE | Prot::EXEC)
@@ -128,6 +183,24 @@ impl Vm {
         let (sb, st) = (mm.stack_bottom, mm.stack_top);
         mm.map_fixed(&mut ram, sb, st - sb, stack_prot, Kind::Stack)
             .map_err(VmmError::MapStack)?;
+        // A dynamically linked program: its interpreter (from the guest root) goes into the mmap area,
+        // where the kernel puts it too, and runs first; it finds the program through the auxv.
+        let mut entry = main.entry;
+        let mut interp_base = 0;
+        if let Some(path) = elf.interpreter(&file)? {
+            let (ifile, ielf) = open_interpreter(&root, &path)?;
+            let base = if ielf.is_dyn {
+                mm.find_free(ielf.span(), 0).ok_or_else(|| {
+                    ElfError::DoesNotFit(format!("no room for the interpreter {path} (raise --mem?)"))
+                })?
+            } else {
+                0
+            };
+            let interp = load_image(&ifile, &path, &ielf, base, &mut ram, &mut mm)?;
+            entry = interp.entry;
+            interp_base = interp.bias.wrapping_add(ielf.min_vaddr);
+            tracing::debug!(interpreter = %path, base = format_args!("{interp_base:#x}"), "interpreter loaded");
+        }
         let exe_name = elf_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -141,13 +214,13 @@ impl Vm {
             envp: config.env.iter().map(|e| e.clone().into_bytes()).collect(),
             execfn: format!("/{exe_name}").into_bytes(),
             aux: vec![
-                (auxv::AT_PHDR, phdr),
+                (auxv::AT_PHDR, main.phdr),
                 (auxv::AT_PHENT, 56),
-                (auxv::AT_PHNUM, u64::from(phnum)),
+                (auxv::AT_PHNUM, u64::from(main.phnum)),
                 (auxv::AT_PAGESZ, PAGE_SIZE),
-                (auxv::AT_BASE, 0),
+                (auxv::AT_BASE, interp_base),
                 (auxv::AT_FLAGS, 0),
-                (auxv::AT_ENTRY, entry),
+                (auxv::AT_ENTRY, main.entry),
                 (auxv::AT_UID, u64::from(uid)),
                 (auxv::AT_EUID, u64::from(uid)),
                 (auxv::AT_GID, u64::from(gid)),
@@ -165,7 +238,6 @@ impl Vm {
 
         let vcpu = Vcpu::create(ram.host_address(), layout)?;
         let cpu = vcpu.initial_state(entry, stack.sp)?;
-        let root = GuestRoot::open(config.root.as_deref())?;
         let host_signals = Rc::new(HostSignals::install().map_err(VmmError::SignalHandlers)?);
         let guest = Guest {
             ram,

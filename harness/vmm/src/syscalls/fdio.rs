@@ -14,6 +14,8 @@ use crate::errno::{Errno, ERESTARTSYS};
 use crate::fdtable::{Object, Shared};
 use crate::fs::FileKind;
 use crate::guest::{Guest, Woken, MAX_IO};
+use crate::signals::SI_USER;
+use crate::vfiles::PipeIo;
 
 /// Writes all of `data` to a host fd (stdout/stderr), waiting when the fd is full.
 fn host_write(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
@@ -84,6 +86,9 @@ pub fn read_fd(g: &mut Guest, fd: i32, len: u64) -> Result<Vec<u8>, Errno> {
         let (bytes, _) = can_recv(g, &desc, nonblock, false)?;
         return Ok(bytes.into_iter().take(len).collect());
     }
+    if desc.borrow().object.anon_name().is_some() {
+        return vfile_read(g, &desc, len, nonblock);
+    }
     let mut d = desc.borrow_mut();
     match &mut d.object {
         Object::Stdio(_) => Err(Errno::EBADF),
@@ -104,7 +109,98 @@ pub fn read_fd(g: &mut Guest, fd: i32, len: u64) -> Result<Vec<u8>, Errno> {
             Errno::ENOTCONN
         }),
         Object::Can(_) => Err(Errno::EBADF),
+        Object::Pipe(_) | Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => Err(Errno::EBADF),
     }
+}
+
+/// What a read or write of a VMM-implemented object did.
+enum Step<T> {
+    Done(T),
+    /// Nothing now; a blocking caller waits (until the instant, or for a signal).
+    Block(Option<Instant>),
+}
+
+/// Runs `attempt` until it is done, waiting between tries unless `nonblock` (`EAGAIN`). Only the guest
+/// can change these objects, so a wait without a deadline ends only with a signal (whose handler may
+/// write into the pipe or eventfd): the restart then finds the data.
+fn retry<T>(
+    g: &mut Guest,
+    nonblock: bool,
+    mut attempt: impl FnMut(&Guest) -> Result<Step<T>, Errno>,
+) -> Result<T, Errno> {
+    loop {
+        match attempt(g)? {
+            Step::Done(v) => return Ok(v),
+            Step::Block(_) if nonblock => return Err(Errno::EAGAIN),
+            Step::Block(deadline) => {
+                g.wait(&[], deadline)?;
+            }
+        }
+    }
+}
+
+/// Reads a pipe, an eventfd or a timerfd.
+fn vfile_read(g: &mut Guest, desc: &Shared, len: usize, nonblock: bool) -> Result<Vec<u8>, Errno> {
+    retry(g, nonblock, |g| {
+        let mut d = desc.borrow_mut();
+        match &mut d.object {
+            Object::Pipe(p) if !p.write => Ok(match p.read(len) {
+                PipeIo::Done(bytes, _) => Step::Done(bytes),
+                PipeIo::Eof => Step::Done(Vec::new()),
+                PipeIo::WouldBlock => Step::Block(None),
+            }),
+            Object::Pipe(_) => Err(Errno::EBADF),
+            Object::EventFd(_) | Object::TimerFd(_) if len < 8 => Err(Errno::EINVAL),
+            Object::EventFd(e) => Ok(match e.read() {
+                Some(v) => Step::Done(v.to_le_bytes().to_vec()),
+                None => Step::Block(None),
+            }),
+            Object::TimerFd(t) => {
+                let now = g.clock.now_ns(t.clock)?;
+                Ok(match t.read(now) {
+                    Some(n) => Step::Done(n.to_le_bytes().to_vec()),
+                    None => Step::Block(t.next_ns.and_then(|n| g.clock.deadline(t.clock, n).ok())),
+                })
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    })
+}
+
+/// Writes a pipe or an eventfd; a pipe without a reader raises `SIGPIPE` and gives `EPIPE`.
+fn vfile_write(g: &mut Guest, desc: &Shared, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+    let r = retry(g, nonblock, |_| {
+        let mut d = desc.borrow_mut();
+        match &mut d.object {
+            Object::Pipe(p) if p.write => {
+                if data.is_empty() {
+                    return Ok(Step::Done(0));
+                }
+                Ok(match p.write(data)? {
+                    PipeIo::Done(_, n) => Step::Done(n),
+                    _ => Step::Block(None),
+                })
+            }
+            Object::Pipe(_) => Err(Errno::EBADF),
+            Object::EventFd(e) => {
+                let v = data
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or(Errno::EINVAL)?;
+                Ok(if e.write(v)? {
+                    Step::Done(8)
+                } else {
+                    Step::Block(None)
+                })
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    });
+    if r == Err(Errno::EPIPE) {
+        g.signals.raise(libc::SIGPIPE as usize, SI_USER);
+    }
+    r
 }
 
 /// Writes `data` to descriptor `fd` (the common part of write/writev/send).
@@ -117,9 +213,14 @@ pub fn write_fd(g: &mut Guest, fd: i32, data: &[u8]) -> Result<usize, Errno> {
     if let Some(out) = host {
         return host_write(g, out, data);
     }
+    if desc.borrow().object.anon_name().is_some() {
+        let nonblock = desc.borrow().nonblock;
+        return vfile_write(g, &desc, data, nonblock);
+    }
     let mut d = desc.borrow_mut();
     match &mut d.object {
         Object::Stdio(_) | Object::File(_) => Err(Errno::EBADF),
+        Object::Pipe(_) | Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => Err(Errno::EBADF),
         Object::Can(sock) => sock.send(data),
         Object::IoctlSocket { .. } => Err(Errno::EDESTADDRREQ),
     }

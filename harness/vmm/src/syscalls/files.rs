@@ -1,4 +1,5 @@
-//! Path syscalls, all confined to the guest root ([`crate::fs`]): `open`/`openat`, `stat` family,
+//! Path syscalls, all confined to the guest root ([`crate::fs`]): `open`/`openat` (files and
+//! directories), the `stat` family (`fstatat` with `AT_EMPTY_PATH`, `statx` with the basic stats),
 //! `access`/`faccessat`, `readlink`, `getdents64`, `getcwd`, `chdir`. Anything that would modify the
 //! file system returns `EROFS`.
 
@@ -64,15 +65,21 @@ fn fd_stat(g: &Guest, fd: i32) -> Result<Vec<u8>, Errno> {
     match &d.object {
         Object::Stdio(n) => Ok(stdio_stat_bytes(*n)),
         Object::File(f) => stat_bytes(f.file.as_raw_fd()),
-        Object::Can(_) | Object::IoctlSocket { .. } => {
-            let mut b = vec![0u8; 144];
-            b[8..16].copy_from_slice(&(100 + fd as u64).to_le_bytes());
-            b[16..24].copy_from_slice(&1u64.to_le_bytes());
-            b[24..28].copy_from_slice(&(libc::S_IFSOCK | 0o777).to_le_bytes());
-            b[56..64].copy_from_slice(&4096u64.to_le_bytes());
-            Ok(b)
-        }
+        Object::Can(_) | Object::IoctlSocket { .. } => Ok(anon_stat(fd, libc::S_IFSOCK | 0o777)),
+        // Pipes are FIFOs; eventfds, timerfds and epoll instances are anonymous inodes (mode 0600, no type).
+        Object::Pipe(_) => Ok(anon_stat(fd, libc::S_IFIFO | 0o600)),
+        Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => Ok(anon_stat(fd, 0o600)),
     }
+}
+
+/// A synthetic `struct stat` for an object without a file behind it.
+fn anon_stat(fd: i32, mode: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 144];
+    b[8..16].copy_from_slice(&(100 + fd as u64).to_le_bytes());
+    b[16..24].copy_from_slice(&1u64.to_le_bytes());
+    b[24..28].copy_from_slice(&mode.to_le_bytes());
+    b[56..64].copy_from_slice(&4096u64.to_le_bytes());
+    b
 }
 
 fn path_stat(g: &Guest, dirfd: i32, path_addr: u64, flags: u64) -> Result<Vec<u8>, Errno> {
@@ -112,6 +119,53 @@ pub fn lstat(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
 pub fn newfstatat(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let b = path_stat(g, a[0] as i32, a[1], a[3])?;
     g.write_user(a[2], &b)?;
+    Ok(0)
+}
+
+/// `AT_STATX_SYNC_TYPE` bits (how fresh a network file system's answer must be: always fresh here).
+const AT_STATX_SYNC_TYPE: u64 = 0x6000;
+/// `STATX_BASIC_STATS`: what a `struct stat` holds.
+const STATX_BASIC_STATS: u32 = 0x7ff;
+/// `STATX__RESERVED`: a mask bit that must not be set.
+const STATX_RESERVED: u32 = 0x8000_0000;
+
+/// A `struct statx` (256 bytes) with the fields of a `struct stat` (the basic stats).
+fn statx_from_stat(st: &[u8]) -> Vec<u8> {
+    let u64_at = |o: usize| u64::from_le_bytes(st[o..o + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |o: usize| u32::from_le_bytes(st[o..o + 4].try_into().unwrap_or([0; 4]));
+    // Linux's encoding of a dev_t into major and minor numbers.
+    let major = |d: u64| (((d >> 8) & 0xfff) | ((d >> 32) & !0xfff)) as u32;
+    let minor = |d: u64| ((d & 0xff) | ((d >> 12) & !0xff)) as u32;
+    let mut b = vec![0u8; 256];
+    b[0..4].copy_from_slice(&STATX_BASIC_STATS.to_le_bytes());
+    b[4..8].copy_from_slice(&(u64_at(56) as u32).to_le_bytes()); // blksize
+    b[16..20].copy_from_slice(&(u64_at(16) as u32).to_le_bytes()); // nlink
+    b[20..24].copy_from_slice(&u32_at(28).to_le_bytes()); // uid
+    b[24..28].copy_from_slice(&u32_at(32).to_le_bytes()); // gid
+    b[28..30].copy_from_slice(&(u32_at(24) as u16).to_le_bytes()); // mode
+    b[32..40].copy_from_slice(&u64_at(8).to_le_bytes()); // ino
+    b[40..48].copy_from_slice(&u64_at(48).to_le_bytes()); // size
+    b[48..56].copy_from_slice(&u64_at(64).to_le_bytes()); // blocks
+                                                          // atime, ctime, mtime as {i64 sec, u32 nsec, pad}; btime is not in the basic stats.
+    for (from, to) in [(72usize, 64usize), (104, 96), (88, 112)] {
+        b[to..to + 8].copy_from_slice(&u64_at(from).to_le_bytes());
+        b[to + 8..to + 12].copy_from_slice(&(u64_at(from + 8) as u32).to_le_bytes());
+    }
+    let (rdev, dev) = (u64_at(40), u64_at(0));
+    b[128..132].copy_from_slice(&major(rdev).to_le_bytes());
+    b[132..136].copy_from_slice(&minor(rdev).to_le_bytes());
+    b[136..140].copy_from_slice(&major(dev).to_le_bytes());
+    b[140..144].copy_from_slice(&minor(dev).to_le_bytes());
+    b
+}
+
+pub fn statx(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let (dirfd, path, flags, mask, buf) = (a[0] as i32, a[1], a[2], a[3] as u32, a[4]);
+    if flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE || mask & STATX_RESERVED != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let st = path_stat(g, dirfd, path, flags & !AT_STATX_SYNC_TYPE)?;
+    g.write_user(buf, &statx_from_stat(&st))?;
     Ok(0)
 }
 
@@ -185,8 +239,8 @@ pub fn getdents64(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult
     let (fd, buf, count) = (a[0] as i32, a[1], a[2].min(MAX_IO));
     let desc = g.fds.get(fd)?;
     let data = {
-        let d = desc.borrow();
-        let Object::File(f) = &d.object else {
+        let mut d = desc.borrow_mut();
+        let Object::File(f) = &mut d.object else {
             return Err(Errno::ENOTDIR);
         };
         if f.kind != FileKind::Directory {
@@ -206,6 +260,11 @@ pub fn getdents64(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult
             return Err(Errno::from_io(&std::io::Error::last_os_error()));
         }
         out.truncate(n as usize);
+        // SAFETY: lseek on a directory fd the VMM owns reads its position.
+        let pos = unsafe { libc::lseek(f.file.as_raw_fd(), 0, libc::SEEK_CUR) };
+        if pos >= 0 {
+            f.offset = pos as u64;
+        }
         out
     };
     g.write_user(buf, &data)?;

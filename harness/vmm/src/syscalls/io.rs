@@ -1,19 +1,21 @@
-//! Descriptor I/O: `read`/`write` (+ vectored and positional forms), `lseek`, `close`, `dup*`, `fcntl`,
-//! `ioctl`, `poll`/`ppoll`.
+//! Descriptor I/O: `read`/`write` (+ vectored and positional forms), `lseek` (files, and directories to
+//! rewind them), `close`, `dup*`, `fcntl`, `ioctl`, `poll`/`ppoll`, `select`/`pselect6`.
 //!
 //! Reading and writing a descriptor's data (stdio, files, CAN sockets) is the data path in `fdio`, which
 //! the socket calls share. Blocking operations wait through [`Guest::wait`], which a host signal for the
 //! guest interrupts.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use super::abi::{access_ok, read_timespec, SysResult};
 use super::fdio::{read_fd, write_fd};
-use crate::errno::{Errno, ERESTARTNOHAND};
+use super::readiness::{probe_fd, wait_for, Probe, Scan};
+use crate::errno::Errno;
 use crate::fdtable::{Object, MAX_FDS};
 use crate::fs::FileKind;
-use crate::guest::{Guest, Woken, MAX_IO};
+use crate::guest::{Guest, MAX_IO};
 use crate::vcpu::CpuState;
 
 /// A file read whose bytes could not be copied to the guest did not happen: the offset goes back.
@@ -117,6 +119,21 @@ pub fn lseek(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
         return Err(Errno::ESPIPE);
     };
     let off = a[1] as i64;
+    if f.kind == FileKind::Directory {
+        // A directory's position is the host directory stream's (getdents64 reads from there): seek it
+        // there, so `rewinddir` (lseek 0) and `seekdir` work.
+        let whence = match a[2] as i32 {
+            w @ (libc::SEEK_SET | libc::SEEK_CUR) => w,
+            _ => return Err(Errno::EINVAL),
+        };
+        // SAFETY: lseek on a directory fd the VMM owns; no memory is involved.
+        let r = unsafe { libc::lseek(f.file.as_raw_fd(), off, whence) };
+        if r < 0 {
+            return Err(Errno::from_io(&std::io::Error::last_os_error()));
+        }
+        f.offset = r as u64;
+        return Ok(r as u64);
+    }
     let base: i64 = match a[2] as i32 {
         libc::SEEK_SET => 0,
         libc::SEEK_CUR => f.offset as i64,
@@ -171,9 +188,11 @@ pub fn fcntl(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
         }
         libc::F_GETFL => {
             let d = desc.borrow();
-            let acc = match d.object {
+            let acc = match &d.object {
                 Object::File(_) => libc::O_RDONLY,
                 Object::Stdio(0) => libc::O_RDONLY,
+                Object::Pipe(p) if !p.write => libc::O_RDONLY,
+                Object::Pipe(_) => libc::O_WRONLY,
                 Object::Stdio(_) => libc::O_WRONLY,
                 _ => libc::O_RDWR,
             };
@@ -224,6 +243,7 @@ pub fn ioctl(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
                             0
                         }
                     }
+                    Object::Pipe(p) if !p.write => p.available() as u32,
                     Object::File(f) => {
                         let len = f.file.metadata().map(|m| m.len()).unwrap_or(0);
                         len.saturating_sub(f.offset).min(u64::from(u32::MAX)) as u32
@@ -270,55 +290,6 @@ pub fn ioctl(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     }
 }
 
-/// One `struct pollfd` evaluated now: `revents`, and the host fd to wait on if it is not ready.
-fn poll_one(g: &mut Guest, fd: i32, events: i16) -> (i16, Option<(i32, i16)>) {
-    if fd < 0 {
-        return (0, None);
-    }
-    let Ok(desc) = g.fds.get(fd) else {
-        return (libc::POLLNVAL, None);
-    };
-    let want_in = events & (libc::POLLIN | libc::POLLRDNORM) != 0;
-    let want_out = events & (libc::POLLOUT | libc::POLLWRNORM) != 0;
-    let mut d = desc.borrow_mut();
-    match &mut d.object {
-        Object::Stdio(0) => {
-            let mut p = libc::pollfd {
-                fd: 0,
-                events: events & (libc::POLLIN | libc::POLLRDNORM),
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, zero timeout.
-            unsafe { libc::poll(&mut p, 1, 0) };
-            let wait = (p.revents == 0 && want_in).then_some((0, libc::POLLIN));
-            (p.revents, wait)
-        }
-        Object::Stdio(_) | Object::IoctlSocket { .. } => (events & (libc::POLLOUT | libc::POLLWRNORM), None),
-        Object::File(_) => (
-            events & (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM),
-            None,
-        ),
-        Object::Can(s) => {
-            let mut r = 0;
-            if want_in && s.readable() {
-                r |= events & (libc::POLLIN | libc::POLLRDNORM);
-            }
-            if want_out {
-                r |= events & (libc::POLLOUT | libc::POLLWRNORM);
-            }
-            if s.has_error() {
-                r |= libc::POLLERR;
-            }
-            let wait = if r == 0 && want_in {
-                s.wait_fd().map(|f| (f, libc::POLLIN))
-            } else {
-                None
-            };
-            (r, wait)
-        }
-    }
-}
-
 /// The core of poll/ppoll: `timeout` None = forever.
 fn do_poll(g: &mut Guest, fds_addr: u64, nfds: u64, timeout: Option<Duration>) -> SysResult {
     if nfds > MAX_FDS as u64 {
@@ -327,11 +298,7 @@ fn do_poll(g: &mut Guest, fds_addr: u64, nfds: u64, timeout: Option<Duration>) -
     let raw = g.read_user(fds_addr, nfds * 8)?;
     // The array must also be writable (revents).
     g.mm.check(fds_addr, nfds * 8, crate::mm::Access::Write)?;
-    let deadline = timeout.map(|t| {
-        Instant::now()
-            .checked_add(t)
-            .unwrap_or_else(crate::guest::far_future)
-    });
+    let deadline = deadline_after(timeout);
     let entries: Vec<(i32, i16)> = raw
         .chunks_exact(8)
         .map(|c| {
@@ -341,33 +308,43 @@ fn do_poll(g: &mut Guest, fds_addr: u64, nfds: u64, timeout: Option<Duration>) -
             )
         })
         .collect();
-    loop {
-        let mut out = raw.clone();
-        let mut ready = 0u64;
-        let mut waits = Vec::new();
-        for (i, &(fd, events)) in entries.iter().enumerate() {
-            let (revents, wait) = poll_one(g, fd, events);
-            out[i * 8 + 6..i * 8 + 8].copy_from_slice(&revents.to_le_bytes());
-            if revents != 0 {
-                ready += 1;
+    let scan = |g: &mut Guest| {
+        let mut probe = Probe::default();
+        let mut revents = Vec::with_capacity(entries.len());
+        for &(fd, events) in &entries {
+            if fd < 0 {
+                revents.push(0);
+                continue;
             }
-            waits.extend(wait);
+            let p = probe_fd(g, fd, events);
+            revents.push(p.revents);
+            probe.waits.extend(p.waits);
+            probe.wake = match (probe.wake, p.wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        let expired = deadline.is_some_and(|d| Instant::now() >= d);
-        if ready > 0 || expired {
-            g.write_user(fds_addr, &out)?;
-            return Ok(ready);
+        Scan {
+            ready: revents.iter().any(|&r| r != 0).then_some(revents),
+            probe,
         }
-        match g.wait(&waits, deadline) {
-            Ok(Woken::Timeout) => {
-                g.write_user(fds_addr, &out)?;
-                return Ok(0);
-            }
-            Ok(Woken::Ready(_)) => continue,
-            Err(e) if e == crate::errno::ERESTARTSYS => return Err(ERESTARTNOHAND),
-            Err(e) => return Err(e),
-        }
+    };
+    let revents = wait_for(g, deadline, scan)?.unwrap_or_else(|| vec![0; entries.len()]);
+    let mut out = raw.clone();
+    for (i, r) in revents.iter().enumerate() {
+        out[i * 8 + 6..i * 8 + 8].copy_from_slice(&r.to_le_bytes());
     }
+    g.write_user(fds_addr, &out)?;
+    Ok(revents.iter().filter(|&&r| r != 0).count() as u64)
+}
+
+/// The instant a timeout ends (`None`: no timeout).
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| {
+        Instant::now()
+            .checked_add(t)
+            .unwrap_or_else(crate::guest::far_future)
+    })
 }
 
 pub fn poll(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
@@ -392,6 +369,170 @@ pub fn ppoll(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
         g.signals.set_mask(mask);
     }
     let r = do_poll(g, a[0], a[1], timeout);
+    if let Some(m) = old_mask {
+        g.signals.set_mask(m);
+    }
+    r
+}
+
+/// Reads a `fd_set` of `nfds` bits (`None` for a null pointer).
+fn read_fd_set(g: &Guest, addr: u64, nfds: usize) -> Result<Option<Vec<u64>>, Errno> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let words = nfds.div_ceil(64);
+    let raw = g.read_user(addr, words as u64 * 8)?;
+    g.mm.check(addr, words as u64 * 8, crate::mm::Access::Write)?;
+    let mut set: Vec<u64> = raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    // Bits at or above nfds are ignored (and written back as zero).
+    if !nfds.is_multiple_of(64) {
+        if let Some(last) = set.last_mut() {
+            *last &= (1u64 << (nfds % 64)) - 1;
+        }
+    }
+    Ok(Some(set))
+}
+
+fn write_fd_set(g: &mut Guest, addr: u64, set: &[u64]) -> Result<(), Errno> {
+    if addr == 0 {
+        return Ok(());
+    }
+    let bytes: Vec<u8> = set.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.write_user(addr, &bytes)
+}
+
+fn bit(set: &Option<Vec<u64>>, fd: usize) -> bool {
+    set.as_ref().is_some_and(|s| s[fd / 64] & (1 << (fd % 64)) != 0)
+}
+
+/// The core of select/pselect6: the three sets, `timeout` None = forever; returns the ready count and
+/// the time left.
+fn do_select(g: &mut Guest, a: &[u64; 6], timeout: Option<Duration>) -> SysResult {
+    let nfds = a[0] as i32;
+    if nfds < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let nfds = nfds.min(MAX_FDS) as usize;
+    let sets = [
+        read_fd_set(g, a[1], nfds)?,
+        read_fd_set(g, a[2], nfds)?,
+        read_fd_set(g, a[3], nfds)?,
+    ];
+    // (fd, poll events) of every descriptor in a set; a closed one is EBADF before any wait.
+    let mut entries: Vec<(usize, i16)> = Vec::new();
+    for fd in 0..nfds {
+        let mut events = 0;
+        if bit(&sets[0], fd) {
+            events |= libc::POLLIN | libc::POLLRDNORM;
+        }
+        if bit(&sets[1], fd) {
+            events |= libc::POLLOUT | libc::POLLWRNORM;
+        }
+        if bit(&sets[2], fd) {
+            events |= libc::POLLPRI;
+        }
+        if events != 0 {
+            g.fds.get(fd as i32)?;
+            entries.push((fd, events));
+        }
+    }
+    let deadline = deadline_after(timeout);
+    let words = nfds.div_ceil(64);
+    let scan = |g: &mut Guest| {
+        let mut probe = Probe::default();
+        let mut out = [vec![0u64; words], vec![0u64; words], vec![0u64; words]];
+        let mut count = 0u64;
+        for &(fd, events) in &entries {
+            let p = probe_fd(g, fd as i32, events);
+            let r = p.revents;
+            let hits = [
+                events & libc::POLLIN != 0
+                    && r & (libc::POLLIN | libc::POLLRDNORM | libc::POLLHUP | libc::POLLERR) != 0,
+                events & libc::POLLOUT != 0 && r & (libc::POLLOUT | libc::POLLWRNORM | libc::POLLERR) != 0,
+                events & libc::POLLPRI != 0 && r & libc::POLLPRI != 0,
+            ];
+            for (set, hit) in out.iter_mut().zip(hits) {
+                if hit {
+                    set[fd / 64] |= 1 << (fd % 64);
+                    count += 1;
+                }
+            }
+            probe.waits.extend(p.waits);
+            probe.wake = match (probe.wake, p.wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Scan {
+            ready: (count > 0).then_some((count, out.clone())),
+            probe,
+        }
+    };
+    let (count, out) = wait_for(g, deadline, scan)?
+        .unwrap_or_else(|| (0, [vec![0u64; words], vec![0u64; words], vec![0u64; words]]));
+    for (i, set) in out.iter().enumerate() {
+        write_fd_set(g, a[1 + i], set)?;
+    }
+    Ok(count)
+}
+
+/// Time left until `deadline`, as nanoseconds.
+fn left_ns(deadline: Option<Instant>) -> i128 {
+    deadline.map_or(0, |d| {
+        d.saturating_duration_since(Instant::now()).as_nanos() as i128
+    })
+}
+
+pub fn select(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let tv = a[4];
+    let timeout = if tv == 0 {
+        None
+    } else {
+        let b = g.read_user(tv, 16)?;
+        let sec = i64::from_le_bytes(b[0..8].try_into().map_err(|_| Errno::EFAULT)?);
+        let usec = i64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
+        if sec < 0 || !(0..1_000_000).contains(&usec) {
+            return Err(Errno::EINVAL);
+        }
+        Some(Duration::new(sec as u64, usec as u32 * 1000))
+    };
+    let deadline = deadline_after(timeout);
+    let r = do_select(g, a, timeout);
+    if tv != 0 && r != Err(Errno::EFAULT) {
+        // Linux writes the time left back into the timeval.
+        let ns = left_ns(deadline);
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&((ns / 1_000_000_000) as i64).to_le_bytes());
+        b[8..16].copy_from_slice(&((ns % 1_000_000_000 / 1000) as i64).to_le_bytes());
+        let _ = g.write_user(tv, &b);
+    }
+    r
+}
+
+pub fn pselect6(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
+    let timeout = if a[4] == 0 {
+        None
+    } else {
+        Some(read_timespec(g, a[4])?)
+    };
+    // The sixth argument points at { const sigset_t *ss; size_t ss_len; }.
+    let mut old_mask = None;
+    if a[5] != 0 {
+        let set = g.read_u64(a[5])?;
+        let len = g.read_u64(a[5] + 8)?;
+        if set != 0 {
+            if len != 8 {
+                return Err(Errno::EINVAL);
+            }
+            let mask = g.read_u64(set)?;
+            old_mask = Some(g.signals.mask);
+            g.signals.set_mask(mask);
+        }
+    }
+    let r = do_select(g, a, timeout);
     if let Some(m) = old_mask {
         g.signals.set_mask(m);
     }

@@ -4,24 +4,29 @@
 //! The handler's result goes to RAX (`-errno` on failure) and the VMM returns to user mode itself.
 //!
 //! Classes of entries:
-//! * **served**: implemented here (memory, files under the guest root, stdio, SocketCAN, time, signals,
-//!   process identity...), every guest pointer checked (`EFAULT`), every length bounded;
+//! * **served**: implemented here (memory and file mappings, files and directories under the guest root
+//!   with `getdents64`/`statx`, stdio, SocketCAN, pipes, eventfds, timerfds, `poll`/`select`/`epoll` over
+//!   all of them, time, signals, process identity...) — what glibc's dynamic loader and typical
+//!   event-loop programs need; every guest pointer checked (`EFAULT`), every length bounded;
 //! * **forbidden**: calls that would act on the host or need privileges (`execve`, `ptrace`, `mount`,
 //!   `reboot`, module loading, `setuid`, namespaces...): `EPERM`, logged once per number, no host effect;
 //! * **no processes or threads**: `fork`, `vfork`, `clone` give `EAGAIN` (`clone3` `ENOSYS`, so glibc falls
-//!   back to `clone`), with a log line saying why — a guest trying to start a thread gets an error, not a
-//!   hang;
-//! * **unsupported**: known calls this VMM does not provide (epoll, pipes, statx, rseq...): `ENOSYS`
-//!   quietly (programs fall back);
+//!   back to `clone`), with one line on stderr saying why — `threads unsupported in vm`
+//!   ([`THREADS_UNSUPPORTED`]) for `clone(CLONE_THREAD)`, `processes unsupported in vm` otherwise — so a
+//!   guest trying to start a thread or a child gets an error, not a hang, and the log says why;
+//! * **unsupported**: known calls this VMM does not provide (`rseq`, `signalfd`, `inotify`, `memfd`,
+//!   `io_uring`, `socketpair`...): `ENOSYS` quietly (programs fall back);
 //! * anything else: `ENOSYS`, logged once per number.
 //!
 //! Layers (no module imports one above it): this module, the table and dispatcher, is on top; the handler
-//! families (`files`, `io`, `memory`, `net`, `process`, `signal`, `time`) are below it and never import
-//! each other; what they share is below them: `fdio` (the descriptor data path of the I/O and socket
-//! calls) and `abi` (the handler signature, result type and common argument checks). [`nr`] only names
+//! families (`events`, `files`, `io`, `memory`, `net`, `process`, `signal`, `time`) are below it and never
+//! import each other; what they share is below them: `fdio` (the descriptor data path of the I/O and
+//! socket calls), `readiness` (what a descriptor is ready for and the wait for it: poll, select and
+//! epoll) and `abi` (the handler signature, result type and common argument checks). [`nr`] only names
 //! numbers.
 
 mod abi;
+mod events;
 mod fdio;
 mod files;
 mod io;
@@ -29,6 +34,7 @@ mod memory;
 mod net;
 pub mod nr;
 mod process;
+mod readiness;
 mod signal;
 mod time;
 
@@ -82,13 +88,31 @@ fn forbidden(g: &mut Guest, cpu: &mut CpuState, _a: &[u64; 6]) -> SysResult {
     Err(Errno::EPERM)
 }
 
-fn no_processes(g: &mut Guest, cpu: &mut CpuState, _a: &[u64; 6]) -> SysResult {
+/// `CLONE_THREAD`: the new task shares the thread group (a thread, `pthread_create`).
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// The line the VMM writes to stderr (once) when the guest tries to start a thread; the harness's
+/// report shows it when a workload fails because of it.
+pub const THREADS_UNSUPPORTED: &str = "threads unsupported in vm";
+
+fn no_processes(g: &mut Guest, cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let nr = cpu.regs.rax;
-    if g.unknown_seen.insert(nr | 1 << 33) {
-        tracing::warn!(
-            syscall = nr::name(nr),
-            "the guest tried to create a thread or process; agl-vmm runs single-threaded guests only -> EAGAIN"
-        );
+    let thread = nr == nr::CLONE && a[0] & CLONE_THREAD != 0;
+    // One line per kind, straight to stderr (not through the log filter): it explains the failure.
+    let kind = if thread { 1 << 33 } else { 1 << 34 };
+    if g.unknown_seen.insert(kind) {
+        if thread {
+            eprintln!(
+                "agl-vmm: {THREADS_UNSUPPORTED}: the guest called clone(CLONE_THREAD) to start a thread; \
+                 agl-vmm runs single-threaded guests only -> EAGAIN"
+            );
+        } else {
+            eprintln!(
+                "agl-vmm: processes unsupported in vm: the guest called {} to start a process; agl-vmm \
+                 runs one process and has no fork -> EAGAIN (as under RLIMIT_NPROC)",
+                nr::name(nr)
+            );
+        }
     }
     Err(Errno::EAGAIN)
 }
@@ -224,6 +248,22 @@ impl SyscallTable {
             (GETCPU, process::getcpu),
             (GETRANDOM, process::getrandom),
             (FACCESSAT2, files::faccessat2),
+            (PIPE, events::pipe),
+            (PIPE2, events::pipe2),
+            (SELECT, io::select),
+            (PSELECT6, io::pselect6),
+            (EPOLL_CREATE, events::epoll_create),
+            (EPOLL_CREATE1, events::epoll_create1),
+            (EPOLL_CTL, events::epoll_ctl),
+            (EPOLL_WAIT, events::epoll_wait),
+            (EPOLL_PWAIT, events::epoll_pwait),
+            (EPOLL_PWAIT2, events::epoll_pwait2),
+            (EVENTFD, events::eventfd),
+            (EVENTFD2, events::eventfd2),
+            (TIMERFD_CREATE, events::timerfd_create),
+            (TIMERFD_SETTIME, events::timerfd_settime),
+            (TIMERFD_GETTIME, events::timerfd_gettime),
+            (STATX, files::statx),
             (MLOCK, process::zero),
             (MUNLOCK, process::zero),
             (MLOCKALL, process::zero),
@@ -315,20 +355,6 @@ impl SyscallTable {
         for n in [
             CLONE3,
             RSEQ,
-            STATX,
-            PIPE,
-            PIPE2,
-            SELECT,
-            PSELECT6,
-            EPOLL_CREATE,
-            EPOLL_CREATE1,
-            EPOLL_CTL,
-            EPOLL_WAIT,
-            EPOLL_PWAIT,
-            EPOLL_PWAIT2,
-            EVENTFD,
-            EVENTFD2,
-            TIMERFD_CREATE,
             SIGNALFD,
             SIGNALFD4,
             INOTIFY_INIT,
@@ -466,6 +492,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn threads_and_processes_get_eagain() {
+        let mut g = crate::guest::tests::test_guest();
+        let mut c = CpuState::for_tests(Default::default());
+        c.regs_mut().rax = nr::CLONE;
+        let thread_flags = 0x3d0f00; // glibc's pthread_create: CLONE_VM|CLONE_FS|...|CLONE_THREAD|...
+        assert_eq!(
+            no_processes(&mut g, &mut c, &[thread_flags, 0, 0, 0, 0, 0]),
+            Err(Errno::EAGAIN)
+        );
+        assert_eq!(
+            no_processes(&mut g, &mut c, &[thread_flags, 0, 0, 0, 0, 0]),
+            Err(Errno::EAGAIN)
+        );
+        c.regs_mut().rax = nr::FORK;
+        assert_eq!(no_processes(&mut g, &mut c, &[0; 6]), Err(Errno::EAGAIN));
+        assert!(g.unknown_seen.contains(&(1 << 33)) && g.unknown_seen.contains(&(1 << 34)));
+    }
+
+    #[test]
     fn table_classes() {
         let t = SyscallTable::linux();
         assert_eq!(t.lookup(nr::WRITE).map(|e| e.class), Some(Class::Served));
@@ -475,6 +520,26 @@ mod tests {
         assert_eq!(t.lookup(nr::CLONE).map(|e| e.class), Some(Class::NoProcesses));
         assert_eq!(t.lookup(nr::FORK).map(|e| e.class), Some(Class::NoProcesses));
         assert_eq!(t.lookup(nr::CLONE3).map(|e| e.class), Some(Class::Unsupported));
+        for n in [
+            nr::PIPE2,
+            nr::SELECT,
+            nr::PSELECT6,
+            nr::EPOLL_CREATE1,
+            nr::EPOLL_CTL,
+            nr::EPOLL_PWAIT,
+            nr::EVENTFD2,
+            nr::TIMERFD_CREATE,
+            nr::TIMERFD_SETTIME,
+            nr::TIMERFD_GETTIME,
+            nr::STATX,
+        ] {
+            assert_eq!(
+                t.lookup(n).map(|e| e.class),
+                Some(Class::Served),
+                "{}",
+                nr::name(n)
+            );
+        }
         assert!(t.lookup(9999).is_none());
         assert!(t.lookup(u64::MAX).is_none());
         // Every entry has a real name.
