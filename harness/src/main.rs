@@ -68,6 +68,10 @@ enum Command {
         /// Run the environments at the same time (every board of a lab in parallel).
         #[arg(long)]
         parallel: bool,
+        /// How SocketCAN reaches the workloads: auto (kernel CAN where the environment and kernel have it,
+        /// else the seccomp emulation), emulated, kernel, or hub (this project's bus client only).
+        #[arg(long, env = "AGL_PARITY_CAN_TRANSPORT", default_value = "auto")]
+        can_transport: agl_parity::env::socketcan::CanTransport,
     },
     /// Merge the parity reports of several machines (CI legs, bench labs) into one report.
     Merge {
@@ -190,6 +194,7 @@ fn main() -> ExitCode {
             workloads,
             lab,
             parallel,
+            can_transport,
         } => {
             let project = match load_project() {
                 Ok(p) => p,
@@ -213,6 +218,7 @@ fn main() -> ExitCode {
                 prebuilt_workloads: workloads,
                 lab: lab.or_else(|| defaults.lab.clone()),
                 parallel_environments: parallel,
+                can_transport,
                 ..defaults
             };
             runtime.block_on(run(options))

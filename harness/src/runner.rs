@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub lab: Option<PathBuf>,
     /// Run the environment columns at the same time instead of one after another (boards of a lab).
     pub parallel_environments: bool,
+    /// How CAN reaches the workloads (`--can-transport`).
+    pub can_transport: crate::env::socketcan::CanTransport,
 }
 
 impl RunOptions {
@@ -80,6 +82,7 @@ impl RunOptions {
             interrupt: Default::default(),
             lab: project.lab.clone(),
             parallel_environments: false,
+            can_transport: Default::default(),
         }
     }
 }
@@ -274,6 +277,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
             &project,
             options.prebuilt_workloads.as_deref(),
         )),
+        can_transport: options.can_transport,
     };
 
     let progress = Progress::new(options.progress);

@@ -27,6 +27,9 @@ pub struct RunContext {
     pub state_dir: PathBuf,
     /// Where workload binaries come from.
     pub catalog: Arc<WorkloadCatalog>,
+    /// The CAN transport asked for (`--can-transport`); each environment resolves it against what it and
+    /// this machine offer.
+    pub can_transport: super::socketcan::CanTransport,
 }
 
 /// Everything needed to deploy one pod.

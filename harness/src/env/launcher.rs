@@ -1,7 +1,8 @@
 //! Host processes for every environment that starts one: the workload itself natively, the VMM for the
 //! vm environment, `docker`-free helpers of the container and board environments. [`argv_for`] is the one
 //! reading of a container's `command`/`args` against its image; [`HostLauncher`] starts a supervised
-//! process with a clean environment, its own working directory and `PR_SET_PDEATHSIG`.
+//! process with a clean environment, its own working directory and `PR_SET_PDEATHSIG`, and, when asked, with
+//! SocketCAN emulated for it ([`super::socketcan`]) for as long as it runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::task::JoinHandle;
 
+use super::socketcan::EmulationSpec;
 use crate::error::InfraError;
 use crate::logs::{self, LogSink};
 use crate::manifest::ContainerSpec;
@@ -49,6 +51,8 @@ pub(crate) struct HostLauncher {
     pub(crate) argv: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) workdir: PathBuf,
+    /// SocketCAN emulated for each incarnation.
+    pub(crate) emulation: Option<EmulationSpec>,
 }
 
 #[async_trait]
@@ -77,16 +81,28 @@ impl Launcher for HostLauncher {
                 Ok(())
             });
         }
+        let channel = match &self.emulation {
+            Some(spec) => Some(spec.prepare(&mut command, &self.name)?),
+            None => None,
+        };
         let mut child = command.spawn().map_err(|e| InfraError::Launch {
             workload: self.name.clone(),
             reason: format!("`{program}`: {e}"),
         })?;
+        let emulation = match (&self.emulation, channel) {
+            (Some(spec), Some(channel)) => Some(spec.start(channel, &self.name)?),
+            _ => None,
+        };
         let readers = [
             child.stdout.take().map(|out| logs.follow(out)),
             child.stderr.take().map(|err| logs.follow(err)),
         ];
         logs.note(&format!("started pid {}", child.id().unwrap_or(0)));
-        Ok(Box::new(HostProcess { child, readers }))
+        Ok(Box::new(HostProcess {
+            child,
+            readers,
+            _emulation: emulation,
+        }))
     }
 
     async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
@@ -98,7 +114,8 @@ impl Launcher for HostLauncher {
         } else {
             first.clone()
         };
-        let status = tokio::process::Command::new(&program)
+        let mut probe = tokio::process::Command::new(&program);
+        probe
             .args(args)
             .env_clear()
             .envs(self.env.iter().cloned())
@@ -106,13 +123,22 @@ impl Launcher for HostLauncher {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|e| InfraError::Launch {
-                workload: self.name.clone(),
-                reason: format!("probe `{program}`: {e}"),
-            })?;
+            .kill_on_drop(true);
+        // A probe sees the container's CAN interfaces as its workload does.
+        let channel = match &self.emulation {
+            Some(spec) => Some(spec.prepare(&mut probe, &self.name)?),
+            None => None,
+        };
+        let launch = |e: std::io::Error| InfraError::Launch {
+            workload: self.name.clone(),
+            reason: format!("probe `{program}`: {e}"),
+        };
+        let mut child = probe.spawn().map_err(launch)?;
+        let _emulation = match (&self.emulation, channel) {
+            (Some(spec), Some(channel)) => Some(spec.start(channel, &self.name)?),
+            _ => None,
+        };
+        let status = child.wait().await.map_err(launch)?;
         Ok(status.success())
     }
 }
@@ -120,6 +146,8 @@ impl Launcher for HostLauncher {
 struct HostProcess {
     child: tokio::process::Child,
     readers: [Option<JoinHandle<()>>; 2],
+    /// Serves the process's SocketCAN calls; stopped when the process is dropped.
+    _emulation: Option<vcan::emu::Emulation>,
 }
 
 #[async_trait]
@@ -207,6 +235,7 @@ mod tests {
             .to_vec(),
             env: vec![],
             workdir: dir.path().to_path_buf(),
+            emulation: None,
         };
         for _ in 0..20 {
             let logs = LogSink::memory("w");

@@ -6,7 +6,8 @@
 //! for every environment ([`crate::supervisor`], [`crate::readiness`]), so the environments differ only in
 //! how a process is started ([`crate::supervisor::Launcher`]) and how the bus endpoint is reached.
 //!
-//! Layout: [`contract`] (the trait and the types deployments exchange) and [`launcher`] (host processes,
+//! Layout: [`contract`] (the trait and the types deployments exchange), [`socketcan`] (the CAN transport
+//! choice and the SocketCAN emulation of started processes) and [`launcher`] (host processes,
 //! `command`/`args`) at the bottom; one module per environment above them; this file, the [`registry`], on
 //! top. Nothing outside this file names an environment.
 //!
@@ -30,6 +31,7 @@ pub mod container;
 pub mod contract;
 pub mod launcher;
 pub mod native;
+pub mod socketcan;
 pub mod vm;
 pub mod vxcan;
 

@@ -1,6 +1,11 @@
 //! The native environment: each container of a pod runs as a host process on the userspace bus.
 //!
-//! The workload joins its bus through the hub's Unix socket (`CAN_BUS=unix:/…/<bus>.sock`). Processes get a
+//! CAN ([`super::socketcan`]): by default the unmodified process gets SocketCAN emulated by seccomp user
+//! notification: the interfaces its manifest names (`can0`, ...) bridged to the scenario's hubs, and
+//! `CAN_BUS=socketcan:<interface>` for the framework's own workloads. With `--can-transport hub` (or
+//! without seccomp user notification) the workload joins its bus through the hub's Unix socket
+//! (`CAN_BUS=unix:/…/<bus>.sock`), which only this project's bus client can do. Native has no kernel CAN
+//! path (it would need a network namespace per workload): `--can-transport kernel` is refused. Processes get a
 //! clean environment (only what the manifest sets, the bus endpoints and the run marker), an empty working
 //! directory of their own, and `PR_SET_PDEATHSIG` so they die with the harness; the run marker lets the next
 //! run sweep up anything a SIGKILLed harness left behind. Resource limits are recorded, not enforced, here.
@@ -14,6 +19,7 @@ use super::contract::{
     RunContext, Transport,
 };
 use super::launcher::{argv_for, HostLauncher};
+use super::socketcan::{resolve, socketcan_endpoints, CanTransport, EmulationSpec, Offer, EMULATED};
 use crate::cleanup::RUN_MARKER_ENV;
 use crate::error::InfraError;
 
@@ -28,14 +34,24 @@ pub fn kind() -> EnvKind {
             })
         },
         columns: single_column,
-        create: |_column, _run, _setup| Ok(Arc::new(NativeEnv)),
+        create: |_column, run, _setup| {
+            let transport =
+                resolve(run.can_transport, &Offer::here(false)).map_err(|e| InfraError::Unavailable {
+                    env: "native".into(),
+                    reason: e.to_string(),
+                })?;
+            Ok(Arc::new(NativeEnv { transport }))
+        },
         sweep: sweep_nothing,
         preflight: no_preflight,
     }
 }
 
 /// Host processes on the userspace bus.
-pub struct NativeEnv;
+pub struct NativeEnv {
+    /// Emulated or hub (never kernel or auto).
+    transport: CanTransport,
+}
 
 #[async_trait]
 impl Environment for NativeEnv {
@@ -44,7 +60,10 @@ impl Environment for NativeEnv {
     }
 
     fn transport(&self) -> Transport {
-        "userspace hub, Unix socket".into()
+        match self.transport {
+            CanTransport::Emulated => EMULATED.into(),
+            _ => "userspace hub, Unix socket (this project's bus client only)".into(),
+        }
     }
 
     async fn prepare(&self, run: &RunContext) -> Result<(), InfraError> {
@@ -62,7 +81,13 @@ impl Environment for NativeEnv {
             .into_iter()
             .map(|(bus, path)| (bus, format!("unix:{}", path.display())))
             .collect();
-        let bus_env = bus_env(&endpoints);
+        let emulated = self.transport == CanTransport::Emulated;
+        let bus_env = if emulated {
+            let buses: Vec<String> = endpoints.iter().map(|(b, _)| b.clone()).collect();
+            bus_env(&socketcan_endpoints(pod, &buses))
+        } else {
+            bus_env(&endpoints)
+        };
         let mut instances = Vec::new();
         for container in &pod.containers {
             let binary = run.catalog.binary_for(&container.image).await?;
@@ -84,6 +109,15 @@ impl Environment for NativeEnv {
                 argv,
                 env,
                 workdir,
+                emulation: if emulated {
+                    Some(EmulationSpec::for_pod(
+                        pod,
+                        &endpoints,
+                        format!("{}@native", container.image.binary_name()),
+                    )?)
+                } else {
+                    None
+                },
             });
             instances.push(Instance::start(pod, container, launcher, logs));
         }

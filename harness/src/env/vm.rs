@@ -335,6 +335,7 @@ impl Environment for VmEnv {
                     argv,
                     env: process_env.clone(),
                     workdir,
+                    emulation: None,
                 },
                 vmm: vmm.clone(),
                 binary,

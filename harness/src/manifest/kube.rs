@@ -31,8 +31,10 @@ use super::values::{check_name, parse_can_id, parse_cpu, parse_image, parse_memo
 pub const ANNOTATION_BUSES: &str = "parity.agl.io/can-buses";
 /// Annotation giving a CAN-heartbeat readiness probe.
 pub const ANNOTATION_READY_FRAME: &str = "parity.agl.io/ready-frame";
+/// Annotation naming the SocketCAN interface of a bus: `vehicle=can0, body=vcan1`.
+pub const ANNOTATION_INTERFACES: &str = "parity.agl.io/can-interfaces";
 const ANNOTATION_PREFIX: &str = "parity.agl.io/";
-const KNOWN_ANNOTATIONS: &[&str] = &[ANNOTATION_BUSES, ANNOTATION_READY_FRAME];
+const KNOWN_ANNOTATIONS: &[&str] = &[ANNOTATION_BUSES, ANNOTATION_READY_FRAME, ANNOTATION_INTERFACES];
 /// Kinds whose pods are deployed.
 const WORKLOAD_KINDS: &[&str] = &[
     "Pod",
@@ -567,9 +569,10 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
             .collect(),
         None => Vec::new(),
     };
-    for bus in device_buses {
-        if !buses.contains(&bus) {
-            buses.push(bus);
+    let annotated = buses.clone();
+    for bus in &device_buses {
+        if !buses.contains(bus) {
+            buses.push(bus.clone());
         }
     }
     if buses.is_empty() {
@@ -583,6 +586,14 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
     for bus in &buses {
         check_name(bus).map_err(|r| err(&buses_field, format!("bus name `{bus}`: {r}")))?;
     }
+
+    let interfaces_field = format!("{annotations_field}.{ANNOTATION_INTERFACES}");
+    let interfaces = interface_names(
+        &buses,
+        &annotated,
+        annotations.get(ANNOTATION_INTERFACES).map(String::as_str),
+    )
+    .map_err(|r| err(&interfaces_field, r))?;
 
     let ready_field = format!("{annotations_field}.{ANNOTATION_READY_FRAME}");
     let ready_frame = match annotations.get(ANNOTATION_READY_FRAME) {
@@ -609,6 +620,7 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
         kind: w.kind.clone(),
         labels,
         buses,
+        interfaces,
         readiness,
         restart_policy,
         termination_grace: Duration::from_secs(grace as u64),
@@ -618,6 +630,64 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
         volumes,
         fields: w.fields.clone(),
     })
+}
+
+/// The SocketCAN interface of each bus: named by the annotation (`bus=ifname` pairs), else like the bus when
+/// only a device-plugin request names it (the plugin creates an interface of that name), else `can<i>`.
+fn interface_names(
+    buses: &[String],
+    annotated: &[String],
+    names: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let mut given: BTreeMap<String, String> = BTreeMap::new();
+    for pair in names
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let Some((bus, ifname)) = pair.split_once('=') else {
+            return Err(format!("`{pair}`: expected BUS=IFNAME, e.g. `vehicle=can0`"));
+        };
+        let (bus, ifname) = (bus.trim(), ifname.trim());
+        if !buses.iter().any(|b| b == bus) {
+            return Err(format!(
+                "`{bus}` is not a bus of this workload (buses: {})",
+                buses.join(", ")
+            ));
+        }
+        check_ifname(ifname).map_err(|r| format!("interface `{ifname}`: {r}"))?;
+        given.insert(bus.to_string(), ifname.to_string());
+    }
+    let out: Vec<String> = buses
+        .iter()
+        .enumerate()
+        .map(|(i, bus)| match given.get(bus) {
+            Some(name) => name.clone(),
+            None if !annotated.contains(bus) && check_ifname(bus).is_ok() => bus.clone(),
+            None => format!("can{i}"),
+        })
+        .collect();
+    for (i, name) in out.iter().enumerate() {
+        if let Some(j) = out[..i].iter().position(|n| n == name) {
+            return Err(format!(
+                "buses `{}` and `{}` would both be interface `{name}`: name them apart",
+                buses[j], buses[i]
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A Linux interface name: 1 to 15 characters (`IFNAMSIZ` - 1), no `/`, `:` or whitespace.
+fn check_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("must be 1 to 15 characters");
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err("must not contain `/`, `:` or whitespace");
+    }
+    Ok(())
 }
 
 type ErrFn<'a> = dyn Fn(&str, String) -> ManifestError + 'a;

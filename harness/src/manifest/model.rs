@@ -172,6 +172,10 @@ pub struct WorkloadSpec {
     pub kind: String,
     pub labels: BTreeMap<String, String>,
     pub buses: Vec<String>,
+    /// The SocketCAN interface name of each bus, in the same order (`can0`, `can1`, ... unless the
+    /// `parity.agl.io/can-interfaces` annotation names them, or a `k8s.collabora.com/socketcan-<bus>` device
+    /// request makes an interface named like its bus).
+    pub interfaces: Vec<String>,
     pub readiness: Readiness,
     pub restart_policy: RestartPolicy,
     pub termination_grace: Duration,
@@ -187,6 +191,13 @@ pub struct WorkloadSpec {
 }
 
 impl WorkloadSpec {
+    /// The SocketCAN interface the workload sees for `bus` (`can<i>` for a bus it does not list).
+    pub fn interface_of(&self, bus: &str) -> String {
+        let i = self.buses.iter().position(|b| b == bus);
+        i.and_then(|i| self.interfaces.get(i).cloned())
+            .unwrap_or_else(|| format!("can{}", i.unwrap_or(0)))
+    }
+
     /// The name of replica `index`: the workload's own name for a single replica, `<name>-<index>` otherwise
     /// (a StatefulSet's naming, stable across environments).
     pub fn replica_name(&self, index: u32) -> String {
