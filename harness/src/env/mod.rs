@@ -30,6 +30,7 @@ pub mod board;
 pub mod container;
 pub mod contract;
 pub mod launcher;
+pub mod libraries;
 pub mod native;
 pub mod socketcan;
 pub mod vm;

@@ -1,5 +1,14 @@
-//! The vm environment: the unmodified static workload binary in a KVM microVM of this project's VMM
+//! The vm environment: the unmodified workload binary in a KVM microVM of this project's VMM
 //! (`harness/vmm`, binary `agl-vmm`), which has no guest kernel and serves the Linux syscall ABI itself.
+//!
+//! * **Executables**: static ones, and dynamically linked ones: the guest root (a per-container scratch
+//!   directory, read-only to the guest) gets the executable's interpreter and the libraries `ldd` lists, at
+//!   their host paths ([`super::libraries`], the same list the container images get), and the VMM loads
+//!   the interpreter from there (Debian's `candump`/`cansend` run this way). Files, directories, pipes,
+//!   `select`/`poll`/`epoll`, eventfd and timerfd work in the guest; threads and child processes do not:
+//!   the VMM writes `threads unsupported in vm` (or `processes unsupported in vm`) to the container's log,
+//!   and when the workload then fails the harness adds a note saying so as the log's last line, so the
+//!   report's log excerpt names the reason.
 //!
 //! * **CAN**: the workload uses the real SocketCAN API (`CAN_BUS=socketcan:can0`); the VMM provides `can0`,
 //!   `can1`, … (one per bus of the pod, in manifest order) and bridges them to the scenario's hub sockets.
@@ -37,7 +46,7 @@ pub fn kind() -> EnvKind {
     EnvKind {
         name: "vm",
         summary:
-            "KVM microVM of agl-vmm: the static workload at CPL3, syscalls and SocketCAN served by the VMM",
+            "KVM microVM of agl-vmm: the workload (static or dynamic) at CPL3, syscalls and SocketCAN by the VMM",
         probe: || Box::pin(async { probe() }),
         columns: single_column,
         create: |_column, run, _setup| Ok(Arc::new(VmEnv::new(run))),
@@ -245,8 +254,7 @@ impl Environment for VmEnv {
         let process_env = vec![(RUN_MARKER_ENV.to_string(), self.run_id.clone())];
         let mut instances = Vec::new();
         for container in &pod.containers {
-            // The VMM loads static executables only; anything else is unsupported here.
-            let binary = run.catalog.static_binary_for(&container.image).await?;
+            let binary = run.catalog.binary_for(&container.image).await?;
             let guest_args: Vec<String> = argv_for(container, &binary)?.into_iter().skip(1).collect();
             let memory = container.limits.memory_bytes.unwrap_or(DEFAULT_MEMORY);
             let workdir = request
@@ -267,6 +275,7 @@ impl Environment for VmEnv {
                 workload: pod.name.clone(),
                 reason: format!("volumes into {}: {e}", root.display()),
             })?;
+            install_libraries(&container.image.to_string(), &binary, &root).await?;
             let mut guest_env = container.env.clone();
             guest_env.extend(guest_bus_env.iter().cloned());
             let mut common = vec![
@@ -335,7 +344,6 @@ impl Environment for VmEnv {
                     argv,
                     env: process_env.clone(),
                     workdir,
-                    emulation: None,
                 },
                 vmm: vmm.clone(),
                 binary,
@@ -347,6 +355,65 @@ impl Environment for VmEnv {
             instances.push(Instance::start(pod, container, launcher, logs));
         }
         Ok(instances)
+    }
+}
+
+/// A dynamically linked executable's interpreter and libraries, into its guest root (a static one needs
+/// nothing).
+async fn install_libraries(workload: &str, binary: &Path, root: &Path) -> Result<(), InfraError> {
+    let build_err = |reason: String| InfraError::Build {
+        workload: workload.to_string(),
+        reason,
+    };
+    let interpreter = crate::workload::elf_interpreter(binary)
+        .map_err(|e| build_err(format!("{}: {e}", binary.display())))?;
+    let Some(interpreter) = interpreter else {
+        return Ok(());
+    };
+    let libraries = super::libraries::shared_libraries(binary, &interpreter)
+        .await
+        .map_err(|e| build_err(e.to_string()))?;
+    super::libraries::install_into_root(root, &libraries).map_err(|e| build_err(e.to_string()))?;
+    tracing::debug!(binary = %binary.display(), libraries = libraries.len(), "guest root holds the interpreter and libraries");
+    Ok(())
+}
+
+/// What the VMM writes to stderr when the guest tries to start a thread (agl-vmm's
+/// `syscalls::THREADS_UNSUPPORTED`).
+pub const THREADS_UNSUPPORTED: &str = "threads unsupported in vm";
+/// What it writes when the guest tries to start a child process.
+pub const PROCESSES_UNSUPPORTED: &str = "processes unsupported in vm";
+
+/// One incarnation's VMM process: when it fails after the VMM said the guest tried to start a thread or
+/// a process, a harness note saying so becomes the log's last line (the report's log excerpt).
+struct VmProcess {
+    inner: Box<dyn Process>,
+    logs: LogSink,
+    /// The log line where this incarnation started.
+    from: usize,
+}
+
+#[async_trait]
+impl Process for VmProcess {
+    async fn wait(&mut self) -> crate::supervisor::ExitInfo {
+        let exit = self.inner.wait().await;
+        if exit.code != Some(0) {
+            for (line, what) in [
+                (THREADS_UNSUPPORTED, "it tried to start a thread"),
+                (PROCESSES_UNSUPPORTED, "it tried to start a child process (fork)"),
+            ] {
+                if self.logs.find(self.from, line).is_some() {
+                    self.logs.note(&format!(
+                        "the workload failed ({exit}) in the vm, where {line}: {what}, which agl-vmm refuses (EAGAIN)"
+                    ));
+                }
+            }
+        }
+        exit
+    }
+
+    async fn signal(&mut self, signal: crate::supervisor::StopSignal) -> Result<(), InfraError> {
+        self.inner.signal(signal).await
     }
 }
 
@@ -366,7 +433,13 @@ struct VmLauncher {
 impl Launcher for VmLauncher {
     async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
         logs.note(&format!("VM: {}", self.boot));
-        self.host.launch(logs).await
+        let from = logs.len();
+        let inner = self.host.launch(logs).await?;
+        Ok(Box::new(VmProcess {
+            inner,
+            logs: logs.clone(),
+            from,
+        }))
     }
 
     async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
@@ -411,5 +484,35 @@ impl Launcher for VmLauncher {
                 reason: format!("exec probe VM: {e}"),
             })?;
         Ok(status.success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dynamic_executable_gets_its_interpreter_and_libraries_into_the_guest_root() {
+        let binary = Path::new("/bin/sh");
+        let interpreter = crate::workload::elf_interpreter(binary)
+            .unwrap()
+            .expect("/bin/sh is dynamically linked here");
+        let root = tempfile::tempdir().unwrap();
+        install_libraries("sh", binary, root.path()).await.unwrap();
+        let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+        assert!(at(&interpreter).is_file(), "{interpreter}");
+        let libc = std::fs::read_dir(root.path().join("lib/x86_64-linux-gnu"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("libc.so"))
+            })
+            .unwrap_or(false);
+        assert!(libc, "libc in the root");
+        // A static executable needs nothing.
+        let empty = tempfile::tempdir().unwrap();
+        let script = empty.path().join("not-elf");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        install_libraries("x", &script, empty.path()).await.unwrap();
+        assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 1);
     }
 }

@@ -4,7 +4,7 @@
 //!   `agl-parity/<binary>:<content hash>` (rebuilt only when the content changes), tagged with the
 //!   manifest's own `image` reference. A static executable is the image's only file; a dynamically linked
 //!   one (an ELF with a `PT_INTERP` program header) brings its interpreter and the libraries `ldd` lists, at
-//!   their host paths, so it runs unchanged.
+//!   their host paths, so it runs unchanged ([`crate::env::libraries`], shared with the vm's guest root).
 //! * **A container image** of the project ([`WorkloadSource::Image`]) is used itself: taken from the
 //!   engine, loaded with `docker load` or built with `docker build`, once per run, and tagged
 //!   `agl-parity/<binary>:id-<image id>` (by content, so runs leave no tags of their own); it runs its own
@@ -25,6 +25,7 @@ use testcontainers::GenericBuildableImage;
 
 use crate::env::contract::RunContext;
 use crate::env::launcher::argv_for;
+use crate::env::libraries::shared_libraries;
 use crate::error::InfraError;
 use crate::manifest::{ContainerSpec, ImageRef};
 use crate::project::ImageFrom;
@@ -262,7 +263,7 @@ async fn tag(docker: &Docker, source: &str, repo: &str, tag: &str) -> Result<(),
     docker.tag_image(source, Some(options)).await
 }
 
-/// Why a docker or ldd command did not give what was needed.
+/// Why a docker command did not give what was needed.
 #[derive(Debug, thiserror::Error)]
 enum ToolError {
     #[error("cannot run `{tool}`: {reason}")]
@@ -273,8 +274,6 @@ enum ToolError {
         status: String,
         output: String,
     },
-    #[error("{binary}: library `{library}` not found (ldd)")]
-    LibraryNotFound { binary: String, library: String },
 }
 
 /// Runs the docker CLI (for `load` and `build`); returns its stdout, or an error with the end of its output.
@@ -300,57 +299,6 @@ async fn docker_cli(args: &[&str]) -> Result<String, ToolError> {
         status: output.status.to_string(),
         output: lines[lines.len().saturating_sub(30)..].join("\n"),
     })
-}
-
-/// The interpreter and the shared libraries of a dynamically linked executable, as host paths.
-async fn shared_libraries(binary: &Path, interpreter: &str) -> Result<Vec<PathBuf>, ToolError> {
-    let output = tokio::process::Command::new("ldd")
-        .arg(binary)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| ToolError::Spawn {
-            tool: "ldd".into(),
-            reason: e.to_string(),
-        })?;
-    if !output.status.success() {
-        return Err(ToolError::Failed {
-            command: format!("ldd {}", binary.display()),
-            status: output.status.to_string(),
-            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    let mut libraries = parse_ldd(&String::from_utf8_lossy(&output.stdout)).map_err(|library| {
-        ToolError::LibraryNotFound {
-            binary: binary.display().to_string(),
-            library,
-        }
-    })?;
-    let interpreter = PathBuf::from(interpreter);
-    if !libraries.contains(&interpreter) {
-        libraries.insert(0, interpreter);
-    }
-    Ok(libraries)
-}
-
-/// The library paths of `ldd` output; `Err(name)` for a library it did not find. The vDSO has no path.
-fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (name, rest) = match line.split_once("=>") {
-            Some((name, rest)) => (name.trim(), rest.trim()),
-            None => (line, line),
-        };
-        if rest.starts_with("not found") {
-            return Err(name.to_string());
-        }
-        let path = rest.split(" (").next().unwrap_or(rest).trim();
-        if path.starts_with('/') && !out.iter().any(|p: &PathBuf| p == Path::new(path)) {
-            out.push(PathBuf::from(path));
-        }
-    }
-    Ok(out)
 }
 
 /// A content hash over the files of an image and where they go.
@@ -395,40 +343,6 @@ mod tests {
         assert_ne!(
             one,
             files_hash(&[(a.clone(), "/w".into()), (a, "/lib/x".into())]).unwrap()
-        );
-    }
-
-    #[test]
-    fn ldd_output_gives_interpreter_and_libraries() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffc1a9f2000)\n\
-                    \tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f5c0b8f8000)\n\
-                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5c0b717000)\n\
-                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f5c0b9f9000)\n";
-        assert_eq!(
-            parse_ldd(text).unwrap(),
-            vec![
-                PathBuf::from("/lib/x86_64-linux-gnu/libm.so.6"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
-            ]
-        );
-        assert_eq!(
-            parse_ldd("\tlibwiper.so.1 => not found\n").unwrap_err(),
-            "libwiper.so.1"
-        );
-    }
-
-    #[tokio::test]
-    async fn libraries_of_a_real_dynamic_executable() {
-        let sh = Path::new("/bin/sh");
-        let Some(interpreter) = elf_interpreter(sh).unwrap() else {
-            panic!("/bin/sh is expected to be dynamically linked here");
-        };
-        let libs = shared_libraries(sh, &interpreter).await.unwrap();
-        assert!(libs.contains(&PathBuf::from(&interpreter)), "{libs:?}");
-        assert!(
-            libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
-            "{libs:?}"
         );
     }
 
