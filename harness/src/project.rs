@@ -23,9 +23,20 @@
 //!     containerfile: images/Containerfile     #   built with `docker build`
 //! ```
 //!
-//! Without a `workloads:` list the source is `cargo: agl-workloads` when the project has
-//! `fixtures/workloads/Cargo.toml` (this repository), else `dir: bin` when that directory exists.
-//! [`crate::workload`] turns the sources into executables and images.
+//! Without a `workloads:` list, a project laid out like this repository (it has
+//! `fixtures/workloads/Cargo.toml`) gets this repository's sources ([`default_workloads`]):
+//!
+//! ```yaml
+//! workloads:
+//!   - cargo: agl-workloads            # hvac-controller, body-control (Rust, static)
+//!   - dir: fixtures/can-utils         # links to the host's can-utils (candump, cansend), when present
+//!   - build: "make -s --no-print-directory -C fixtures/c OUT='<target>/c-workloads'"
+//!     output: <target>/c-workloads    # the C workloads (wiper-ecu), gcc -static, when fixtures/c has a Makefile
+//! ```
+//!
+//! (`<target>` is cargo's target directory: `CARGO_TARGET_DIR`, else `target`.) Any other project without
+//! the list gets `dir: bin` when that directory exists. [`crate::workload`] turns the sources into
+//! executables and images.
 
 use std::path::{Path, PathBuf};
 
@@ -289,17 +300,54 @@ impl SourceSpec {
     }
 }
 
-/// The workload sources of a project without a `workloads:` list.
+/// The directory of this repository's C workloads (one subdirectory with a Makefile each).
+pub const C_WORKLOADS_DIR: &str = "fixtures/c";
+/// The directory of links to the host's can-utils in this repository.
+pub const CAN_UTILS_DIR: &str = "fixtures/can-utils";
+
+/// The workload sources of a project without a `workloads:` list: this repository's (see the module
+/// documentation), else `dir: bin`.
 pub fn default_workloads(root: &Path) -> Vec<SourceSpec> {
     if root.join("fixtures/workloads/Cargo.toml").is_file() {
-        vec![SourceSpec::Cargo {
+        let mut sources = vec![SourceSpec::Cargo {
             package: "agl-workloads".into(),
-        }]
+        }];
+        if root.join(CAN_UTILS_DIR).is_dir() {
+            sources.push(SourceSpec::Dir(root.join(CAN_UTILS_DIR)));
+        }
+        if root.join(C_WORKLOADS_DIR).join("Makefile").is_file() {
+            sources.push(c_workloads_build(root));
+        }
+        sources
     } else if root.join("bin").is_dir() {
         vec![SourceSpec::Dir(root.join("bin"))]
     } else {
         Vec::new()
     }
+}
+
+/// The build source of this repository's C workloads: `make` in [`C_WORKLOADS_DIR`] with gcc, fully static
+/// (one executable for every environment: the vm and FROM-scratch containers need a static one), into
+/// `<target>/c-workloads`. A missing compiler or static C library is named by the Makefile.
+pub fn c_workloads_build(root: &Path) -> SourceSpec {
+    let output = crate::cargo::target_dir(root).join("c-workloads");
+    let output = if output.is_absolute() {
+        output
+    } else {
+        root.join(output)
+    };
+    SourceSpec::Build {
+        command: format!(
+            "make -s --no-print-directory -C {C_WORKLOADS_DIR} OUT={}",
+            shell_quote(&output.display().to_string())
+        ),
+        output,
+    }
+}
+
+/// `text` as one single-quoted `sh` word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// Whether `dir` looks like a project: it has a project file or a `scenarios/` directory.
@@ -403,6 +451,38 @@ mod tests {
         assert!(e.contains("belong to an `image` source"), "{e}");
         let e = parse("workloads:\n  - dirr: a\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `dirr`") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn this_repository_layout_builds_its_c_workloads_and_links_can_utils() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("fixtures/workloads")).unwrap();
+        std::fs::write(dir.path().join("fixtures/workloads/Cargo.toml"), "").unwrap();
+        let cargo = SourceSpec::Cargo {
+            package: "agl-workloads".into(),
+        };
+        assert_eq!(default_workloads(dir.path()), vec![cargo.clone()]);
+        std::fs::create_dir_all(dir.path().join(C_WORKLOADS_DIR)).unwrap();
+        std::fs::write(dir.path().join(C_WORKLOADS_DIR).join("Makefile"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join(CAN_UTILS_DIR)).unwrap();
+        let sources = default_workloads(dir.path());
+        assert_eq!(
+            sources[..2],
+            [cargo, SourceSpec::Dir(dir.path().join(CAN_UTILS_DIR))]
+        );
+        let SourceSpec::Build { command, output } = &sources[2] else {
+            panic!("{sources:?}");
+        };
+        assert!(
+            output.ends_with("c-workloads") && output.is_absolute(),
+            "{output:?}"
+        );
+        assert!(
+            command.starts_with("make -s --no-print-directory -C fixtures/c OUT='")
+                && command.ends_with("c-workloads'"),
+            "{command}"
+        );
+        assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! * a directory of executables (`dir:`, `--workloads DIR`, `AGL_PARITY_WORKLOADS_DIR`), any language,
 //!   static or dynamic;
-//! * a build command (`build:` + `output:`), run once per run in the project root;
+//! * a build command (`build:` + `output:`), run once per run in the project root — this repository's C
+//!   workloads (`make -C fixtures/c`, gcc, `-static`; [`project::c_workloads_build`]);
 //! * a cargo package of the project (`cargo:`), built once per run as fully static executables
 //!   (`-C target-feature=+crt-static`) — this repository's `agl-workloads`;
 //! * the harness's own sample workloads (`builtin:`), built the same way from the harness's source;
@@ -234,6 +235,16 @@ impl WorkloadCatalog {
                     if path.is_file() {
                         return Ok(WorkloadSource::Executable(path));
                     }
+                    if let Some(target) = dangling_link(&path) {
+                        return Err(InfraError::Build {
+                            workload: image.to_string(),
+                            reason: format!(
+                                "{} links to {}, which does not exist: the program is not installed on this machine",
+                                path.display(),
+                                target.display()
+                            ),
+                        });
+                    }
                     searched.push(dir.display().to_string());
                 }
             }
@@ -373,7 +384,15 @@ async fn run_build_command(dir: &Path, command: &str) -> Result<(), BuildError> 
     })
 }
 
-/// Executable regular files without an extension in `dir`: the binaries, not cargo's by-products.
+/// Where `path` links to, when it is a symbolic link whose target does not exist (a link to a program that
+/// is not installed here, like `fixtures/can-utils/candump` without can-utils).
+fn dangling_link(path: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(path).ok()?;
+    (!path.exists()).then_some(target)
+}
+
+/// Executable regular files without an extension in `dir`, or links to one: the binaries, not cargo's
+/// by-products.
 fn executables_in(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::read_dir(dir)
@@ -382,7 +401,7 @@ fn executables_in(dir: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let meta = e.metadata().ok()?;
+            let meta = std::fs::metadata(e.path()).ok()?;
             (meta.is_file() && meta.permissions().mode() & 0o111 != 0 && !name.contains('.')).then_some(name)
         })
         .collect()
@@ -692,6 +711,36 @@ mod tests {
         elf.truncate(100);
         std::fs::write(dir.path().join("cut"), &elf).unwrap();
         assert!(elf_interpreter(&dir.path().join("cut")).is_err());
+    }
+
+    #[tokio::test]
+    async fn links_in_a_directory_are_executables_and_a_dangling_one_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        executable(&real.join("candump"), "#!/bin/sh\n");
+        let links = dir.path().join("links");
+        std::fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink(real.join("candump"), links.join("candump")).unwrap();
+        std::os::unix::fs::symlink(real.join("cansend"), links.join("cansend")).unwrap();
+        let catalog = WorkloadCatalog::prebuilt(&links);
+        assert_eq!(catalog.known_workloads(), vec!["candump".to_string()]);
+        assert_eq!(
+            catalog
+                .binary_for(&image("can-utils/candump", "1"))
+                .await
+                .unwrap(),
+            links.join("candump")
+        );
+        let e = catalog
+            .binary_for(&image("can-utils/cansend", "1"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("links to") && e.contains("real/cansend") && e.contains("not installed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub fn steps() -> Vec<StepDef> {
             r#"the "hvac" workload logs "sensor_fault" within 3 s"#,
             step_fn!(logs),
         ),
+        StepDef::new(
+            Expectation,
+            format!(r#"^the "([^"]+)" log of "([^"]+)" shows "([^"]*)" within {DUR}$"#),
+            r#"the "candump" log of "wiper-candump" shows "can0 3B0#" within 1 s"#,
+            step_fn!(container_logs),
+        ),
     ]
 }
 
@@ -323,4 +329,49 @@ async fn logs(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
             a.get(0)
         )))
     }
+}
+
+/// `the "<container>" log of "<pod>" shows "<text>"`: like [`logs`], but only the named container's output
+/// counts (a sidecar's `candump`, not the workload beside it); any replica's container will do.
+async fn container_logs(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
+    let (container, needle) = (a.get(0), a.get(2).to_string());
+    let within = a.duration(3, 4)?;
+    let mark = w.mark();
+    let pod = w.pod(a.get(1))?;
+    let instances: Vec<_> = pod
+        .instances
+        .iter()
+        .filter(|i| i.container.name == container)
+        .collect();
+    if instances.is_empty() {
+        let mut names: Vec<&str> = pod.instances.iter().map(|i| i.container.name.as_str()).collect();
+        names.dedup();
+        return Err(StepFailure::fail(format!(
+            "`{}` has no container `{container}` (containers: {})",
+            a.get(1),
+            names.join(", ")
+        )));
+    }
+    let waits = instances.iter().map(|i| {
+        let from = mark
+            .log_index
+            .get(&format!("{}/{}", i.pod, i.container.name))
+            .copied()
+            .unwrap_or(0);
+        let logs = i.supervisor.logs().clone();
+        let needle = needle.clone();
+        Box::pin(async move { logs.wait_for(from, &needle, within).await.ok_or(()) })
+    });
+    if futures::future::select_ok(waits).await.is_ok() {
+        return Ok(());
+    }
+    let tail = instances
+        .iter()
+        .map(|i| i.supervisor.logs().tail(6))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(StepFailure::fail(format!(
+        "the `{container}` log of `{}` did not show \"{needle}\" within {within:?}; last lines:\n{tail}",
+        a.get(1)
+    )))
 }
