@@ -2,7 +2,7 @@
 //! the host, bridged to the scenario's bus.
 //!
 //! Used by the container environment where the host kernel has CAN (`socket(AF_CAN)` works; force either
-//! way with `AGL_PARITY_CONTAINER_CAN=vxcan|socket`). The container's network namespace is held by its PID 1,
+//! way with `--can-transport kernel|emulated|hub`). The container's network namespace is held by its PID 1,
 //! `pod-init`, which starts the workload only when asked, so for each bus the harness first runs
 //!
 //! ```text

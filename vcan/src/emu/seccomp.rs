@@ -26,6 +26,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::errno::Errno;
 
+/// The data byte that carries a descriptor in [`send_fd`] (ASCII ACK).
+pub const FD_MARKER: u8 = 0x06;
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6), not in the `libc` crate.
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
@@ -207,7 +209,7 @@ struct FdCmsg {
 
 /// Sends `fd` over `channel` with one `sendmmsg` (allocation-free).
 unsafe fn send_fd_mmsg(channel: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut byte = [0x06u8];
+    let mut byte = [FD_MARKER];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,

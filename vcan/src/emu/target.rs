@@ -12,6 +12,16 @@ pub const MAX_READ: usize = 1 << 16;
 
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
+/// Whether a failed `process_vm_*` call was refused as a whole (a sandbox's seccomp profile), rather than
+/// faulting on the address.
+fn refused(n: isize) -> bool {
+    n < 0
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EPERM | libc::ENOSYS | libc::EACCES)
+        )
+}
+
 /// One calling thread.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
@@ -41,10 +51,18 @@ impl Target {
         };
         // SAFETY: `local` is this buffer; the kernel checks `remote` against the caller's mappings.
         let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
-        if n != len as isize {
+        if n == len as isize {
+            return Ok(buf);
+        }
+        if !refused(n) {
             return Err(Errno::EFAULT);
         }
-        Ok(buf)
+        use std::os::unix::fs::FileExt;
+        let mem = self.mem(false)?;
+        match mem.read_at(&mut buf, addr) {
+            Ok(n) if n == len => Ok(buf),
+            _ => Err(Errno::EFAULT),
+        }
     }
 
     pub fn read_u32(&self, addr: u64) -> Result<u32, Errno> {
@@ -70,10 +88,28 @@ impl Target {
         };
         // SAFETY: `local` is read only; the kernel checks `remote` against the caller's mappings.
         let n = unsafe { libc::process_vm_writev(self.pid, &local, 1, &remote, 1, 0) };
-        if n != data.len() as isize {
+        if n == data.len() as isize {
+            return Ok(());
+        }
+        if !refused(n) {
             return Err(Errno::EFAULT);
         }
-        Ok(())
+        use std::os::unix::fs::FileExt;
+        let mem = self.mem(true)?;
+        match mem.write_at(data, addr) {
+            Ok(n) if n == data.len() => Ok(()),
+            _ => Err(Errno::EFAULT),
+        }
+    }
+
+    /// `/proc/<pid>/mem`: where `process_vm_readv` is refused (a container engine's seccomp profile
+    /// without `CAP_SYS_PTRACE`), the same ptrace access check still lets a parent read its child.
+    fn mem(&self, write: bool) -> Result<std::fs::File, Errno> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(format!("/proc/{}/mem", self.pid))
+            .map_err(|_| Errno::EFAULT)
     }
 
     pub fn write_u32(&self, addr: u64, value: u32) -> Result<(), Errno> {

@@ -1,13 +1,15 @@
 //! Workload incarnations in a container: the [`Launcher`] creates (or takes from the pool) a resident
 //! container with `pod-init` as PID 1 and asks `pod-init` to start each incarnation; the [`Process`] follows
-//! it through `pod-init`'s reports ([`agl_workloads::pod_init`]).
+//! it through `pod-init`'s reports ([`agl_workloads::pod_init`]). With emulated SocketCAN, each incarnation's
+//! seccomp listener comes from `pod-init` ahead of `started`, and the launcher serves it
+//! ([`vcan::emu::Emulation`]) until the incarnation ends.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use agl_workloads::pod_init::{Command, Event, EventError, SOCKET_ENV, USER_ENV};
+use agl_workloads::pod_init::{Command, Event, EventError, CAN_ENV, SOCKET_ENV, USER_ENV};
 use async_trait::async_trait;
 use bollard::Docker;
 use futures::StreamExt;
@@ -64,6 +66,8 @@ pub(super) struct ContainerLauncher {
     /// The `pod-init` binary, bind-mounted into the container.
     pub(super) pod_init: PathBuf,
     pub(super) links: Vec<(String, PathBuf)>,
+    /// The SocketCAN interface of each link's bus (emulated transport).
+    pub(super) interfaces: Vec<String>,
     /// The pod's volumes this container mounts.
     pub(super) mounts: Vec<crate::volumes::HostMount>,
     pub(super) key: String,
@@ -162,8 +166,21 @@ impl ContainerLauncher {
             .map(|(i, (bus, _))| match self.shared.can {
                 ContainerCan::SocketMount => (bus.clone(), format!("unix:{slot_in_container}/{bus}.sock")),
                 ContainerCan::Vxcan => (bus.clone(), format!("socketcan:can{i}")),
+                ContainerCan::Emulated => (
+                    bus.clone(),
+                    format!(
+                        "socketcan:{}",
+                        self.interfaces
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("can{i}"))
+                    ),
+                ),
             })
             .collect();
+        if self.shared.can == ContainerCan::Emulated {
+            request = request.with_env_var(CAN_ENV, "1");
+        }
         for (k, v) in bus_env(&endpoints) {
             request = request.with_env_var(k, v);
         }
@@ -226,6 +243,44 @@ impl ContainerLauncher {
         Ok(())
     }
 
+    /// Reads the seccomp listener `pod-init` sends ahead of `started` and serves it; when the first byte came
+    /// without one, it is handed back as the start of `pod-init`'s answer.
+    async fn receive_listener(
+        &self,
+        stream: &tokio::net::UnixStream,
+    ) -> Result<(Option<vcan::emu::Emulation>, String), InfraError> {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        let received = loop {
+            stream
+                .readable()
+                .await
+                .map_err(|e| self.err(format!("pod-init: {e}")))?;
+            match stream.try_io(tokio::io::Interest::READABLE, || vcan::emu::receive_fd(fd)) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(self.err(format!("pod-init: {e}"))),
+            }
+        };
+        let listener = match received {
+            Ok(listener) => listener,
+            Err(byte) => return Ok((None, (byte as char).to_string())),
+        };
+        let interfaces = self
+            .links
+            .iter()
+            .zip(&self.interfaces)
+            .map(|((_, socket), name)| (name.clone(), vcan::Endpoint::Unix(socket.clone())))
+            .collect();
+        let emulation = vcan::emu::Emulation::start(
+            listener,
+            vcan::emu::interfaces(interfaces),
+            format!("{}@container", self.spec.image.binary_name()),
+        )
+        .map_err(|e| self.err(e.to_string()))?;
+        Ok((Some(emulation), String::new()))
+    }
+
     fn take_pooled(&self) -> Option<Resident> {
         self.shared.pool.take(&self.key)
     }
@@ -286,17 +341,24 @@ impl Launcher for ContainerLauncher {
                 return Err(e);
             }
         };
-        let (read, mut write) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(read).lines();
-        write
+        let mut stream = stream;
+        stream
             .write_all(Command::Start.encode().as_bytes())
             .await
             .map_err(|e| self.err(format!("pod-init: {e}")))?;
+        // With emulation the listener comes first; a byte without it starts an error line.
+        let (emulation, first) = match self.shared.can {
+            ContainerCan::Emulated => self.receive_listener(&stream).await?,
+            _ => (None, String::new()),
+        };
+        let (read, write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
         let reply = lines
             .next_line()
             .await
             .map_err(|e| self.err(format!("pod-init: {e}")))?
             .unwrap_or_default();
+        let reply = format!("{first}{reply}");
         let Ok(Event::Started { pid }) = Event::parse(&reply) else {
             return Err(self.err(format!("pod-init could not start the workload: {reply}")));
         };
@@ -305,6 +367,7 @@ impl Launcher for ContainerLauncher {
         Ok(Box::new(ContainerProcess {
             lines,
             write,
+            _emulation: emulation,
             logs: logs.clone(),
             idle: self.idle.clone(),
             ended: None,
@@ -316,10 +379,33 @@ impl Launcher for ContainerLauncher {
         if id.is_empty() {
             return Ok(false);
         }
+        // Probes run through `docker exec`, outside pod-init's incarnations: with emulated SocketCAN they run
+        // under `pod-init --can-emulate`, which serves their CAN calls inside the container on the
+        // bind-mounted hub sockets.
+        let mut command = command.to_vec();
+        if self.shared.can == ContainerCan::Emulated {
+            let slot = self.held.lock().await.as_ref().map(|r| r.slot_no);
+            if let Some(n) = slot {
+                let spec: Vec<String> = self
+                    .links
+                    .iter()
+                    .zip(&self.interfaces)
+                    .map(|((bus, _), name)| format!("{name}=unix:{RUN_MOUNT}/slots/{n}/{bus}.sock"))
+                    .collect();
+                let mut wrapped = vec![
+                    POD_INIT.to_string(),
+                    "--can-emulate".into(),
+                    spec.join(","),
+                    "--".into(),
+                ];
+                wrapped.extend(command);
+                command = wrapped;
+            }
+        }
         let docker = &self.shared.docker;
         let probe_err = |e: bollard::errors::Error| self.err(format!("exec probe: {e}"));
         let config = bollard::models::ExecConfig {
-            cmd: Some(command.to_vec()),
+            cmd: Some(command),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()
@@ -355,6 +441,8 @@ impl Drop for ContainerLauncher {
 struct ContainerProcess {
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
     write: tokio::net::unix::OwnedWriteHalf,
+    /// Serves this incarnation's SocketCAN calls (emulated transport).
+    _emulation: Option<vcan::emu::Emulation>,
     logs: LogSink,
     idle: Arc<AtomicBool>,
     ended: Option<ExitInfo>,
@@ -448,6 +536,7 @@ mod tests {
             },
             pod_init: PathBuf::from("/nonexistent/pod-init"),
             links,
+            interfaces: Vec::new(),
             mounts: Vec::new(),
             key: String::new(),
             held: tokio::sync::Mutex::new(None),

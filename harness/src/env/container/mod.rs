@@ -45,7 +45,7 @@ use image::Images;
 use launcher::{short, ContainerLauncher, Shared};
 pub use launcher::{RUN_LABEL, STATE_LABEL};
 use pool::{spec_key, Pool, Resident};
-pub use transport::{container_can, ContainerCan, ContainerCanError};
+pub use transport::ContainerCan;
 
 const HOW_TO_START: &str =
     "install and start a Docker engine: `apt-get install -y docker.io && (dockerd >/var/log/dockerd.log 2>&1 &)` \
@@ -161,13 +161,13 @@ impl ContainerEnv {
             env: "container".into(),
             reason: e.to_string(),
         })?;
-        let setting = std::env::var("AGL_PARITY_CONTAINER_CAN").ok();
-        let can = container_can(vcan::kernel::kernel_has_can().is_ok(), setting.as_deref()).map_err(|e| {
-            InfraError::Unavailable {
-                env: "container".into(),
-                reason: e.to_string(),
-            }
-        })?;
+        let transport =
+            crate::env::socketcan::resolve(run.can_transport, &crate::env::socketcan::Offer::here(true))
+                .map_err(|e| InfraError::Unavailable {
+                    env: "container".into(),
+                    reason: e.to_string(),
+                })?;
+        let can = ContainerCan::from_transport(transport);
         Ok(ContainerEnv {
             shared: Arc::new(Shared {
                 docker,
@@ -196,6 +196,10 @@ impl Environment for ContainerEnv {
 
     fn transport(&self) -> Transport {
         match self.shared.can {
+            ContainerCan::Emulated => format!(
+                "{} (pod-init hands the listener out)",
+                crate::env::socketcan::EMULATED
+            ),
             ContainerCan::SocketMount => "userspace hub, Unix socket bind-mounted into the container".into(),
             ContainerCan::Vxcan => {
                 "vxcan pair into the container's network namespace, bridged to the hub".into()
@@ -232,7 +236,11 @@ impl Environment for ContainerEnv {
         for container in &pod.containers {
             let image = self.images.image_for(&self.shared.docker, run, container).await?;
             let mounts = crate::volumes::materialise(pod, container, &volumes)?;
-            let key = spec_key(&image.reference, &image.argv, container, &links, &mounts);
+            let interfaces: Vec<String> = links.iter().map(|(bus, _)| pod.interface_of(bus)).collect();
+            let key = format!(
+                "{}|{interfaces:?}",
+                spec_key(&image.reference, &image.argv, container, &links, &mounts)
+            );
             let logs = request.container_log(&container.name)?;
             let launcher = Arc::new(ContainerLauncher {
                 shared: self.shared.clone(),
@@ -241,6 +249,7 @@ impl Environment for ContainerEnv {
                 image,
                 pod_init: pod_init.clone(),
                 links: links.clone(),
+                interfaces,
                 mounts,
                 key,
                 held: tokio::sync::Mutex::new(None),
