@@ -47,6 +47,7 @@ fn main() {
             interrupt: Default::default(),
             lab: None,
             parallel_environments: false,
+            can_transport: Default::default(),
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {

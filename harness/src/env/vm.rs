@@ -10,8 +10,10 @@
 //!   and when the workload then fails the harness adds a note saying so as the log's last line, so the
 //!   report's log excerpt names the reason.
 //!
-//! * **CAN**: the workload uses the real SocketCAN API (`CAN_BUS=socketcan:can0`); the VMM provides `can0`,
-//!   `can1`, … (one per bus of the pod, in manifest order) and bridges them to the scenario's hub sockets.
+//! * **CAN**: the workload uses the real SocketCAN API (`CAN_BUS=socketcan:can0`); the VMM provides the
+//!   interfaces the manifest names (`can0`, `can1`, … by default, one per bus of the pod, in manifest order)
+//!   and bridges them to the scenario's hub sockets, with the same `CAN_RAW` semantics ([`vcan::raw`]) as the
+//!   seccomp emulation of the native and container environments.
 //! * **Snapshots**: for each distinct container (binary, arguments, environment, memory) a template VM boots
 //!   once per run and is snapshotted right before it joins its bus (`--snapshot-at-bind`); every scenario,
 //!   and every restart, then restores from that snapshot (memory mapped copy-on-write), so every scenario
@@ -237,19 +239,16 @@ impl Environment for VmEnv {
     ) -> Result<Vec<Instance>, InfraError> {
         let pod = request.workload;
         let vmm = self.vmm().await?.display().to_string();
-        // Bus i is the guest's `can<i>`, bridged by the VMM to the hub socket.
+        // Each bus is the guest interface the manifest names (`can<i>` by default), bridged by the VMM to the
+        // hub socket.
         let sockets = request.unix_sockets("vm")?;
-        let guest_bus_env = super::contract::bus_env(
-            &sockets
-                .iter()
-                .enumerate()
-                .map(|(i, (bus, _))| (bus.clone(), format!("socketcan:can{i}")))
-                .collect::<Vec<_>>(),
-        );
+        let buses: Vec<String> = sockets.iter().map(|(b, _)| b.clone()).collect();
+        let guest_bus_env = super::contract::bus_env(&super::socketcan::socketcan_endpoints(pod, &buses));
+        let ifnames: Vec<String> = buses.iter().map(|b| pod.interface_of(b)).collect();
         let can_args: Vec<String> = sockets
             .iter()
-            .enumerate()
-            .map(|(i, (_, path))| format!("can{i}=unix:{}", path.display()))
+            .zip(&ifnames)
+            .map(|((_, path), name)| format!("{name}=unix:{}", path.display()))
             .collect();
         let process_env = vec![(RUN_MARKER_ENV.to_string(), self.run_id.clone())];
         let mut instances = Vec::new();
@@ -298,10 +297,10 @@ impl Environment for VmEnv {
                     binary.display().to_string(),
                 ];
                 template.extend(common.iter().cloned());
-                for (i, _) in can_args.iter().enumerate() {
+                for name in &ifnames {
                     template.push("--can".into());
                     template.push(format!(
-                        "can{i}=unix:{}",
+                        "{name}=unix:{}",
                         self.state_dir.join("no-bus.sock").display()
                     ));
                 }
@@ -344,6 +343,7 @@ impl Environment for VmEnv {
                     argv,
                     env: process_env.clone(),
                     workdir,
+                    emulation: None,
                 },
                 vmm: vmm.clone(),
                 binary,

@@ -1175,6 +1175,61 @@ mod tests {
         assert_eq!(expand_vars("cost $5 $(A", &env), "cost $5 $(A");
     }
 
+    fn pod(annotations: &str, limits: &str) -> Result<WorkloadSpec, ManifestError> {
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{{annotations}}}\nspec:\n  containers:\n    - name: c\n      image: agl/x:1\n      resources: {{limits: {{{limits}}}}}\n"
+        );
+        crate::manifest::parse(&text, std::path::Path::new("p.yaml")).map(|mut v| v.remove(0))
+    }
+
+    #[test]
+    fn interfaces_are_named_by_annotation_device_request_or_position() {
+        let p = pod("parity.agl.io/can-buses: \"vehicle,body\"", "").unwrap();
+        assert_eq!(p.interfaces, vec!["can0", "can1"]);
+        assert_eq!(p.interface_of("body"), "can1");
+        let p = pod(
+            "parity.agl.io/can-buses: \"vehicle,body\", parity.agl.io/can-interfaces: \"body=vcan0\"",
+            "",
+        )
+        .unwrap();
+        assert_eq!(p.interfaces, vec!["can0", "vcan0"]);
+        let p = pod(
+            "parity.agl.io/can-buses: vehicle",
+            "k8s.collabora.com/socketcan-chassis: 1",
+        )
+        .unwrap();
+        assert_eq!(p.buses, vec!["vehicle", "chassis"]);
+        assert_eq!(
+            p.interfaces,
+            vec!["can0", "chassis"],
+            "a device request names its interface"
+        );
+        let e = pod(
+            "parity.agl.io/can-buses: vehicle, parity.agl.io/can-interfaces: \"body=can1\"",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("can-interfaces") && e.contains("`body` is not a bus"),
+            "{e}"
+        );
+        let e = pod(
+            "parity.agl.io/can-buses: \"a,b\", parity.agl.io/can-interfaces: \"a=can1\"",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("would both be interface `can1`"), "{e}");
+        let e = pod(
+            "parity.agl.io/can-buses: a, parity.agl.io/can-interfaces: \"a=much-too-long-name0\"",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("1 to 15 characters"), "{e}");
+    }
+
     #[test]
     fn numbers_become_quantities_only_where_quantities_are() {
         let mut v: Value =

@@ -86,6 +86,7 @@ impl TestProject {
             interrupt: Default::default(),
             lab: None,
             parallel_environments: false,
+            can_transport: Default::default(),
         }
     }
 

@@ -229,7 +229,8 @@ impl Supervisor {
                     }
                 }
             } else if listener & (libc::POLLHUP | libc::POLLERR) != 0 {
-                // No process uses the filter any more.
+                // No process uses the filter any more: what the last one wrote still goes on the bus.
+                self.pump_all();
                 break;
             }
             for fd in &fds[socket_start..] {

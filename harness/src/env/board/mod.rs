@@ -20,8 +20,12 @@
 //! * **readiness probes** (`exec`) run over ssh in the instance directory with the container's environment.
 //! * **CAN**: a board interface with a physical bus gives the workload `CAN_BUS=socketcan:<board if>`, and the
 //!   scenario's bus on the bench is the configured adapter or TCP bridge (scenarios then run one at a time);
-//!   a `hub:<ip>` interface gives `CAN_BUS=tcp:<ip>:<port>` of the scenario's own hub, which listens on that
-//!   bench address.
+//!   a `hub:<ip>` interface reaches the scenario's own hub, which listens on that bench address: the
+//!   workload runs under `pod-init --can-emulate <if>=tcp:<ip>:<port> -- ...` (the harness's static helper,
+//!   copied to the board like the workloads), which gives the unmodified program SocketCAN by seccomp user
+//!   notification on the board, with `CAN_BUS=socketcan:<if>` (the interface named as the manifest asks);
+//!   with `--can-transport hub`, or a board of another architecture than the bench's, it gets
+//!   `CAN_BUS=tcp:<ip>:<port>` instead (this project's bus client only).
 //! * **cleanup**: every remote process carries `AGL_PARITY_RUN=<run-id>` and `AGL_PARITY_OWNER=<bench id>`;
 //!   the run's remote directory holds an `owner` file. `finish` kills what is left of the run and removes the
 //!   directory; [`sweep_lab`] does the same for every run of this bench that is no longer alive, on every
@@ -169,6 +173,8 @@ pub struct BoardEnv {
     copied: tokio::sync::Mutex<HashMap<String, String>>,
     instances: AtomicUsize,
     powered_on: AtomicBool,
+    /// Hub buses are given as emulated SocketCAN (`pod-init --can-emulate` on the board).
+    emulate_hub_buses: bool,
 }
 
 impl BoardEnv {
@@ -183,6 +189,8 @@ impl BoardEnv {
             column: board.column(),
             board: board.clone(),
             ssh: Ssh::new(board, &known_hosts, Some(&run.run_id)),
+            emulate_hub_buses: run.can_transport != crate::env::socketcan::CanTransport::Hub
+                && board.arch == Arch::host(),
             run_id: run.run_id.clone(),
             owner: board_owner(board),
             remote_dir: format!("{}/{}", board.workdir, run.run_id),
@@ -286,6 +294,9 @@ impl Environment for BoardEnv {
             .can
             .iter()
             .map(|c| match &c.bench {
+                BenchSide::Hub(ip) if self.emulate_hub_buses => format!(
+                    "SocketCAN emulated on the board (seccomp user notification, pod-init) ↔ userspace hub over TCP from the bench ({ip})"
+                ),
                 BenchSide::Hub(ip) => format!("userspace hub over TCP from the bench ({ip})"),
                 bench => format!(
                     "{} {} kbit/s{} ↔ bench {bench}",
@@ -387,6 +398,8 @@ impl Environment for BoardEnv {
     ) -> Result<Vec<Instance>, InfraError> {
         let pod = request.workload;
         let mut endpoints = Vec::new();
+        // `(interface, tcp:<hub>)` of the hub buses the board-side emulation bridges.
+        let mut emulated: Vec<String> = Vec::new();
         for bus in &request.buses {
             let iface = self
                 .board
@@ -401,7 +414,13 @@ impl Environment for BoardEnv {
                         bus: bus.name.clone(),
                         reason: "the scenario's hub has no TCP listener".into(),
                     })?;
-                    format!("tcp:{addr}")
+                    if self.emulate_hub_buses {
+                        let ifname = pod.interface_of(&bus.name);
+                        emulated.push(format!("{ifname}=tcp:{addr}"));
+                        format!("socketcan:{ifname}")
+                    } else {
+                        format!("tcp:{addr}")
+                    }
                 }
                 _ => format!("socketcan:{}", iface.name),
             };
@@ -414,6 +433,18 @@ impl Environment for BoardEnv {
             let name = container.image.binary_name().to_string();
             let remote = self.remote_binary(&local, &name).await?;
             let argv = argv_for(container, Path::new(&remote))?;
+            let wrapper = if emulated.is_empty() {
+                Vec::new()
+            } else {
+                let pod_init = crate::helpers::Helper::PodInit.path().await?;
+                let remote_init = self.remote_binary(&pod_init, "agl-pod-init").await?;
+                vec![
+                    remote_init,
+                    "--can-emulate".into(),
+                    emulated.join(","),
+                    "--".into(),
+                ]
+            };
             let mut env = container.env.clone();
             env.extend(bus_env.iter().cloned());
             env.push((RUN_MARKER_ENV.to_string(), self.run_id.clone()));
@@ -439,6 +470,7 @@ impl Environment for BoardEnv {
                 dir,
                 binary: remote,
                 argv,
+                wrapper,
                 env,
                 run_id: self.run_id.clone(),
                 owner: self.owner.clone(),
