@@ -44,6 +44,7 @@ pub mod config;
 pub mod doctor;
 pub mod env;
 pub mod error;
+pub mod exec;
 pub mod features;
 pub mod fixtures;
 pub mod helpers;

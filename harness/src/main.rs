@@ -73,6 +73,17 @@ enum Command {
         #[arg(long, env = "AGL_PARITY_CAN_TRANSPORT", default_value = "auto")]
         can_transport: agl_parity::env::socketcan::CanTransport,
     },
+    /// Run any program attached to CAN buses with SocketCAN emulated for it (no root, no kernel module):
+    /// `agl-parity exec --can can0=unix:/tmp/bus.sock -- candump can0`.
+    Exec {
+        /// An interface and the bus it is bridged to, IF=ENDPOINT (unix:PATH or tcp:HOST:PORT, e.g. of
+        /// `agl-parity hub`); repeat or separate with commas.
+        #[arg(long = "can", required = true)]
+        can: Vec<String>,
+        /// The program and its arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// Merge the parity reports of several machines (CI legs, bench labs) into one report.
     Merge {
         /// Run directories holding parity.json, or directories to search for them.
@@ -242,6 +253,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::LabSim { action } => lab_sim(action),
+        Command::Exec { can, command } => exec_cmd(&can, &command),
         Command::List { paths, steps } => match load_project() {
             Ok(p) => list(&p, paths, steps),
             Err(code) => code,
@@ -477,6 +489,22 @@ async fn doctor_cmd(project: &Project, clean: bool, lab: Option<PathBuf>) -> Exi
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn exec_cmd(can: &[String], command: &[String]) -> ExitCode {
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("error: give the program to run after `--`");
+        return ExitCode::from(2);
+    };
+    let result = agl_parity::exec::parse_interfaces(can)
+        .and_then(|ifaces| agl_parity::exec::exec(ifaces, &PathBuf::from(program), args));
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
