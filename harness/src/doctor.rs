@@ -27,6 +27,7 @@ pub async fn checks() -> Vec<Check> {
     }
     out.push(toolchain_check());
     out.push(kernel_can_check());
+    out.push(emulation_check());
     out
 }
 
@@ -65,6 +66,21 @@ fn toolchain_check() -> Check {
     }
 }
 
+fn emulation_check() -> Check {
+    match vcan::emu::available() {
+        Ok(()) => Check {
+            name: "SocketCAN emulation".into(),
+            ok: true,
+            detail: "seccomp user notification works: unmodified SocketCAN programs run natively and in containers without kernel CAN".into(),
+        },
+        Err(e) => Check {
+            name: "SocketCAN emulation".into(),
+            ok: false,
+            detail: format!("{e}; workloads that speak SocketCAN need kernel CAN here (Linux 5.14+ has the emulation)"),
+        },
+    }
+}
+
 fn kernel_can_check() -> Check {
     match vcan::kernel::kernel_has_can() {
         Ok(()) => Check {
@@ -76,7 +92,7 @@ fn kernel_can_check() -> Check {
             name: "kernel SocketCAN".into(),
             ok: false,
             detail: format!(
-                "socket(AF_CAN) failed ({e}); every environment uses the userspace bus instead. For real SocketCAN: \
+                "socket(AF_CAN) failed ({e}); workloads get SocketCAN emulated and bridged to the userspace bus instead. For real SocketCAN: \
                  `modprobe can can-raw vcan vxcan can-gw` (Ubuntu: install linux-modules-extra-$(uname -r))"
             ),
         },

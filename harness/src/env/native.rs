@@ -27,10 +27,14 @@ use crate::error::InfraError;
 pub fn kind() -> EnvKind {
     EnvKind {
         name: "native",
-        summary: "host processes on the userspace CAN bus (Unix socket)",
+        summary:
+            "host processes; SocketCAN emulated (seccomp) or the hub's socket, bridged to the userspace bus",
         probe: || {
             Box::pin(async {
-                Ok("host processes; CAN through the userspace hub (no kernel CAN needed)".into())
+                Ok(match vcan::emu::available() {
+                    Ok(()) => "host processes; SocketCAN emulated by seccomp user notification (no kernel CAN needed)".into(),
+                    Err(e) => format!("host processes; CAN through the hub's socket only ({e})"),
+                })
             })
         },
         columns: single_column,
