@@ -2,8 +2,9 @@
 //! emulated for it ([`vcan::emu`]), without root or kernel modules: `candump can0`, `cansend can0 123#11`,
 //! a python-can script with `interface='socketcan'`, a team's own ECU binary.
 //!
-//! The program inherits the terminal; a Ctrl-C reaches it (the harness ignores it meanwhile), and the exit
-//! status is the program's (128 + signal when a signal ended it).
+//! The program inherits the terminal; a Ctrl-C reaches it (the harness ignores it meanwhile), it dies with
+//! the harness (`PR_SET_PDEATHSIG`: without its supervisor its CAN calls would fail), and the exit status is
+//! the program's (128 + signal when a signal ended it).
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -66,8 +67,15 @@ pub fn exec(
     let channel = ChildChannel::new()?;
     let mut command = std::process::Command::new(program);
     command.args(args);
-    // SAFETY: the hook only makes system calls (prctl, seccomp, sendmmsg, close).
+    // SAFETY: prctl and the hook only make system calls (prctl, seccomp, sendmmsg, close).
     unsafe {
+        // Without its supervisor the program's CAN calls would fail: it ends with `exec`.
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
         command.pre_exec(channel.hook());
     }
     let mut child = command.spawn().map_err(|source| ExecError::Spawn {
