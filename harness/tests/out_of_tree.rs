@@ -59,6 +59,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
+mod common;
+
 use agl_parity::cargo::BuildRequest;
 use agl_parity::parity::{RunReport, Verdict};
 use agl_parity::record::Outcome;
@@ -326,39 +328,6 @@ const SPARE_FEATURE: &str = r#"Feature: The spare controller
 /// One CLI run at a time: both tests start every environment, and this is a small machine.
 static RUNS: Mutex<()> = Mutex::new(());
 
-/// The environments of [`ENVIRONMENTS`] this machine can host, each asked with its own probe. One that is
-/// missing is announced loudly and fails the test when `AGL_PARITY_REQUIRE` names it.
-fn hostable_environments() -> Vec<&'static str> {
-    let required = std::env::var("AGL_PARITY_REQUIRE").unwrap_or_default();
-    let required: Vec<&str> = required.split(',').map(str::trim).collect();
-    let runtime = agl_parity::runtime().expect("async runtime");
-    let registry = agl_parity::env::registry();
-    let mut hostable = Vec::new();
-    for name in ENVIRONMENTS {
-        let kind = registry
-            .iter()
-            .find(|k| k.name == name)
-            .unwrap_or_else(|| panic!("environment `{name}` is not in agl_parity::env::registry()"));
-        match runtime.block_on((kind.probe)()) {
-            Ok(_) => hostable.push(name),
-            Err(why) => {
-                if required.iter().any(|r| *r == name || *r == "all") {
-                    panic!(
-                        "environment `{name}` is required (AGL_PARITY_REQUIRE) but this machine cannot host it: {}",
-                        why.reason
-                    );
-                }
-                eprintln!();
-                eprintln!("!!!!!!!! ENVIRONMENT `{name}` SKIPPED by the out-of-tree project test: this machine cannot host it");
-                eprintln!("!!!!!!!! {}", why.reason);
-                eprintln!("!!!!!!!! (run `agl-parity doctor`; set AGL_PARITY_REQUIRE={name} to make this a failure)");
-                eprintln!();
-            }
-        }
-    }
-    hostable
-}
-
 /// The directory of the statically linked `agl-workloads` executables, built once per test process the
 /// way the harness builds its own sample workloads.
 fn sample_executables() -> &'static Path {
@@ -498,7 +467,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_team_project_outside_the_workspace_passes_on_native_container_and_vm() {
-    let environments = hostable_environments();
+    let environments = common::hostable(&ENVIRONMENTS, "the out-of-tree project test");
     assert!(
         environments.contains(&"native"),
         "the native environment is always hostable"

@@ -127,3 +127,37 @@ pub fn record<'a>(outcome: &'a RunOutcome, name: &str) -> &'a agl_parity::record
 pub fn shared<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// The environments of `names` this machine can host, each asked with its registry entry's own probe. One
+/// that is missing is announced loudly on stderr (naming `who` skipped it) and fails the test when
+/// `AGL_PARITY_REQUIRE` names it (or `all`).
+pub fn hostable(names: &[&'static str], who: &str) -> Vec<&'static str> {
+    let required = std::env::var("AGL_PARITY_REQUIRE").unwrap_or_default();
+    let required: Vec<&str> = required.split(',').map(str::trim).collect();
+    let runtime = agl_parity::runtime().expect("async runtime");
+    let registry = agl_parity::env::registry();
+    let mut hostable = Vec::new();
+    for &name in names {
+        let kind = registry
+            .iter()
+            .find(|k| k.name == name)
+            .unwrap_or_else(|| panic!("environment `{name}` is not in agl_parity::env::registry()"));
+        match runtime.block_on((kind.probe)()) {
+            Ok(_) => hostable.push(name),
+            Err(why) => {
+                if required.iter().any(|r| *r == name || *r == "all") {
+                    panic!(
+                        "environment `{name}` is required (AGL_PARITY_REQUIRE) but this machine cannot host it: {}",
+                        why.reason
+                    );
+                }
+                eprintln!();
+                eprintln!("!!!!!!!! ENVIRONMENT `{name}` SKIPPED by {who}: this machine cannot host it");
+                eprintln!("!!!!!!!! {}", why.reason);
+                eprintln!("!!!!!!!! (run `agl-parity doctor`; set AGL_PARITY_REQUIRE={name} to make this a failure)");
+                eprintln!();
+            }
+        }
+    }
+    hostable
+}
