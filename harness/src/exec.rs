@@ -6,10 +6,10 @@
 //! the harness (`PR_SET_PDEATHSIG`: without its supervisor its CAN calls would fail), and the exit status is
 //! the program's (128 + signal when a signal ended it).
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
-use vcan::emu::{ChildChannel, EmuError, Emulation};
+use vcan::emu::EmuError;
 use vcan::Endpoint;
 
 /// Why `exec` could not run the program.
@@ -63,39 +63,26 @@ pub fn exec(
     program: &PathBuf,
     args: &[String],
 ) -> Result<i32, ExecError> {
-    vcan::emu::available()?;
-    let channel = ChildChannel::new()?;
-    let mut command = std::process::Command::new(program);
-    command.args(args);
-    // SAFETY: prctl and the hook only make system calls (prctl, seccomp, sendmmsg, close).
-    unsafe {
-        // Without its supervisor the program's CAN calls would fail: it ends with `exec`.
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-        command.pre_exec(channel.hook());
-    }
-    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
     let name = program
         .file_name()
         .map_or_else(|| "exec".to_string(), |n| n.to_string_lossy().into_owned());
-    let emulation = match channel
-        .listener()
-        .and_then(|l| Emulation::start(l, vcan::emu::interfaces(interfaces), format!("{name}@exec")))
-    {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.into());
-        }
-    };
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    let (mut child, emulation) = vcan::emu::spawn(
+        &mut command,
+        vcan::emu::interfaces(interfaces),
+        format!("{name}@exec"),
+    )
+    .map_err(|e| match e {
+        EmuError::Io {
+            what: "starting the program",
+            source,
+        } => ExecError::Spawn {
+            program: program.clone(),
+            source,
+        },
+        e => ExecError::Emulation(e),
+    })?;
     // The terminal's Ctrl-C is the program's to handle.
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe {

@@ -4,13 +4,12 @@
 //! can-utils must be installed (`apt-get install can-utils`; `.ci/run` does): the tests fail, loudly, when
 //! it is missing rather than pass without running.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vcan::client::HubClient;
-use vcan::emu::{self, ChildChannel, Emulation};
+use vcan::emu::{self, Emulation};
 use vcan::hub::{Hub, HubConfig};
 use vcan::{CanSocket, Frame, OpenOptions};
 
@@ -45,18 +44,10 @@ fn bus() -> Bus {
 
 /// Spawns `program args` with `can0` (and `vcan1` when given) emulated.
 fn spawn(bus: &Bus, program: &Path, args: &[&str]) -> (std::process::Child, Emulation) {
-    let channel = ChildChannel::new().unwrap();
     let mut command = Command::new(program);
     command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // SAFETY: the hook only makes system calls (see ChildChannel::hook).
-    unsafe {
-        command.pre_exec(channel.hook());
-    }
-    let child = command.spawn().unwrap();
-    let listener = channel.listener().unwrap();
     let ifaces = emu::interfaces(vec![("can0".into(), bus.hub.unix_endpoint().unwrap())]);
-    let emulation = Emulation::start(listener, ifaces, "tool".into()).unwrap();
-    (child, emulation)
+    emu::spawn(&mut command, ifaces, "tool".into()).unwrap()
 }
 
 /// Waits (bounded) until a node named `name` has joined the hub.
@@ -138,4 +129,17 @@ fn candump_prints_frames_from_the_hub_with_filters_and_timestamps() {
         lines[0].starts_with('(') && !lines[0].starts_with("(0000000000."),
         "{text}"
     );
+}
+
+#[test]
+fn a_program_that_cannot_be_executed_is_an_error_not_a_hang() {
+    // Between installing the filter and exec, the child reports the failed exec with a notified `write`:
+    // it must be served although the spawn has not returned yet.
+    let bus = bus();
+    let mut command = Command::new("/nonexistent/program");
+    let ifaces = emu::interfaces(vec![("can0".into(), bus.hub.unix_endpoint().unwrap())]);
+    let err = emu::spawn(&mut command, ifaces, "missing".into())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("No such file"), "{err}");
 }

@@ -158,14 +158,18 @@ impl EmulationSpec {
         })
     }
 
-    /// Prepares `command` (its `pre_exec` installs the filter); give the channel to [`EmulationSpec::start`]
-    /// once the command is spawned.
+    /// Prepares `command` (its `pre_exec` installs the filter; the emulation starts the moment the child
+    /// sends its listener); give the channel to [`EmulationSpec::start`] once the command is spawned.
     pub fn prepare(
         &self,
         command: &mut tokio::process::Command,
         workload: &str,
     ) -> Result<ChildChannel, InfraError> {
-        let channel = ChildChannel::new().map_err(|e| InfraError::Launch {
+        let channel = ChildChannel::serving(
+            vcan::emu::interfaces(self.interfaces.clone()),
+            self.node_name.clone(),
+        )
+        .map_err(|e| InfraError::Launch {
             workload: workload.to_string(),
             reason: e.to_string(),
         })?;
@@ -176,19 +180,12 @@ impl EmulationSpec {
         Ok(channel)
     }
 
-    /// Serves the spawned child's calls on a thread of their own.
+    /// The running emulation of the spawned child.
     pub fn start(&self, channel: ChildChannel, workload: &str) -> Result<Emulation, InfraError> {
-        let launch = |e: vcan::emu::EmuError| InfraError::Launch {
+        channel.finish().map_err(|e| InfraError::Launch {
             workload: workload.to_string(),
             reason: e.to_string(),
-        };
-        let listener = channel.listener().map_err(launch)?;
-        Emulation::start(
-            listener,
-            vcan::emu::interfaces(self.interfaces.clone()),
-            self.node_name.clone(),
-        )
-        .map_err(launch)
+        })
     }
 }
 

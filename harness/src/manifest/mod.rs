@@ -582,7 +582,11 @@ spec:
             .collect();
         let set = load_set(&paths);
         assert!(set.errors.is_empty(), "{:?}", set.errors);
-        assert_eq!(set.workloads.len(), 7, "hvac, body-control, comfort, door-locks, wiper and the two can-utils pods");
+        assert_eq!(
+            set.workloads.len(),
+            7,
+            "hvac, body-control, comfort, door-locks, wiper and the two can-utils pods"
+        );
         assert_eq!(set.others.len(), 1, "door-locks' Service");
     }
 

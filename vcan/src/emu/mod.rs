@@ -13,9 +13,9 @@
 //! * [`target`]: the calling process's memory and descriptors.
 //! * [`serve`]: the supervisor's loop ([`Supervisor`]) and the bridge of each emulated socket to its bus.
 //!
-//! Use: make a [`ChildChannel`], give [`ChildChannel::hook`] to the command's `pre_exec`, spawn, take the
-//! listener with [`ChildChannel::listener`] and run it with [`Emulation::start`] (a thread) or
-//! [`Supervisor::run`]. The filter stays with the program across `fork` and `exec`; its children are
+//! Use: [`spawn`] a `std::process::Command`; or make a [`ChildChannel`] ([`ChildChannel::serving`], or
+//! [`ChildChannel::with`] a handler of the listener), give [`ChildChannel::hook`] to the command's
+//! `pre_exec`, spawn, and [`ChildChannel::finish`]. The filter stays with the program across `fork` and `exec`; its children are
 //! emulated by the same supervisor.
 //!
 //! Known differences from kernel CAN_RAW, all documented in `docs/socketcan-emulation.md`: a 16-byte
@@ -77,20 +77,38 @@ pub fn interfaces(list: Vec<(String, Endpoint)>) -> Interfaces {
 }
 
 /// The channel a child sends its listener over, and the filter it installs.
-pub struct ChildChannel {
-    parent: OwnedFd,
+///
+/// A thread takes the listener the moment the child sends it and hands it to the channel's handler: to
+/// serve it ([`ChildChannel::serving`]) or to pass it on (`pod-init` sends it to the harness). It must not
+/// wait for the spawn to return: between installing the filter and `exec`, the child may still make a
+/// notified call (the standard library writes an `exec` failure to its parent with `write`), which would
+/// otherwise wait for a supervisor forever while the parent waits for the child.
+pub struct ChildChannel<R: Send + 'static = Emulation> {
     child: OwnedFd,
     filter: Arc<SyscallFilter>,
+    taker: Option<JoinHandle<Result<R, EmuError>>>,
 }
 
-impl ChildChannel {
-    pub fn new() -> Result<ChildChannel, EmuError> {
+impl ChildChannel<Emulation> {
+    /// A channel whose listener is served on `ifaces` as soon as it arrives; [`ChildChannel::finish`] gives
+    /// the running [`Emulation`].
+    pub fn serving(ifaces: Interfaces, node_name: String) -> Result<ChildChannel<Emulation>, EmuError> {
+        ChildChannel::with(move |listener| Emulation::start(listener, ifaces, node_name))
+    }
+}
+
+impl<R: Send + 'static> ChildChannel<R> {
+    /// A channel whose listener goes to `handler` (on the taker thread) as soon as the child sends it.
+    pub fn with(
+        handler: impl FnOnce(OwnedFd) -> Result<R, EmuError> + Send + 'static,
+    ) -> Result<ChildChannel<R>, EmuError> {
         let mut pair = [0i32; 2];
-        // SAFETY: socketpair writes two descriptors, owned right below.
+        // SAFETY: socketpair writes two descriptors, owned right below. SEQPACKET, so that the taker sees
+        // the end of the channel when the child is gone without sending.
         let r = unsafe {
             libc::socketpair(
                 libc::AF_UNIX,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
                 0,
                 pair.as_mut_ptr(),
             )
@@ -103,10 +121,28 @@ impl ChildChannel {
         }
         // SAFETY: both were just created.
         let (parent, child) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let taker = std::thread::Builder::new()
+            .name("socketcan-emu-taker".into())
+            .spawn(move || {
+                set_receive_timeout(parent.as_raw_fd(), 30);
+                let what = "receiving the seccomp listener";
+                match receive_fd(parent.as_raw_fd()) {
+                    Ok(Ok(listener)) => handler(listener),
+                    Ok(Err(_)) => Err(EmuError::Io {
+                        what,
+                        source: io::Error::other("no descriptor came with the message"),
+                    }),
+                    Err(source) => Err(EmuError::Io { what, source }),
+                }
+            })
+            .map_err(|source| EmuError::Io {
+                what: "starting the listener thread",
+                source,
+            })?;
         Ok(ChildChannel {
-            parent,
             child,
             filter: Arc::new(SyscallFilter::new()),
+            taker: Some(taker),
         })
     }
 
@@ -119,19 +155,16 @@ impl ChildChannel {
         move || unsafe { filter.install_in_child(fd) }
     }
 
-    /// After the spawn: the listener the child sent (it did before `exec`, so it is already queued).
-    pub fn listener(self) -> Result<OwnedFd, EmuError> {
-        drop(self.child);
-        set_receive_timeout(self.parent.as_raw_fd(), 10);
-        match receive_fd(self.parent.as_raw_fd()) {
-            Ok(Ok(fd)) => Ok(fd),
-            Ok(Err(_)) => Err(EmuError::Io {
+    /// After a successful spawn: what the handler made of the listener (the child sent it before `exec`).
+    pub fn finish(mut self) -> Result<R, EmuError> {
+        let taker = self.taker.take();
+        // Closing our copy of the child's end lets the taker see the end of a channel nobody sent on.
+        drop(self);
+        match taker.map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            _ => Err(EmuError::Io {
                 what: "receiving the seccomp listener",
-                source: io::Error::other("no descriptor came with the message"),
-            }),
-            Err(e) => Err(EmuError::Io {
-                what: "receiving the seccomp listener",
-                source: e,
+                source: io::Error::other("the listener thread ended abnormally"),
             }),
         }
     }
@@ -151,6 +184,41 @@ fn set_receive_timeout(fd: RawFd, secs: i64) {
             (&tv as *const libc::timeval).cast(),
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         );
+    }
+}
+
+/// Spawns `command` with SocketCAN emulated for it on `ifaces` (bus nodes named `node_name`), and
+/// `PR_SET_PDEATHSIG` so it dies with this process (without its supervisor its CAN calls would fail). The
+/// child is killed again if the emulation cannot start.
+pub fn spawn(
+    command: &mut std::process::Command,
+    ifaces: Interfaces,
+    node_name: String,
+) -> Result<(std::process::Child, Emulation), EmuError> {
+    use std::os::unix::process::CommandExt;
+    available()?;
+    let channel = ChildChannel::serving(ifaces, node_name)?;
+    // SAFETY: prctl and the hook only make system calls (prctl, seccomp, sendmmsg, close).
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+        command.pre_exec(channel.hook());
+    }
+    let mut child = command.spawn().map_err(|source| EmuError::Io {
+        what: "starting the program",
+        source,
+    })?;
+    match channel.finish() {
+        Ok(emulation) => Ok((child, emulation)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
     }
 }
 
