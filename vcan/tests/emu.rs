@@ -138,8 +138,9 @@ fn a_program_that_cannot_be_executed_is_an_error_not_a_hang() {
     let bus = bus();
     let mut command = Command::new("/nonexistent/program");
     let ifaces = emu::interfaces(vec![("can0".into(), bus.hub.unix_endpoint().unwrap())]);
-    let err = emu::spawn(&mut command, ifaces, "missing".into())
-        .unwrap_err()
-        .to_string();
+    let Err(err) = emu::spawn(&mut command, ifaces, "missing".into()) else {
+        panic!("a program that does not exist was started");
+    };
+    let err = err.to_string();
     assert!(err.contains("No such file"), "{err}");
 }
