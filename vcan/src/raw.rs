@@ -11,8 +11,9 @@
 //!   given to the hub (less traffic) and applied again locally (exactness, and `CAN_RAW_JOIN_FILTERS`,
 //!   which the hub cannot express).
 //! * `CAN_RAW_ERR_FILTER`: error frames whose class matches the mask are delivered.
-//! * `CAN_RAW_RECV_OWN_MSGS` / `CAN_RAW_LOOPBACK`: own frames come back flagged `MSG_CONFIRM`. Changing it
-//!   after `bind` rejoins the bus with the new setting.
+//! * `CAN_RAW_RECV_OWN_MSGS` / `CAN_RAW_LOOPBACK`: own frames come back flagged `MSG_CONFIRM`. The hub
+//!   always echoes a socket's frames; whether an echo is delivered is decided when the frame is sent, as
+//!   in the kernel, so changing the options later affects only later frames.
 //! * `CAN_RAW_FD_FRAMES`: 72-byte `canfd_frame` I/O is allowed; FD frames are delivered only then.
 //! * `SO_TIMESTAMPNS` / `SO_TIMESTAMP`: `recvmsg` adds the hub's receive time as a control message
 //!   ([`control_messages`]).
@@ -169,15 +170,22 @@ impl RawOptions {
             .collect()
     }
 
-    /// Whether a received frame passes this socket's options.
+    /// Whether a received frame passes this socket's options (an own frame with the options of now).
     pub fn accepts(&self, rx: &Received) -> bool {
-        if rx.own && !(self.recv_own && self.loopback) {
+        (!rx.own || self.wants_own()) && self.passes(&rx.frame)
+    }
+
+    /// Whether the echo of a frame sent now is wanted (`RECV_OWN_MSGS` with `LOOPBACK`).
+    fn wants_own(&self) -> bool {
+        self.recv_own && self.loopback
+    }
+
+    /// Whether a frame passes the filters, `ERR_FILTER` and `FD_FRAMES`.
+    fn passes(&self, frame: &Frame) -> bool {
+        if frame.is_fd() && !self.fd_frames {
             return false;
         }
-        if rx.frame.is_fd() && !self.fd_frames {
-            return false;
-        }
-        if let Frame::Error { class, .. } = rx.frame {
+        if let Frame::Error { class, .. } = *frame {
             return class & self.err_mask != 0;
         }
         let filters = self.local_filters();
@@ -185,9 +193,9 @@ impl RawOptions {
             return false;
         }
         if self.join_filters {
-            filters.iter().all(|f| f.matches(&rx.frame))
+            filters.iter().all(|f| f.matches(frame))
         } else {
-            filters.iter().any(|f| f.matches(&rx.frame))
+            filters.iter().any(|f| f.matches(frame))
         }
     }
 
@@ -201,10 +209,6 @@ impl RawOptions {
         } else {
             self.local_filters()
         }
-    }
-
-    fn hub_recv_own(&self) -> bool {
-        self.recv_own && self.loopback
     }
 
     /// `setsockopt(level, name, bytes)` for the options kept here (`SOL_CAN_RAW`, and `SOL_SOCKET`'s
@@ -283,7 +287,13 @@ pub struct RawSocket {
     failed: Option<Errno>,
     /// `SO_RCVTIMEO` in microseconds (0 = block forever).
     pub rcvtimeo_us: u64,
+    /// Frames sent and whether their echo is wanted, decided when sent as the kernel does: the hub always
+    /// echoes (so `RECV_OWN_MSGS`/`LOOPBACK` change without rejoining the bus) and each echo is matched here.
+    sent: VecDeque<(Frame, bool)>,
 }
+
+/// Sent frames remembered for their echo at most.
+const SENT_MAX: usize = 4096;
 
 impl std::fmt::Debug for RawSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -305,6 +315,7 @@ impl RawSocket {
             rx: VecDeque::new(),
             failed: None,
             rcvtimeo_us: 0,
+            sent: VecDeque::new(),
         }
     }
 
@@ -320,7 +331,8 @@ impl RawSocket {
     fn open_options(&self) -> OpenOptions {
         OpenOptions {
             node_name: self.node_name.clone(),
-            recv_own: self.opts.hub_recv_own(),
+            // Always: whether an echo is wanted is decided per frame when it is sent (`sent`).
+            recv_own: true,
             filters: self.opts.hub_filters(),
             want_errors: true,
             fd: true,
@@ -397,15 +409,11 @@ impl RawSocket {
         self.opts.get(level, name, cap, self.failed)
     }
 
-    /// Applies changed options to a live connection (filters in place; own-message echo by rejoining).
-    pub fn options_changed(&mut self, ifaces: &Interfaces, before: &RawOptions) -> Result<(), Errno> {
+    /// Applies changed options to a live connection: the hub's filters in place (own-message echo needs
+    /// nothing: it is decided per sent frame).
+    pub fn options_changed(&mut self, _ifaces: &Interfaces, before: &RawOptions) -> Result<(), Errno> {
         if self.conn.is_none() {
             return Ok(());
-        }
-        if before.hub_recv_own() != self.opts.hub_recv_own() {
-            tracing::debug!(node = %self.node_name, "CAN_RAW_RECV_OWN_MSGS changed after bind: rejoining the bus");
-            self.conn = None;
-            return self.reconnect(ifaces);
         }
         if before.hub_filters() != self.opts.hub_filters() {
             let filters = self.opts.hub_filters();
@@ -424,7 +432,8 @@ impl RawSocket {
             let Some(conn) = self.conn.as_mut() else { return };
             match conn.recv(Some(Duration::ZERO)) {
                 Ok(Some(rx)) => {
-                    if self.opts.accepts(&rx) {
+                    let wanted = if rx.own { self.echo_wanted(&rx.frame) } else { true };
+                    if wanted && self.opts.passes(&rx.frame) {
                         self.rx.push_back(rx);
                     }
                 }
@@ -436,6 +445,20 @@ impl RawSocket {
                     return;
                 }
             }
+        }
+    }
+
+    /// Whether the echo of an own frame is wanted, as decided when it was sent. Echoes come in send order;
+    /// frames the hub did not echo (filtered, dropped) are skipped. An echo of a frame not remembered (sent
+    /// before a snapshot was restored) follows the options of now.
+    fn echo_wanted(&mut self, frame: &Frame) -> bool {
+        match self.sent.iter().position(|(f, _)| f == frame) {
+            Some(i) => {
+                let wanted = self.sent[i].1;
+                self.sent.drain(..=i);
+                wanted
+            }
+            None => self.opts.wants_own(),
         }
     }
 
@@ -493,7 +516,12 @@ impl RawSocket {
         conn.send(frame).map_err(|e| {
             tracing::warn!(node = %self.node_name, error = %e, "CAN send failed");
             Errno::ENOBUFS
-        })
+        })?;
+        if self.sent.len() >= SENT_MAX {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((frame.clone(), self.opts.wants_own()));
+        Ok(())
     }
 
     /// `sendto`/`sendmsg` with a destination address: it must name the bound interface (or 0).
@@ -639,13 +667,15 @@ pub fn control_messages(opts: &RawOptions, timestamp_ns: u64) -> Vec<u8> {
     out
 }
 
-/// `msg_flags` of a received frame: `MSG_DONTROUTE` always (the kernel sets it for frames from the
-/// interface), `MSG_CONFIRM` for the echo of an own frame.
+/// `msg_flags` of a received frame: `MSG_DONTROUTE | MSG_CONFIRM` for the echo of an own frame, nothing
+/// for a frame from another bus node. The kernel's `raw_rcv` sets `MSG_DONTROUTE` for frames sent on this
+/// host (`candump -x` prints them as `TX`) and `MSG_CONFIRM` for the receiving socket's own; every other
+/// node of a hub is another host on the bus (`RX`).
 pub fn recv_flags(own: bool) -> i32 {
     if own {
         MSG_DONTROUTE | MSG_CONFIRM
     } else {
-        MSG_DONTROUTE
+        0
     }
 }
 
@@ -842,6 +872,58 @@ mod tests {
         assert_eq!(u64::from_le_bytes(c[16..24].try_into().unwrap()), 3);
         assert_eq!(u64::from_le_bytes(c[24..32].try_into().unwrap()), 4);
         assert_eq!(recv_flags(true), MSG_DONTROUTE | MSG_CONFIRM);
+        assert_eq!(
+            recv_flags(false),
+            0,
+            "a frame from another node is not local (RX)"
+        );
+    }
+
+    #[test]
+    fn own_echo_is_decided_when_the_frame_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = crate::hub::Hub::start(crate::hub::HubConfig {
+            name: "echo".into(),
+            unix_path: Some(dir.path().join("bus.sock")),
+            ..crate::hub::HubConfig::default()
+        })
+        .unwrap();
+        let ifaces = Interfaces::new(vec![("can0".into(), hub.unix_endpoint().unwrap())]);
+        let mut s = RawSocket::new("echo".into());
+        s.bind(&ifaces, 1).unwrap();
+        let one = 1i32.to_le_bytes();
+        let zero = 0i32.to_le_bytes();
+        // Sent without RECV_OWN_MSGS, the option turned on before the echo is read: not delivered.
+        s.send(&encode_frame(&"101#01".parse().unwrap())).unwrap();
+        s.setsockopt(&ifaces, SOL_CAN_RAW, CAN_RAW_RECV_OWN_MSGS, &one)
+            .unwrap();
+        s.send(&encode_frame(&"102#02".parse().unwrap())).unwrap();
+        // LOOPBACK off: no echo even with RECV_OWN_MSGS, whatever comes after.
+        s.setsockopt(&ifaces, SOL_CAN_RAW, CAN_RAW_LOOPBACK, &zero)
+            .unwrap();
+        s.send(&encode_frame(&"103#03".parse().unwrap())).unwrap();
+        s.setsockopt(&ifaces, SOL_CAN_RAW, CAN_RAW_LOOPBACK, &one)
+            .unwrap();
+        s.send(&encode_frame(&"104#04".parse().unwrap())).unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < 2 && std::time::Instant::now() < deadline {
+            if let Some(fd) = s.wait_fd() {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, 100) };
+            }
+            while let Some(rx) = s.take().unwrap() {
+                assert!(rx.own);
+                got.push(rx.frame.to_string());
+            }
+        }
+        assert_eq!(got, ["102#02", "104#04"]);
+        assert_eq!(s.sent.len(), 0, "every echo was matched");
     }
 
     #[test]

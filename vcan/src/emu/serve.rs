@@ -383,6 +383,10 @@ impl Supervisor {
         let Some(s) = self.sockets.get_mut(&inode) else {
             return Answer::Error(Errno::EBADF);
         };
+        // Frames written before the call go out under the options they were written with (the kernel
+        // sends each frame during its write): an FD frame before FD_FRAMES is turned off, a frame written
+        // with LOOPBACK off before it is turned on.
+        forward_written(s, &mut self.stats);
         match s.raw.setsockopt(ifaces, level, name, &bytes) {
             // Socket-level options also apply to the real socket (receive timeouts, buffer sizes).
             Ok(()) if level == SOL_SOCKET => Answer::Continue,
