@@ -13,6 +13,12 @@
 //! The frame is the kernel's: return address (`sa_restorer`), `ucontext` with the `sigcontext` and the
 //! signal mask, `siginfo`. The FPU/SSE/AVX state is not written to the guest stack; the VMM keeps it and
 //! restores it on `rt_sigreturn` (`fpstate` in the frame is NULL, as for a task that never used the FPU).
+//!
+//! Temporary masks (`ppoll`, `pselect6`, `epoll_pwait`, `epoll_pwait2`, `rt_sigsuspend`) follow the
+//! kernel's `TIF_RESTORE_SIGMASK`: the caller's mask is saved ([`SignalState::set_temporary_mask`]); a
+//! call that ends without being interrupted restores it at once; an interrupted one keeps the temporary
+//! mask in force until the signal is delivered. The handler's frame then holds the saved mask (restored by
+//! `rt_sigreturn`); when no handler runs, the saved mask is restored once nothing more is deliverable.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
@@ -250,6 +256,10 @@ pub struct SignalState {
     pub pending: u64,
     codes: Vec<i32>,
     pub altstack: AltStack,
+    /// The caller's mask while a syscall's temporary mask is in force, until the signal that interrupted
+    /// the call was delivered (the kernel's `saved_sigmask` with `TIF_RESTORE_SIGMASK`).
+    #[serde(default)]
+    saved_mask: Option<u64>,
 }
 
 impl Default for SignalState {
@@ -260,6 +270,7 @@ impl Default for SignalState {
             pending: 0,
             codes: vec![SI_USER; NSIG],
             altstack: AltStack::default(),
+            saved_mask: None,
         }
     }
 }
@@ -314,10 +325,47 @@ impl SignalState {
         self.mask = mask & !(bit(libc::SIGKILL as usize) | bit(libc::SIGSTOP as usize));
     }
 
-    /// The lowest pending signal that is not blocked.
-    pub fn next_deliverable(&self) -> Option<usize> {
-        let ready = self.pending & !self.mask;
-        (ready != 0).then(|| ready.trailing_zeros() as usize + 1)
+    /// Installs a syscall's temporary mask, saving the caller's (`set_user_sigmask`).
+    pub fn set_temporary_mask(&mut self, mask: u64) {
+        if self.saved_mask.is_none() {
+            self.saved_mask = Some(self.mask);
+        }
+        self.set_mask(mask);
+    }
+
+    /// End of a call with a temporary mask: restores the caller's mask now unless the call was
+    /// interrupted by a signal, which is then delivered under the temporary mask first
+    /// (`restore_saved_sigmask_unless`).
+    pub fn end_temporary_mask(&mut self, interrupted: bool) {
+        if !interrupted {
+            self.restore_saved_mask();
+        }
+    }
+
+    /// Puts the saved caller's mask back, if a temporary one is in force (`restore_saved_sigmask`).
+    pub fn restore_saved_mask(&mut self) {
+        if let Some(m) = self.saved_mask.take() {
+            self.set_mask(m);
+        }
+    }
+
+    /// The caller's mask saved under a temporary one, if any.
+    pub fn saved_mask(&self) -> Option<u64> {
+        self.saved_mask
+    }
+
+    /// The lowest pending signal that is not blocked. When none is and a temporary mask is still in
+    /// force (its call was interrupted, but no handler ran), the saved mask is restored first and the
+    /// pending set looked at again, as the kernel does before returning to user mode.
+    pub fn next_deliverable(&mut self) -> Option<usize> {
+        loop {
+            let ready = self.pending & !self.mask;
+            if ready != 0 {
+                return Some(ready.trailing_zeros() as usize + 1);
+            }
+            let saved = self.saved_mask.take()?;
+            self.set_mask(saved);
+        }
     }
 
     /// True if a pending signal would interrupt a blocking syscall (deliverable and not ignored).
@@ -402,9 +450,11 @@ impl SignalState {
         let segs = (u64::from(crate::memory::selectors::USER_CS))
             | (u64::from(crate::memory::selectors::USER_DS) << 48);
         put(&mut f, MCONTEXT_OFF + 18 * 8, segs);
-        // err, trapno, oldmask, cr2, fpstate (NULL), reserved: zero.
-        put(&mut f, MCONTEXT_OFF + 21 * 8, self.mask);
-        put(&mut f, SIGMASK_OFF, self.mask);
+        // err, trapno, oldmask, cr2, fpstate (NULL), reserved: zero. The mask the handler's return
+        // restores is the caller's one saved under a temporary mask (which is cleared: delivered).
+        let restore_mask = self.saved_mask.take().unwrap_or(self.mask);
+        put(&mut f, MCONTEXT_OFF + 21 * 8, restore_mask);
+        put(&mut f, SIGMASK_OFF, restore_mask);
         // siginfo: signo, errno, code, then pid and uid for SI_USER/SI_TKILL.
         let code = self.codes[sig - 1];
         f[SIGINFO_OFF as usize..SIGINFO_OFF as usize + 4].copy_from_slice(&(sig as i32).to_le_bytes());
@@ -590,5 +640,82 @@ mod tests {
         assert_eq!(s.set_action(9, Some(Action::default())), Err(Errno::EINVAL));
         assert_eq!(s.set_action(0, None), Err(Errno::EINVAL));
         assert_eq!(s.set_action(65, None), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn an_interrupting_signal_is_delivered_under_the_temporary_mask() {
+        let (term, usr2) = (libc::SIGTERM as usize, libc::SIGUSR2 as usize);
+        let mut s = SignalState::default();
+        s.set_action(
+            term,
+            Some(Action {
+                handler: 0x40_5000,
+                flags: SA_RESTORER,
+                restorer: 0x40_6000,
+                mask: 0,
+            }),
+        )
+        .unwrap();
+        s.set_mask(bit(term));
+        // A wait that ends normally: the caller's mask is back at once.
+        s.set_temporary_mask(bit(usr2));
+        s.end_temporary_mask(false);
+        assert_eq!((s.mask, s.saved_mask()), (bit(term), None));
+        // SIGTERM arrives during the wait its mask unblocks: still in force after the call returned.
+        s.set_temporary_mask(bit(usr2));
+        s.raise(term, SI_USER);
+        assert!(s.interrupts());
+        s.end_temporary_mask(true);
+        assert_eq!(s.mask, bit(usr2), "the temporary mask stays until the delivery");
+        assert_eq!(s.next_deliverable(), Some(term));
+        let mut c = cpu();
+        let (d, frame) = s.deliver(term, &mut c, 1, 0);
+        assert_eq!(d, Delivery::Handler);
+        let frame = frame.unwrap();
+        let word =
+            |off: u64| u64::from_le_bytes(frame.bytes[off as usize..off as usize + 8].try_into().unwrap());
+        assert_eq!(word(SIGMASK_OFF), bit(term), "the frame holds the caller's mask");
+        assert_eq!(word(MCONTEXT_OFF + 21 * 8), bit(term));
+        assert_eq!(
+            s.mask,
+            bit(usr2) | bit(term),
+            "handler: temporary mask plus the signal"
+        );
+        assert_eq!(s.saved_mask(), None);
+        assert_eq!(s.next_deliverable(), None);
+        s.sigreturn(&frame.bytes, &mut c).unwrap();
+        assert_eq!(s.mask, bit(term), "rt_sigreturn: the caller's mask");
+    }
+
+    #[test]
+    fn without_a_handler_the_saved_mask_comes_back_before_user_mode() {
+        let (term, usr1, usr2) = (
+            libc::SIGTERM as usize,
+            libc::SIGUSR1 as usize,
+            libc::SIGUSR2 as usize,
+        );
+        let mut s = SignalState::default();
+        // Interrupted, but nothing deliverable any more: the next look restores the caller's mask.
+        s.set_mask(bit(term));
+        s.set_temporary_mask(0);
+        s.end_temporary_mask(true);
+        assert_eq!(s.next_deliverable(), None);
+        assert_eq!((s.mask, s.saved_mask()), (bit(term), None));
+        // A temporary mask stricter than the caller's: what it held back is deliverable once it is gone.
+        s.set_mask(0);
+        s.set_temporary_mask(bit(usr1) | bit(usr2));
+        s.raise(usr1, SI_USER);
+        s.end_temporary_mask(true);
+        assert_eq!(s.next_deliverable(), Some(usr1));
+        assert_eq!(s.mask, 0);
+        // A default-terminate delivery leaves the saved mask alone (the guest ends).
+        s.pending = 0;
+        s.set_mask(bit(term));
+        s.set_temporary_mask(0);
+        s.raise(term, SI_USER);
+        s.end_temporary_mask(true);
+        assert_eq!(s.next_deliverable(), Some(term));
+        assert_eq!(s.deliver(term, &mut cpu(), 1, 0).0, Delivery::Terminate);
+        assert_eq!(s.saved_mask(), Some(bit(term)));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::errno::Errno;
+use crate::errno::{Errno, ERESTARTNOHAND, ERESTARTSYS};
 use crate::guest::Guest;
 use crate::vcpu::CpuState;
 
@@ -25,6 +25,23 @@ pub fn access_ok(addr: u64, len: u64) -> Result<(), Errno> {
         Some(end) if end <= TASK_SIZE => Ok(()),
         _ => Err(Errno::EFAULT),
     }
+}
+
+/// Runs the wait `f` of `ppoll`, `pselect6`, `epoll_pwait`, `epoll_pwait2` or `rt_sigsuspend` under the
+/// temporary signal mask `mask` (`None`: the call gave none). If a signal interrupted the wait, the
+/// caller's mask is restored only after that signal was delivered (see [`crate::signals`]); otherwise at
+/// once.
+pub fn with_temporary_mask(
+    g: &mut Guest,
+    mask: Option<u64>,
+    f: impl FnOnce(&mut Guest) -> SysResult,
+) -> SysResult {
+    let Some(mask) = mask else { return f(g) };
+    g.signals.set_temporary_mask(mask);
+    let r = f(g);
+    let interrupted = matches!(r, Err(e) if e == ERESTARTNOHAND || e == ERESTARTSYS || e == Errno::EINTR);
+    g.signals.end_temporary_mask(interrupted);
+    r
 }
 
 /// Reads and validates a `struct timespec` as a duration.

@@ -9,7 +9,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::abi::{read_timespec, SysResult};
+use super::abi::{read_timespec, with_temporary_mask, SysResult};
 use super::readiness::{scan_epoll, wait_for, Scan};
 use crate::errno::Errno;
 use crate::fdtable::Object;
@@ -263,20 +263,14 @@ pub fn epoll_wait(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult
 
 /// `epoll_pwait`/`epoll_pwait2`: the wait with a temporary signal mask.
 fn with_sigmask(g: &mut Guest, set: u64, size: u64, f: impl FnOnce(&mut Guest) -> SysResult) -> SysResult {
-    let mut old = None;
+    let mut mask = None;
     if set != 0 {
         if size != 8 {
             return Err(Errno::EINVAL);
         }
-        let mask = g.read_u64(set)?;
-        old = Some(g.signals.mask);
-        g.signals.set_mask(mask);
+        mask = Some(g.read_u64(set)?);
     }
-    let r = f(g);
-    if let Some(m) = old {
-        g.signals.set_mask(m);
-    }
-    r
+    with_temporary_mask(g, mask, f)
 }
 
 pub fn epoll_pwait(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {

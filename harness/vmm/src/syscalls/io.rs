@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use super::abi::{access_ok, read_timespec, SysResult};
+use super::abi::{access_ok, read_timespec, with_temporary_mask, SysResult};
 use super::fdio::{read_fd, write_fd};
 use super::readiness::{probe_fd, wait_for, Probe, Scan};
 use crate::errno::Errno;
@@ -359,20 +359,14 @@ pub fn ppoll(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     } else {
         Some(read_timespec(g, a[2])?)
     };
-    let mut old_mask = None;
+    let mut mask = None;
     if a[3] != 0 {
         if a[4] != 8 {
             return Err(Errno::EINVAL);
         }
-        let mask = g.read_u64(a[3])?;
-        old_mask = Some(g.signals.mask);
-        g.signals.set_mask(mask);
+        mask = Some(g.read_u64(a[3])?);
     }
-    let r = do_poll(g, a[0], a[1], timeout);
-    if let Some(m) = old_mask {
-        g.signals.set_mask(m);
-    }
-    r
+    with_temporary_mask(g, mask, |g| do_poll(g, a[0], a[1], timeout))
 }
 
 /// Reads a `fd_set` of `nfds` bits (`None` for a null pointer).
@@ -519,7 +513,7 @@ pub fn pselect6(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
         Some(read_timespec(g, a[4])?)
     };
     // The sixth argument points at { const sigset_t *ss; size_t ss_len; }.
-    let mut old_mask = None;
+    let mut mask = None;
     if a[5] != 0 {
         let set = g.read_u64(a[5])?;
         let len = g.read_u64(a[5] + 8)?;
@@ -527,21 +521,17 @@ pub fn pselect6(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
             if len != 8 {
                 return Err(Errno::EINVAL);
             }
-            let mask = g.read_u64(set)?;
-            old_mask = Some(g.signals.mask);
-            g.signals.set_mask(mask);
+            mask = Some(g.read_u64(set)?);
         }
     }
-    let r = do_select(g, a, timeout);
-    if let Some(m) = old_mask {
-        g.signals.set_mask(m);
-    }
-    r
+    with_temporary_mask(g, mask, |g| do_select(g, a, timeout))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::abi::Handler;
     use super::*;
+    use crate::errno::ERESTARTNOHAND;
     use crate::guest::tests::test_guest;
 
     fn cpu() -> CpuState {
@@ -614,5 +604,44 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(poll(&mut g, &mut c, &[0x40_0000, 1, 20, 0, 0, 0]), Ok(0));
         assert!(t0.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn ppoll_and_pselect6_keep_their_mask_for_the_signal_that_interrupts_them() {
+        let mut g = test_guest();
+        let mut c = cpu();
+        let term = 1u64 << (libc::SIGTERM - 1);
+        g.signals.set_mask(term);
+        g.write_u64(0x40_0000, 0).unwrap(); // the temporary mask: nothing blocked
+        g.write_user(0x40_0010, &[0u8; 16]).unwrap(); // timeout 0
+        g.write_u64(0x40_0020, 0x40_0000).unwrap(); // pselect6's { ss, ss_len }
+        g.write_u64(0x40_0028, 8).unwrap();
+        let calls: [(Handler, [u64; 6], [u64; 6]); 2] = [
+            (
+                ppoll,
+                [0x40_0100, 0, 0x40_0010, 0x40_0000, 8, 0],
+                [0x40_0100, 0, 0, 0x40_0000, 8, 0],
+            ),
+            (
+                pselect6,
+                [0, 0, 0, 0, 0x40_0010, 0x40_0020],
+                [0, 0, 0, 0, 0, 0x40_0020],
+            ),
+        ];
+        for (call, timed_out, forever) in calls {
+            // Not interrupted: the caller's mask is back at once.
+            assert_eq!(call(&mut g, &mut c, &timed_out), Ok(0));
+            assert_eq!((g.signals.mask, g.signals.saved_mask()), (term, None));
+            // SIGTERM, blocked by the caller, pending: the temporary mask lets it interrupt, and stays in
+            // force for its delivery.
+            g.signals.raise(libc::SIGTERM as usize, 0);
+            assert_eq!(call(&mut g, &mut c, &forever), Err(ERESTARTNOHAND));
+            assert_eq!(g.signals.mask, 0);
+            assert_eq!(g.signals.saved_mask(), Some(term));
+            assert_eq!(g.signals.next_deliverable(), Some(libc::SIGTERM as usize));
+            g.signals.pending = 0;
+            assert_eq!(g.signals.next_deliverable(), None);
+            assert_eq!((g.signals.mask, g.signals.saved_mask()), (term, None));
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Signal syscalls: `rt_sigaction`, `rt_sigprocmask`, `rt_sigreturn`, `sigaltstack`, `rt_sigpending`,
 //! `rt_sigsuspend`, `pause`. The state and frame layout live in [`crate::signals`].
 
-use super::abi::SysResult;
-use crate::errno::{Errno, ERESTARTNOHAND};
+use super::abi::{with_temporary_mask, SysResult};
+use crate::errno::{Errno, ERESTARTNOHAND, ERESTARTSYS};
 use crate::guest::{Guest, GuestExit};
 use crate::signals::{Action, AltStack, FRAME_SIZE, SS_DISABLE, SS_ONSTACK};
 use crate::vcpu::CpuState;
@@ -145,12 +145,12 @@ pub fn rt_sigsuspend(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysRes
         return Err(Errno::EINVAL);
     }
     let mask = g.read_u64(a[0])?;
-    let old = g.signals.mask;
-    g.signals.set_mask(mask);
-    let r = g.wait(&[], None);
-    g.signals.set_mask(old);
-    r?;
-    Err(ERESTARTNOHAND)
+    // Only a signal ends the wait: the temporary mask stays in force for its delivery, and the call never
+    // restarts after a handler (ERESTARTNOHAND, also when the handler has SA_RESTART).
+    with_temporary_mask(g, Some(mask), |g| match g.wait(&[], None) {
+        Err(e) if e != ERESTARTSYS => Err(e),
+        _ => Err(ERESTARTNOHAND),
+    })
 }
 
 pub fn pause(g: &mut Guest, _cpu: &mut CpuState, _a: &[u64; 6]) -> SysResult {
@@ -219,5 +219,25 @@ mod tests {
             Ok(0)
         );
         assert_eq!(g.signals.altstack.size, 8192);
+    }
+
+    #[test]
+    fn sigsuspend_keeps_its_mask_for_the_delivery_and_never_restarts() {
+        let mut g = test_guest();
+        let mut c = CpuState::for_tests(Default::default());
+        let term = 1u64 << (libc::SIGTERM - 1);
+        g.signals.set_mask(term);
+        g.signals.raise(libc::SIGTERM as usize, 0);
+        g.write_u64(0x40_0000, 0).unwrap();
+        assert_eq!(
+            rt_sigsuspend(&mut g, &mut c, &[0x40_0000, 4, 0, 0, 0, 0]),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            rt_sigsuspend(&mut g, &mut c, &[0x40_0000, 8, 0, 0, 0, 0]),
+            Err(ERESTARTNOHAND)
+        );
+        assert_eq!(g.signals.mask, 0, "the temporary mask stays for the delivery");
+        assert_eq!(g.signals.saved_mask(), Some(term));
     }
 }
