@@ -16,15 +16,20 @@ ci:
 doctor:
     cargo run -p agl-parity -- doctor
 
-# All benchmarks: the CAN bus against python-can, container and VM start-up against native processes, and
-# the scenario suite's wall time.
-bench: bench-bus bench-container bench-vm bench-suite
+# All benchmarks: the CAN bus against python-can, emulated SocketCAN against the bus client, container and VM
+# start-up against native processes, and the scenario suite's wall time.
+bench: bench-bus bench-socketcan bench-container bench-vm bench-suite
 
 # Benchmark the userspace CAN bus against python-can's udp_multicast (throwaway venv under target/).
 bench-bus:
     python3 -m venv target/bench-venv
     target/bench-venv/bin/pip install --quiet python-can msgpack
     PYTHON_CAN_PY={{justfile_directory()}}/target/bench-venv/bin/python cargo bench -p vcan --bench bus
+
+# SocketCAN emulated by seccomp user notification: frames/s and one-way latency against the same program on
+# vcan::client and on the bare hub, and the cost of an intercepted setup call (EMU_BENCH_FRAMES=20000: short).
+bench-socketcan:
+    cargo bench -p vcan --bench emu
 
 # Wall time of the whole native scenario suite, run one scenario at a time and four at a time.
 bench-suite:
