@@ -22,6 +22,8 @@
 //!   control messages) for programs given SocketCAN without a kernel: the VMM and [`emu`].
 //! * [`emu`]: SocketCAN for unmodified host and container processes by seccomp user notification.
 //! * [`errno`]: Linux errno values as syscalls return them.
+//! * [`callmem`]: what socket calls read from and write into their caller's memory (`msghdr`, addresses,
+//!   received frames), for the VMM and [`emu`].
 //!
 //! Dependencies between the modules point one way: `frame` at the bottom; `filter`; `socket` (the trait
 //! and [`BusError`]); the endpoint types; `wire`; the backends `kernel` and `client`; `hub` (which
@@ -30,6 +32,7 @@
 //! [`BusError`], [`wire::DecodeError`] and [`wire::EncodeError`], [`kernel::RawFrameError`],
 //! [`candump::TraceError`], [`dbc::DbcError`].
 
+pub mod callmem;
 pub mod candump;
 pub mod client;
 pub mod dbc;

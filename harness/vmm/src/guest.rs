@@ -327,6 +327,16 @@ impl Guest {
     }
 }
 
+impl vcan::callmem::CallerMemory for Guest {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        self.read_user(addr, len as u64)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        self.write_user(addr, data)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

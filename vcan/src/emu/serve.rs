@@ -24,19 +24,17 @@ use super::seccomp::{
     SYS_SOCKET, SYS_WRITE,
 };
 use super::target::Target;
+use crate::callmem::{deliver_recvfrom, deliver_recvmsg, put_addr, Delivery, MsgHdr};
 use crate::errno::Errno;
 use crate::raw::{
-    control_messages, decode_frame, encode_frame, recv_flags, sockaddr_can, Interfaces, RawSocket, CANFD_MTU,
-    CAN_MTU, CAN_RAW, MSG_CTRUNC, MSG_TRUNC, SOCKADDR_CAN_LEN, SOCK_RAW, SOL_SOCKET,
+    control_messages, decode_frame, encode_frame, sockaddr_can, Interfaces, RawSocket, CANFD_MTU, CAN_MTU,
+    CAN_RAW, SOCKADDR_CAN_LEN, SOCK_RAW, SOL_SOCKET,
 };
 
 const SOCK_NONBLOCK: u64 = 0x800;
 const SOCK_CLOEXEC: u64 = 0x8_0000;
 const MSG_PEEK: u64 = 0x2;
 const MSG_DONTWAIT: u64 = 0x40;
-const MSG_TRUNC_IN: u64 = 0x20;
-/// `UIO_MAXIOV`.
-const MAX_IOV: u64 = 1024;
 /// Receive metadata kept per socket at most (more than its kernel buffer can hold frames).
 const META_MAX: usize = 4096;
 /// How often waiting calls are checked for interruption.
@@ -79,6 +77,8 @@ enum RecvCall {
         msg: u64,
         flags: u64,
         hdr: MsgHdr,
+        /// `hdr`'s iovecs, read when the call came (each pointer argument is read once).
+        iov: Vec<(u64, u64)>,
     },
     From {
         buf: u64,
@@ -104,17 +104,6 @@ struct Pending {
     far: OwnedFd,
     call: RecvCall,
     deadline: Option<Instant>,
-}
-
-/// `struct msghdr` as read from the caller.
-#[derive(Debug, Clone, Copy)]
-struct MsgHdr {
-    name: u64,
-    namelen: u32,
-    iov: u64,
-    iovlen: u64,
-    control: u64,
-    controllen: u64,
 }
 
 enum Answer {
@@ -216,6 +205,8 @@ impl Supervisor {
                 break;
             }
             if stop.is_some() && fds[1].revents != 0 {
+                // Stopped: what the program wrote before still goes on the bus.
+                self.pump_all();
                 break;
             }
             let listener = fds[0].revents;
@@ -425,7 +416,7 @@ impl Supervisor {
             return Answer::Continue;
         };
         let bound = self.sockets.get(&inode).and_then(|s| s.raw.bound).unwrap_or(0);
-        put_addr(t, n.args[1], n.args[2], &sockaddr_can(bound))
+        put_addr(&mut { t }, n.args[1], n.args[2], &sockaddr_can(bound))
             .map(|()| 0)
             .into()
     }
@@ -468,13 +459,10 @@ impl Supervisor {
         let Some(inode) = self.ours(t, n.args[0]) else {
             return Answer::Continue;
         };
-        let hdr = match read_msghdr(t, n.args[1]) {
-            Ok(h) => h,
+        let (hdr, iov) = match MsgHdr::read(&t, n.args[1]).and_then(|h| Ok((h, h.iovecs(&t)?))) {
+            Ok(read) => read,
             Err(e) => return Answer::Error(e),
         };
-        if hdr.iovlen > MAX_IOV {
-            return Answer::Error(Errno::EMSGSIZE);
-        }
         self.start_recv(
             n,
             t,
@@ -483,6 +471,7 @@ impl Supervisor {
                 msg: n.args[1],
                 flags: n.args[2],
                 hdr,
+                iov,
             },
         )
     }
@@ -569,9 +558,25 @@ impl Supervisor {
             timestamp_ns: now_ns(),
             own: false,
         });
-        let ifindex = s.raw.bound.unwrap_or(0);
         let control = control_messages(&s.raw.opts, meta.timestamp_ns);
-        Some(deliver(t, call, frame, ifindex, meta.own, &control).into())
+        let rx = Delivery {
+            frame,
+            ifindex: s.raw.bound.unwrap_or(0),
+            own: meta.own,
+            control: &control,
+        };
+        let mut mem = t;
+        let delivered = match call {
+            RecvCall::From {
+                buf,
+                len,
+                flags,
+                src,
+                srclen,
+            } => deliver_recvfrom(&mut mem, (*buf, *len, *flags, *src, *srclen), &rx),
+            RecvCall::Msg { msg, flags, hdr, iov } => deliver_recvmsg(&mut mem, *msg, hdr, iov, *flags, &rx),
+        };
+        Some(delivered.map(|n| n as i64).into())
     }
 
     fn serve_pending(&mut self) {
@@ -597,14 +602,11 @@ impl Supervisor {
         let Some(inode) = self.ours(t, n.args[0]) else {
             return Answer::Continue;
         };
-        let hdr = match read_msghdr(t, n.args[1]) {
+        let hdr = match MsgHdr::read(&t, n.args[1]) {
             Ok(h) => h,
             Err(e) => return Answer::Error(e),
         };
-        if hdr.iovlen > MAX_IOV {
-            return Answer::Error(Errno::EMSGSIZE);
-        }
-        let data = match gather(t, &hdr) {
+        let data = match gather(&t, &hdr) {
             Ok(d) => d,
             Err(e) => return Answer::Error(e),
         };
@@ -759,111 +761,16 @@ fn forward_received(s: &mut Emulated) {
     }
 }
 
-/// Writes a received frame into the caller's buffers as `recvmsg`/`recvfrom` return it.
-fn deliver(
-    t: Target,
-    call: &RecvCall,
-    frame: &[u8],
-    ifindex: u32,
-    own: bool,
-    control: &[u8],
-) -> Result<i64, Errno> {
-    let addr = sockaddr_can(ifindex);
-    match call {
-        RecvCall::From {
-            buf,
-            len,
-            flags,
-            src,
-            srclen,
-        } => {
-            let n = frame.len().min(*len as usize);
-            t.write(*buf, &frame[..n])?;
-            put_addr(t, *src, *srclen, &addr)?;
-            Ok(if flags & MSG_TRUNC_IN != 0 { frame.len() } else { n } as i64)
-        }
-        RecvCall::Msg { msg, flags, hdr } => {
-            let iov = t.read(hdr.iov, (hdr.iovlen * 16) as usize)?;
-            let mut copied = 0usize;
-            for v in iov.chunks_exact(16) {
-                if copied == frame.len() {
-                    break;
-                }
-                let base = u64::from_le_bytes(v[0..8].try_into().map_err(|_| Errno::EFAULT)?);
-                let len = u64::from_le_bytes(v[8..16].try_into().map_err(|_| Errno::EFAULT)?) as usize;
-                let n = len.min(frame.len() - copied);
-                t.write(base, &frame[copied..copied + n])?;
-                copied += n;
-            }
-            let mut out_flags = recv_flags(own);
-            if copied < frame.len() {
-                out_flags |= MSG_TRUNC;
-            }
-            if hdr.name != 0 {
-                let n = (hdr.namelen as usize).min(addr.len());
-                t.write(hdr.name, &addr[..n])?;
-                t.write_u32(msg + 8, SOCKADDR_CAN_LEN as u32)?;
-            }
-            let mut controllen = 0u64;
-            if !control.is_empty() {
-                if hdr.control != 0 && control.len() as u64 <= hdr.controllen {
-                    t.write(hdr.control, control)?;
-                    controllen = control.len() as u64;
-                } else {
-                    out_flags |= MSG_CTRUNC;
-                }
-            }
-            t.write(msg + 40, &controllen.to_le_bytes())?;
-            t.write_u32(msg + 48, out_flags as u32)?;
-            Ok(if flags & MSG_TRUNC_IN != 0 {
-                frame.len()
-            } else {
-                copied
-            } as i64)
-        }
-    }
-}
-
-fn read_msghdr(t: Target, addr: u64) -> Result<MsgHdr, Errno> {
-    let b = t.read(addr, 56)?;
-    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-    Ok(MsgHdr {
-        name: u64_at(0),
-        namelen: u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4])),
-        iov: u64_at(16),
-        iovlen: u64_at(24),
-        control: u64_at(32),
-        controllen: u64_at(40),
-    })
-}
-
 /// The bytes of a `sendmsg`'s iovecs; more than a `canfd_frame` is `EINVAL` (no frame is that long).
-fn gather(t: Target, hdr: &MsgHdr) -> Result<Vec<u8>, Errno> {
-    let iov = t.read(hdr.iov, (hdr.iovlen * 16) as usize)?;
+fn gather(t: &Target, hdr: &MsgHdr) -> Result<Vec<u8>, Errno> {
     let mut data = Vec::new();
-    for v in iov.chunks_exact(16) {
-        let base = u64::from_le_bytes(v[0..8].try_into().map_err(|_| Errno::EFAULT)?);
-        let len = u64::from_le_bytes(v[8..16].try_into().map_err(|_| Errno::EFAULT)?);
+    for (base, len) in hdr.iovecs(t)? {
         if data.len() as u64 + len > CANFD_MTU as u64 {
             return Err(Errno::EINVAL);
         }
         data.extend(t.read(base, len as usize)?);
     }
     Ok(data)
-}
-
-/// Writes an address into a caller's (`addr`, `*addrlen`) pair: truncated to its buffer, length updated.
-fn put_addr(t: Target, addr: u64, lenp: u64, bytes: &[u8]) -> Result<(), Errno> {
-    if addr == 0 || lenp == 0 {
-        return Ok(());
-    }
-    let cap = t.read_u32(lenp)? as i32;
-    if cap < 0 {
-        return Err(Errno::EINVAL);
-    }
-    let n = (cap as usize).min(bytes.len());
-    t.write(addr, &bytes[..n])?;
-    t.write_u32(lenp, bytes.len() as u32)
 }
 
 fn set_nonblocking(fd: RawFd) {

@@ -160,6 +160,16 @@ impl Target {
     }
 }
 
+impl crate::callmem::CallerMemory for Target {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        Target::read(self, addr, len)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        Target::write(self, addr, data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,22 +6,21 @@
 use super::abi::{access_ok, SysResult};
 use super::fdio::{can_recv, read_fd, write_fd};
 use crate::can::{
-    control_messages, parse_sockaddr_can, recv_flags, sockaddr_can, GuestCanSocket, AF_CAN, CAN_RAW,
-    SOCKADDR_CAN_LEN,
+    control_messages, parse_sockaddr_can, sockaddr_can, GuestCanSocket, AF_CAN, CAN_RAW, SOCKADDR_CAN_LEN,
 };
 use crate::errno::Errno;
 use crate::fdtable::Object;
 use crate::guest::{Guest, MAX_IO};
 use crate::vcpu::CpuState;
+use vcan::callmem::{deliver_recvfrom, deliver_recvmsg, put_addr, Delivery, MsgHdr};
 
 const SOCK_DGRAM: u64 = 2;
 const SOCK_RAW: u64 = 3;
 const SOCK_NONBLOCK: u64 = 0x800;
 const SOCK_CLOEXEC: u64 = 0x8_0000;
 const MSG_PEEK: u64 = 0x2;
-const MSG_TRUNC: u64 = 0x20;
 const MSG_DONTWAIT: u64 = 0x40;
-use vcan::raw::{MSG_CTRUNC, SOL_SOCKET, SO_DOMAIN, SO_ERROR, SO_TYPE};
+use vcan::raw::{SOL_SOCKET, SO_DOMAIN, SO_ERROR, SO_TYPE};
 
 /// True if `fd` is a guest CAN socket (used to trigger the snapshot before its `bind`).
 pub fn is_can_socket(g: &Guest, fd: u64) -> bool {
@@ -87,24 +86,6 @@ fn read_can_addr(g: &Guest, addr: u64, len: u64) -> Result<u32, Errno> {
     parse_sockaddr_can(&g.read_user(addr, len.min(SOCKADDR_CAN_LEN as u64))?)
 }
 
-fn can_addr_bytes(ifindex: u32) -> Vec<u8> {
-    sockaddr_can(ifindex).to_vec()
-}
-
-/// Writes an address into a (`addr`, `*addrlen`) pair: truncated to the caller's buffer, length updated.
-fn put_addr(g: &mut Guest, addr: u64, lenp: u64, bytes: &[u8]) -> Result<(), Errno> {
-    if addr == 0 || lenp == 0 {
-        return Ok(());
-    }
-    let cap = g.read_u32(lenp)? as i32;
-    if cap < 0 {
-        return Err(Errno::EINVAL);
-    }
-    let n = (cap as usize).min(bytes.len());
-    g.write_user(addr, &bytes[..n])?;
-    g.write_u32(lenp, bytes.len() as u32)
-}
-
 pub fn bind(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let desc = g.fds.get(a[0] as i32)?;
     if !matches!(desc.borrow().object, Object::Can(_)) {
@@ -143,7 +124,7 @@ pub fn shutdown(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
 
 pub fn getsockname(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let ifindex = with_can(g, a[0], |s| Ok(s.bound.unwrap_or(0)))?;
-    put_addr(g, a[1], a[2], &can_addr_bytes(ifindex))?;
+    put_addr(g, a[1], a[2], &sockaddr_can(ifindex))?;
     Ok(0)
 }
 
@@ -236,37 +217,17 @@ pub fn recvfrom(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     }
     let dontwait = desc.borrow().nonblock || flags & MSG_DONTWAIT != 0;
     let (frame, info) = can_recv(g, &desc, dontwait, flags & MSG_PEEK != 0)?;
-    let n = frame.len().min(len as usize);
-    g.write_user(buf, &frame[..n])?;
-    put_addr(g, src, srclen, &can_addr_bytes(info.ifindex))?;
-    Ok(if flags & MSG_TRUNC != 0 { frame.len() } else { n } as u64)
-}
-
-/// `struct msghdr` fields.
-struct MsgHdr {
-    name: u64,
-    namelen: u32,
-    iov: u64,
-    iovlen: u64,
-    control: u64,
-    controllen: u64,
-}
-
-fn read_msghdr(g: &Guest, addr: u64) -> Result<MsgHdr, Errno> {
-    let b = g.read_user(addr, 56)?;
-    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-    Ok(MsgHdr {
-        name: u64_at(0),
-        namelen: u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4])),
-        iov: u64_at(16),
-        iovlen: u64_at(24),
-        control: u64_at(32),
-        controllen: u64_at(40),
-    })
+    let rx = Delivery {
+        frame: &frame,
+        ifindex: info.ifindex,
+        own: info.own,
+        control: &[],
+    };
+    Ok(deliver_recvfrom(g, (buf, len, flags, src, srclen), &rx)? as u64)
 }
 
 pub fn sendmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
-    let m = read_msghdr(g, a[1])?;
+    let m = MsgHdr::read(g, a[1])?;
     let iov = g.read_iovecs(m.iov, m.iovlen)?;
     let data = g.gather(&iov, MAX_IO)?;
     let desc = g.fds.get(a[0] as i32)?;
@@ -279,7 +240,7 @@ pub fn sendmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
 
 pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     let (fd, msg, flags) = (a[0], a[1], a[2]);
-    let m = read_msghdr(g, msg)?;
+    let m = MsgHdr::read(g, msg)?;
     let iov = g.read_iovecs(m.iov, m.iovlen)?;
     g.mm.check(msg, 56, crate::mm::Access::Write)?;
     let desc = g.fds.get(fd as i32)?;
@@ -290,38 +251,15 @@ pub fn recvmsg(g: &mut Guest, _cpu: &mut CpuState, a: &[u64; 6]) -> SysResult {
     }
     let dontwait = desc.borrow().nonblock || flags & MSG_DONTWAIT != 0;
     let (frame, info) = can_recv(g, &desc, dontwait, flags & MSG_PEEK != 0)?;
-    let copied = g.scatter(&iov, &frame)?;
-    let mut out_flags = recv_flags(info.own);
-    if copied < frame.len() {
-        out_flags |= MSG_TRUNC as i32;
-    }
-    // Source address.
-    if m.name != 0 {
-        let addr = can_addr_bytes(info.ifindex);
-        let n = (m.namelen as usize).min(addr.len());
-        g.write_user(m.name, &addr[..n])?;
-        g.write_u32(msg + 8, SOCKADDR_CAN_LEN as u32)?;
-    }
     // Control messages: the receive timestamp.
     let control = with_can(g, fd, |s| Ok(control_messages(&s.opts, info.timestamp_ns)))?;
-    let mut controllen = 0u64;
-    if m.control != 0 && !control.is_empty() {
-        if (control.len() as u64) <= m.controllen {
-            g.write_user(m.control, &control)?;
-            controllen = control.len() as u64;
-        } else {
-            out_flags |= MSG_CTRUNC;
-        }
-    } else if !control.is_empty() {
-        out_flags |= MSG_CTRUNC;
-    }
-    g.write_u64(msg + 40, controllen)?;
-    g.write_u32(msg + 48, out_flags as u32)?;
-    Ok(if flags & MSG_TRUNC != 0 {
-        frame.len()
-    } else {
-        copied
-    } as u64)
+    let rx = Delivery {
+        frame: &frame,
+        ifindex: info.ifindex,
+        own: info.own,
+        control: &control,
+    };
+    Ok(deliver_recvmsg(g, msg, &m, &iov, flags, &rx)? as u64)
 }
 
 #[cfg(test)]
