@@ -384,8 +384,12 @@ struct Conn {
     writable: bool,
     /// Close once `out` is flushed (after a refusal).
     closing: bool,
-    /// A write failed; the next `flush_all` closes the connection.
+    /// A write failed; the next `flush_all` meets the error again.
     write_failed: bool,
+    /// The peer stopped reading (its socket is closed for writing): nothing more is queued for it and its
+    /// output is discarded, but what it sent before is still read, up to its end of stream, so that a node
+    /// that sends and exits at once loses no frame.
+    peer_gone: bool,
     /// Registered for writable events too. Only while output is blocked: a Unix stream socket signals
     /// write space every time the peer reads, which would wake the hub once more per delivered frame.
     write_interest: bool,
@@ -587,6 +591,7 @@ impl HubThread {
             writable: true,
             closing: false,
             write_failed: false,
+            peer_gone: false,
             write_interest: false,
         };
         if index == self.conns.len() {
@@ -878,6 +883,9 @@ impl HubThread {
                 }
                 _ => continue,
             };
+            if conn.peer_gone {
+                continue;
+            }
             if conn.frame_ends.len() >= limit && conn.writable && !conn.write_failed {
                 // Hand what the socket takes to the kernel before giving up on this frame.
                 if flush_conn(conn, &mut self.nodes).is_err() {
@@ -922,10 +930,25 @@ impl HubThread {
             let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
-            if conn.has_output() && conn.writable {
-                if let Err(reason) = self.flush(index) {
-                    self.close(index, reason);
-                    continue;
+            if conn.has_output() && conn.writable && !conn.peer_gone {
+                match self.flush(index) {
+                    Ok(()) => {}
+                    // The peer is gone for writing: read what it sent until its end of stream.
+                    Err(CloseReason::Eof) => {
+                        if let Some(conn) = self.conns[index].as_mut() {
+                            conn.peer_gone = true;
+                            conn.out_base += conn.out.len() as u64;
+                            conn.out.clear();
+                            conn.out_pos = 0;
+                            conn.frame_ends.clear();
+                            conn.readable = true;
+                        }
+                        self.any_full = true;
+                    }
+                    Err(reason) => {
+                        self.close(index, reason);
+                        continue;
+                    }
                 }
             }
             if let Some(conn) = &self.conns[index] {

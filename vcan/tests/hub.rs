@@ -652,3 +652,36 @@ fn public_types_can_cross_threads() {
     send::<vcan::kernel::KernelSocket>();
     send::<Box<dyn CanSocket>>();
 }
+
+#[test]
+fn a_node_that_sends_and_leaves_at_once_loses_no_frame_under_flow_control() {
+    // The sender takes its own echoes and never reads them: its queue fills, the hub pauses reading, and
+    // the sender closes with frames still unread in its socket. They must still reach the bus (the hub
+    // once closed such a connection on the failed write of an echo and dropped its unread input).
+    let bus = bus_with(16, Backpressure::Block);
+    let mut observer = join(&bus, &opts("observer"));
+    const N: u32 = 2000;
+    let sender = {
+        let endpoint = bus.hub.unix_endpoint().unwrap();
+        std::thread::spawn(move || {
+            let mut node = HubClient::connect(
+                &endpoint,
+                &OpenOptions {
+                    node_name: "sender".into(),
+                    recv_own: true,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap();
+            for i in 0..N {
+                node.send(&numbered(i)).unwrap();
+            }
+        })
+    };
+    for i in 0..N {
+        let rx = recv(&mut observer);
+        assert_eq!(rx.frame, numbered(i), "frame {i}");
+    }
+    sender.join().unwrap();
+    assert_eq!(bus.hub.stats().nodes[1].sent, N as u64);
+}

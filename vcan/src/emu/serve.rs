@@ -37,6 +37,8 @@ const MSG_PEEK: u64 = 0x2;
 const MSG_DONTWAIT: u64 = 0x40;
 /// Receive metadata kept per socket at most (more than its kernel buffer can hold frames).
 const META_MAX: usize = 4096;
+/// Written frames forwarded per socket and wake-up before the other direction gets its turn.
+const WRITE_BATCH: usize = 256;
 /// How often waiting calls are checked for interruption.
 const PENDING_TICK: Duration = Duration::from_millis(20);
 /// `IFF_UP | IFF_RUNNING | IFF_NOARP`, as a `vcan` interface reports.
@@ -206,7 +208,7 @@ impl Supervisor {
             }
             if stop.is_some() && fds[1].revents != 0 {
                 // Stopped: what the program wrote before still goes on the bus.
-                self.pump_all();
+                self.pump_all(usize::MAX);
                 break;
             }
             let listener = fds[0].revents;
@@ -221,7 +223,7 @@ impl Supervisor {
                 }
             } else if listener & (libc::POLLHUP | libc::POLLERR) != 0 {
                 // No process uses the filter any more: what the last one wrote still goes on the bus.
-                self.pump_all();
+                self.pump_all(usize::MAX);
                 break;
             }
             for fd in &fds[socket_start..] {
@@ -231,7 +233,7 @@ impl Supervisor {
                     }
                 }
             }
-            self.pump_all();
+            self.pump_all(WRITE_BATCH);
             self.serve_pending();
         }
         self.stats
@@ -377,7 +379,7 @@ impl Supervisor {
         // Frames written before the call go out under the options they were written with (the kernel
         // sends each frame during its write): an FD frame before FD_FRAMES is turned off, a frame written
         // with LOOPBACK off before it is turned on.
-        forward_written(s, &mut self.stats);
+        forward_written(s, &mut self.stats, usize::MAX);
         match s.raw.setsockopt(ifaces, level, name, &bytes) {
             // Socket-level options also apply to the real socket (receive timeouts, buffer sizes).
             Ok(()) if level == SOL_SOCKET => Answer::Continue,
@@ -658,7 +660,7 @@ impl Supervisor {
             }
         }
         // Frames written earlier with write() go first.
-        forward_written(s, &mut self.stats);
+        forward_written(s, &mut self.stats, usize::MAX);
         s.raw.send(data).map(|n| n as i64).into()
     }
 
@@ -678,20 +680,23 @@ impl Supervisor {
         }
     }
 
-    fn pump_all(&mut self) {
+    /// Moves frames both ways for every socket: at most `max_written` written frames each.
+    fn pump_all(&mut self, max_written: usize) {
         let stats = &mut self.stats;
         for s in self.sockets.values_mut() {
-            forward_written(s, stats);
+            forward_written(s, stats, max_written);
             forward_received(s);
         }
         self.sockets.retain(|_, s| !s.hung_up);
     }
 }
 
-/// Frames the program wrote into its end of the pair: to the bus.
-fn forward_written(s: &mut Emulated, stats: &mut EmulationStats) {
+/// Frames the program wrote into its end of the pair: to the bus, at most `max` of them (so that a program
+/// that writes without pause does not starve the bus's direction, whose own-frame echoes would pile up in
+/// the hub). True when `max` stopped it with more waiting.
+fn forward_written(s: &mut Emulated, stats: &mut EmulationStats, max: usize) -> bool {
     let mut buf = [0u8; CANFD_MTU + 1];
-    loop {
+    for _ in 0..max {
         // SAFETY: recv writes at most buf.len() bytes into buf.
         let n = unsafe {
             libc::recv(
@@ -702,11 +707,11 @@ fn forward_written(s: &mut Emulated, stats: &mut EmulationStats) {
             )
         };
         if n < 0 {
-            return;
+            return false;
         }
         if n == 0 {
             s.hung_up = true;
-            return;
+            return false;
         }
         let sent = decode_frame(&buf[..n as usize], s.raw.opts.fd_frames).and_then(|f| s.raw.send_frame(&f));
         if let Err(e) = sent {
@@ -714,6 +719,7 @@ fn forward_written(s: &mut Emulated, stats: &mut EmulationStats) {
             tracing::debug!(node = %s.raw.node_name, error = %e, "SocketCAN emulation: a written frame was dropped");
         }
     }
+    true
 }
 
 /// Frames from the bus that pass the socket's options: into the pair, as long as it has room.
