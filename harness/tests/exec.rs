@@ -6,9 +6,10 @@
 //! throwaway venv under the target directory (`<target>/pycan-venv`); a missing tool or an unreachable PyPI
 //! fails the test with what to do (CI has both), it never passes without running.
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vcan::hub::{Hub, HubConfig};
@@ -101,43 +102,6 @@ impl Bus {
     }
 }
 
-/// Waits for `child` within `limit` (killed and failed when it overruns) and collects its output.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let mut out = child.stdout.take().expect("stdout piped");
-    let mut err = child.stderr.take().expect("stderr piped");
-    let t_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the program did not finish within {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&t_err.join().unwrap_or_default())
-            );
-        }
-        // Polling the child's exit status under a deadline.
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-    }
-}
-
 fn spawn(cmd: &mut Command) -> Child {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -159,7 +123,7 @@ fn cansend_puts_a_frame_on_the_hub() {
             .arg(tool("cansend"))
             .args(["can0", "123#DEADBEEF"]),
     );
-    let out = finish(child, LIMIT);
+    let out = common::finish_within(child, LIMIT);
     assert!(
         out.status.success(),
         "cansend: {:?} {}",
@@ -181,7 +145,7 @@ fn candump_prints_a_frame_from_the_hub() {
     );
     bus.wait_for_node("candump", &mut child);
     bus.send("321#C0FFEE");
-    let out = finish(child, LIMIT);
+    let out = common::finish_within(child, LIMIT);
     assert!(
         out.status.success(),
         "candump: {:?} {}",
@@ -210,7 +174,7 @@ fn bad_can_values_exit_2_with_a_clear_message() {
         ),
         (vec![], "--can"),
     ] {
-        let out = finish(
+        let out = common::finish_within(
             spawn(agl_parity().arg("exec").args(&args).args(["--", "/bin/true"])),
             LIMIT,
         );
@@ -224,7 +188,7 @@ fn bad_can_values_exit_2_with_a_clear_message() {
     // A well-formed bus nobody serves: the program's bind fails, exec itself reports the program's code.
     let dir = tempfile::tempdir().expect("tempdir");
     let gone = format!("can0=unix:{}", dir.path().join("none.sock").display());
-    let out = finish(
+    let out = common::finish_within(
         spawn(
             agl_parity()
                 .args(["exec", "--can", &gone, "--"])
@@ -308,7 +272,7 @@ fn python_can_sends_and_receives_through_exec() {
     // The script's frame means its socket is bound: the answer reaches it.
     let rx = bus.wait_id(0x456, LIMIT);
     if rx.is_none() {
-        let out = finish(child, LIMIT);
+        let out = common::finish_within(child, LIMIT);
         panic!(
             "no frame 0x456 from python-can: {:?}\n{}\n{}",
             out.status,
@@ -318,7 +282,7 @@ fn python_can_sends_and_receives_through_exec() {
     }
     assert_eq!(rx.map(|r| r.frame), Some("456#010203".parse::<Frame>().unwrap()));
     bus.send("457#CAFE");
-    let out = finish(child, LIMIT);
+    let out = common::finish_within(child, LIMIT);
     assert!(
         out.status.success(),
         "python-can: {:?}\n{}\n{}",

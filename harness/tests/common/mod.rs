@@ -161,3 +161,44 @@ pub fn hostable(names: &[&'static str], who: &str) -> Vec<&'static str> {
     }
     hostable
 }
+
+/// Waits for `child` (its stdout and stderr piped) within `limit` and collects its output; a child that
+/// overruns is killed and the test fails with its stderr.
+pub fn finish_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    if rx.recv_timeout(limit).is_err() {
+        // SAFETY: kill(2) on the child's pid; the waiter thread reaps it.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        let _ = waiter.join();
+        panic!(
+            "the program did not finish within {limit:?}; stderr: {}",
+            String::from_utf8_lossy(&err.join().unwrap_or_default())
+        );
+    }
+    let status = waiter.join().expect("waiter").expect("wait");
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}

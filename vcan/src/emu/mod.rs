@@ -102,25 +102,11 @@ impl<R: Send + 'static> ChildChannel<R> {
     pub fn with(
         handler: impl FnOnce(OwnedFd) -> Result<R, EmuError> + Send + 'static,
     ) -> Result<ChildChannel<R>, EmuError> {
-        let mut pair = [0i32; 2];
-        // SAFETY: socketpair writes two descriptors, owned right below. SEQPACKET, so that the taker sees
-        // the end of the channel when the child is gone without sending.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                pair.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(EmuError::Io {
-                what: "socketpair for the listener",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: both were just created.
-        let (parent, child) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // SEQPACKET, so that the taker sees the end of the channel when the child is gone without sending.
+        let (parent, child) = seccomp::seqpacket_pair().map_err(|source| EmuError::Io {
+            what: "socketpair for the listener",
+            source,
+        })?;
         let taker = std::thread::Builder::new()
             .name("socketcan-emu-taker".into())
             .spawn(move || {

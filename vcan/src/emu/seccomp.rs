@@ -201,6 +201,26 @@ impl SyscallFilter {
     }
 }
 
+/// A `SOCK_SEQPACKET` Unix socket pair, both ends close-on-exec: each emulated CAN socket is one, and so is
+/// the channel a child sends its listener over (a sequenced-packet peer sees the other end go away).
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut pair = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors into `pair`, owned right below.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) })
+}
+
 /// A control-message buffer for one descriptor, aligned for `cmsghdr`.
 #[repr(C, align(8))]
 struct FdCmsg {

@@ -15,7 +15,7 @@
 //! The loop ends when no process uses the filter any more (the listener hangs up) or when stopped.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::seccomp::{
@@ -282,21 +282,9 @@ impl Supervisor {
             // CAN_BCM, ISO-TP and J1939 are not emulated.
             return Answer::Error(Errno::EPROTONOSUPPORT);
         }
-        let mut pair = [0i32; 2];
-        // SAFETY: socketpair writes two descriptors into `pair`, owned right below.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                pair.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
+        let Ok((far, near)) = super::seccomp::seqpacket_pair() else {
             return Answer::Error(Errno::ENOBUFS);
-        }
-        // SAFETY: both descriptors were just created and are owned here.
-        let (far, near) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        };
         set_nonblocking(near.as_raw_fd());
         if ty & SOCK_NONBLOCK != 0 {
             set_nonblocking(far.as_raw_fd());
