@@ -74,10 +74,7 @@ pub fn exec(
         format!("{name}@exec"),
     )
     .map_err(|e| match e {
-        EmuError::Io {
-            what: "starting the program",
-            source,
-        } => ExecError::Spawn {
+        EmuError::Spawn(source) => ExecError::Spawn {
             program: program.clone(),
             source,
         },

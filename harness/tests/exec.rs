@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vcan::hub::{Hub, HubConfig};
 use vcan::{CanSocket, Frame, OpenOptions, Received};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -33,40 +32,26 @@ fn tool(name: &str) -> PathBuf {
 
 /// A hub on a Unix socket and the test's node on it.
 struct Bus {
-    _dir: tempfile::TempDir,
-    hub: Hub,
+    bus: common::TempHub,
     node: Box<dyn CanSocket>,
-    uri: String,
 }
 
 impl Bus {
     fn start() -> Bus {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("bus.sock");
-        let hub = Hub::start(HubConfig {
-            name: "exec".into(),
-            unix_path: Some(path.clone()),
-            ..HubConfig::default()
-        })
-        .expect("start hub");
+        let bus = common::TempHub::start("exec");
         let node = vcan::open(
-            &hub.unix_endpoint().expect("unix endpoint"),
+            &bus.endpoint(),
             &OpenOptions {
                 node_name: "exec-test".into(),
                 ..OpenOptions::default()
             },
         )
         .expect("join hub");
-        Bus {
-            _dir: dir,
-            hub,
-            node,
-            uri: format!("unix:{}", path.display()),
-        }
+        Bus { bus, node }
     }
 
     fn can_arg(&self) -> String {
-        format!("can0={}", self.uri)
+        format!("can0={}", self.bus.uri)
     }
 
     /// The first frame with this standard id within `limit`.
@@ -91,7 +76,14 @@ impl Bus {
     /// bound, so a frame sent now reaches it.
     fn wait_for_node(&self, prefix: &str, child: &mut Child) {
         let deadline = Instant::now() + LIMIT;
-        while !self.hub.stats().nodes.iter().any(|n| n.name.starts_with(prefix)) {
+        while !self
+            .bus
+            .hub
+            .stats()
+            .nodes
+            .iter()
+            .any(|n| n.name.starts_with(prefix))
+        {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the program ended ({status}) before it joined the bus");
             }

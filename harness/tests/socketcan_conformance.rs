@@ -20,7 +20,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use vcan::hub::{Hub, HubConfig};
 use vcan::{Endpoint, Frame, OpenOptions};
 
 /// Every check the program prints, in order.
@@ -88,35 +87,6 @@ fn program() -> &'static Path {
             (dir, out)
         })
         .1
-}
-
-/// A hub on a Unix socket, and the test's own node on it.
-struct Bus {
-    _dir: tempfile::TempDir,
-    hub: Hub,
-    uri: String,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("bus.sock");
-        let hub = Hub::start(HubConfig {
-            name: "conformance".into(),
-            unix_path: Some(path.clone()),
-            ..HubConfig::default()
-        })
-        .expect("start hub");
-        Bus {
-            _dir: dir,
-            hub,
-            uri: format!("unix:{}", path.display()),
-        }
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        self.hub.unix_endpoint().expect("unix endpoint")
-    }
 }
 
 /// Answers the program's marker with an error frame, on its own thread (ends after answering or when
@@ -220,7 +190,7 @@ fn run(env: &'static str, mut cmd: Command) -> Run {
 
 /// The program under the seccomp emulation, as a user runs it: `agl-parity exec --can can0=... --`.
 fn run_emulated() -> Run {
-    let bus = Bus::start();
+    let bus = common::TempHub::start("conformance");
     let answered = answer_marker(&bus.endpoint(), RUN_LIMIT);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agl-parity"));
     cmd.arg("exec")
@@ -246,7 +216,7 @@ fn vmm() -> PathBuf {
 
 /// The program in a microVM of agl-vmm (static ELF, an empty guest root).
 fn run_in_vm() -> Run {
-    let bus = Bus::start();
+    let bus = common::TempHub::start("conformance");
     let root = tempfile::tempdir().expect("tempdir");
     let answered = answer_marker(&bus.endpoint(), RUN_LIMIT);
     let mut cmd = Command::new(vmm());

@@ -55,6 +55,29 @@ pub(crate) struct HostLauncher {
     pub(crate) emulation: Option<EmulationSpec>,
 }
 
+impl HostLauncher {
+    /// Spawns `command` (`what` names it in errors), with SocketCAN emulated when the launcher asks for it.
+    fn spawn(
+        &self,
+        command: &mut tokio::process::Command,
+        what: &str,
+    ) -> Result<(tokio::process::Child, Option<vcan::emu::Emulation>), InfraError> {
+        let channel = match &self.emulation {
+            Some(spec) => Some(spec.prepare(command, &self.name)?),
+            None => None,
+        };
+        let child = command.spawn().map_err(|e| InfraError::Launch {
+            workload: self.name.clone(),
+            reason: format!("{what}: {e}"),
+        })?;
+        let emulation = match channel {
+            Some(channel) => Some(EmulationSpec::start(channel, &self.name)?),
+            None => None,
+        };
+        Ok((child, emulation))
+    }
+}
+
 #[async_trait]
 impl Launcher for HostLauncher {
     async fn launch(&self, logs: &LogSink) -> Result<Box<dyn Process>, InfraError> {
@@ -81,18 +104,7 @@ impl Launcher for HostLauncher {
                 Ok(())
             });
         }
-        let channel = match &self.emulation {
-            Some(spec) => Some(spec.prepare(&mut command, &self.name)?),
-            None => None,
-        };
-        let mut child = command.spawn().map_err(|e| InfraError::Launch {
-            workload: self.name.clone(),
-            reason: format!("`{program}`: {e}"),
-        })?;
-        let emulation = match (&self.emulation, channel) {
-            (Some(spec), Some(channel)) => Some(spec.start(channel, &self.name)?),
-            _ => None,
-        };
+        let (mut child, emulation) = self.spawn(&mut command, &format!("`{program}`"))?;
         let readers = [
             child.stdout.take().map(|out| logs.follow(out)),
             child.stderr.take().map(|err| logs.follow(err)),
@@ -125,20 +137,12 @@ impl Launcher for HostLauncher {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         // A probe sees the container's CAN interfaces as its workload does.
-        let channel = match &self.emulation {
-            Some(spec) => Some(spec.prepare(&mut probe, &self.name)?),
-            None => None,
-        };
-        let launch = |e: std::io::Error| InfraError::Launch {
+        let what = format!("probe `{program}`");
+        let (mut child, _emulation) = self.spawn(&mut probe, &what)?;
+        let status = child.wait().await.map_err(|e| InfraError::Launch {
             workload: self.name.clone(),
-            reason: format!("probe `{program}`: {e}"),
-        };
-        let mut child = probe.spawn().map_err(launch)?;
-        let _emulation = match (&self.emulation, channel) {
-            (Some(spec), Some(channel)) => Some(spec.start(channel, &self.name)?),
-            _ => None,
-        };
-        let status = child.wait().await.map_err(launch)?;
+            reason: format!("{what}: {e}"),
+        })?;
         Ok(status.success())
     }
 }

@@ -181,7 +181,7 @@ impl EmulationSpec {
     }
 
     /// The running emulation of the spawned child.
-    pub fn start(&self, channel: ChildChannel, workload: &str) -> Result<Emulation, InfraError> {
+    pub fn start(channel: ChildChannel, workload: &str) -> Result<Emulation, InfraError> {
         channel.finish().map_err(|e| InfraError::Launch {
             workload: workload.to_string(),
             reason: e.to_string(),

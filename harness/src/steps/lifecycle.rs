@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::def::{step_fn, Kind, StepArgs, StepDef, StepResult, DUR};
+use crate::env::Instance;
 use crate::supervisor::Phase;
-use crate::world::{ScenarioWorld, StepFailure};
+use crate::world::{Mark, ScenarioWorld, StepFailure};
 
 pub fn steps() -> Vec<StepDef> {
     use Kind::*;
@@ -304,31 +305,42 @@ async fn logs(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     let within = a.duration(2, 3)?;
     let mark = w.mark();
     let pod = w.pod(a.get(0))?;
-    let waits = pod.instances.iter().map(|i| {
+    let instances: Vec<&Instance> = pod.instances.iter().collect();
+    match wait_for_log(&instances, &mark, &needle, within).await {
+        Ok(()) => Ok(()),
+        Err(tail) => Err(StepFailure::fail(format!(
+            "`{}` did not log \"{needle}\" within {within:?}; last lines:\n{tail}",
+            a.get(0)
+        ))),
+    }
+}
+
+/// Waits until one of `instances` logs `needle` after `mark` (within `within`); else the last lines of
+/// each, for the failure message.
+async fn wait_for_log(
+    instances: &[&Instance],
+    mark: &Mark,
+    needle: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let waits = instances.iter().map(|i| {
         let from = mark
             .log_index
             .get(&format!("{}/{}", i.pod, i.container.name))
             .copied()
             .unwrap_or(0);
         let logs = i.supervisor.logs().clone();
-        let needle = needle.clone();
-        Box::pin(async move { logs.wait_for(from, &needle, within).await })
+        let needle = needle.to_string();
+        Box::pin(async move { logs.wait_for(from, &needle, within).await.ok_or(()) })
     });
-    let found = futures::future::select_ok(waits.map(|f| Box::pin(async move { f.await.ok_or(()) }))).await;
-    if found.is_ok() {
-        Ok(())
-    } else {
-        let tail = pod
-            .instances
-            .iter()
-            .map(|i| i.supervisor.logs().tail(6))
-            .collect::<Vec<_>>()
-            .join("\n");
-        Err(StepFailure::fail(format!(
-            "`{}` did not log \"{needle}\" within {within:?}; last lines:\n{tail}",
-            a.get(0)
-        )))
+    if futures::future::select_ok(waits).await.is_ok() {
+        return Ok(());
     }
+    Err(instances
+        .iter()
+        .map(|i| i.supervisor.logs().tail(6))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 /// `the "<container>" log of "<pod>" shows "<text>"`: like [`logs`], but only the named container's output
@@ -338,7 +350,7 @@ async fn container_logs(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     let within = a.duration(3, 4)?;
     let mark = w.mark();
     let pod = w.pod(a.get(1))?;
-    let instances: Vec<_> = pod
+    let instances: Vec<&Instance> = pod
         .instances
         .iter()
         .filter(|i| i.container.name == container)
@@ -352,26 +364,11 @@ async fn container_logs(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
             names.join(", ")
         )));
     }
-    let waits = instances.iter().map(|i| {
-        let from = mark
-            .log_index
-            .get(&format!("{}/{}", i.pod, i.container.name))
-            .copied()
-            .unwrap_or(0);
-        let logs = i.supervisor.logs().clone();
-        let needle = needle.clone();
-        Box::pin(async move { logs.wait_for(from, &needle, within).await.ok_or(()) })
-    });
-    if futures::future::select_ok(waits).await.is_ok() {
-        return Ok(());
+    match wait_for_log(&instances, &mark, &needle, within).await {
+        Ok(()) => Ok(()),
+        Err(tail) => Err(StepFailure::fail(format!(
+            "the `{container}` log of `{}` did not show \"{needle}\" within {within:?}; last lines:\n{tail}",
+            a.get(1)
+        ))),
     }
-    let tail = instances
-        .iter()
-        .map(|i| i.supervisor.logs().tail(6))
-        .collect::<Vec<_>>()
-        .join("\n");
-    Err(StepFailure::fail(format!(
-        "the `{container}` log of `{}` did not show \"{needle}\" within {within:?}; last lines:\n{tail}",
-        a.get(1)
-    )))
 }

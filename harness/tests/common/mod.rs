@@ -202,3 +202,33 @@ pub fn finish_within(mut child: std::process::Child, limit: Duration) -> std::pr
         stderr: err.join().unwrap_or_default(),
     }
 }
+
+/// A userspace hub on a Unix socket in a temporary directory (removed with it).
+pub struct TempHub {
+    _dir: tempfile::TempDir,
+    pub hub: vcan::hub::Hub,
+    /// `unix:<socket>`, as `--can can0=...` takes it.
+    pub uri: String,
+}
+
+impl TempHub {
+    pub fn start(name: &str) -> TempHub {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bus.sock");
+        let hub = vcan::hub::Hub::start(vcan::hub::HubConfig {
+            name: name.into(),
+            unix_path: Some(path.clone()),
+            ..vcan::hub::HubConfig::default()
+        })
+        .expect("start hub");
+        TempHub {
+            _dir: dir,
+            hub,
+            uri: format!("unix:{}", path.display()),
+        }
+    }
+
+    pub fn endpoint(&self) -> vcan::Endpoint {
+        self.hub.unix_endpoint().expect("unix endpoint")
+    }
+}

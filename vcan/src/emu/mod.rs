@@ -47,6 +47,8 @@ pub const IFINDEX_BASE: u32 = 4096;
 pub enum EmuError {
     #[error("this kernel cannot emulate SocketCAN: {0}")]
     Unsupported(String),
+    #[error("cannot start the program: {0}")]
+    Spawn(#[source] io::Error),
     #[error("SocketCAN emulation: {what}: {source}")]
     Io {
         what: &'static str,
@@ -194,10 +196,7 @@ pub fn spawn(
         });
         command.pre_exec(channel.hook());
     }
-    let mut child = command.spawn().map_err(|source| EmuError::Io {
-        what: "starting the program",
-        source,
-    })?;
+    let mut child = command.spawn().map_err(EmuError::Spawn)?;
     match channel.finish() {
         Ok(emulation) => Ok((child, emulation)),
         Err(e) => {

@@ -163,11 +163,7 @@ impl Supervisor {
                 });
             }
             let socket_start = fds.len();
-            let inodes: Vec<u64> = self.sockets.keys().copied().collect();
-            for inode in &inodes {
-                let Some(s) = self.sockets.get(inode) else {
-                    continue;
-                };
+            for s in self.sockets.values() {
                 let mut events = libc::POLLIN;
                 if !s.out.is_empty() {
                     events |= libc::POLLOUT;

@@ -427,24 +427,25 @@ impl Environment for BoardEnv {
             endpoints.push((bus.name.clone(), uri));
         }
         let bus_env = bus_env(&endpoints);
+        // The emulation's wrapper, the same for every container of the pod.
+        let wrapper = if emulated.is_empty() {
+            Vec::new()
+        } else {
+            let pod_init = crate::helpers::Helper::PodInit.path().await?;
+            let remote_init = self.remote_binary(&pod_init, "agl-pod-init").await?;
+            vec![
+                remote_init,
+                "--can-emulate".into(),
+                emulated.join(","),
+                "--".into(),
+            ]
+        };
         let mut instances = Vec::new();
         for container in &pod.containers {
             let local = self.catalog.binary_for(&container.image).await?;
             let name = container.image.binary_name().to_string();
             let remote = self.remote_binary(&local, &name).await?;
             let argv = argv_for(container, Path::new(&remote))?;
-            let wrapper = if emulated.is_empty() {
-                Vec::new()
-            } else {
-                let pod_init = crate::helpers::Helper::PodInit.path().await?;
-                let remote_init = self.remote_binary(&pod_init, "agl-pod-init").await?;
-                vec![
-                    remote_init,
-                    "--can-emulate".into(),
-                    emulated.join(","),
-                    "--".into(),
-                ]
-            };
             let mut env = container.env.clone();
             env.extend(bus_env.iter().cloned());
             env.push((RUN_MARKER_ENV.to_string(), self.run_id.clone()));
@@ -470,7 +471,7 @@ impl Environment for BoardEnv {
                 dir,
                 binary: remote,
                 argv,
-                wrapper,
+                wrapper: wrapper.clone(),
                 env,
                 run_id: self.run_id.clone(),
                 owner: self.owner.clone(),
