@@ -224,7 +224,8 @@ mod tests {
             answer,
         });
         let sup = Supervisor::start(launcher.clone(), policy, LogSink::memory("c"));
-        let task = ProbeTask::spawn(&container, sup.control(), Duration::from_secs(1));
+        let control = sup.control().expect("the harness supervises");
+        let task = ProbeTask::spawn(&container, control, Duration::from_secs(1));
         (sup, task, launcher)
     }
 

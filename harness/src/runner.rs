@@ -400,6 +400,7 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
     };
     summary.transport = environment.transport();
     summary.enforces = environment.enforces();
+    summary.notes = environment.notes();
     // Scenarios needing a capability this environment lacks are reported, not run.
     let capabilities = environment.capabilities();
     selected.retain(|(id, feature_name, name, tags)| {

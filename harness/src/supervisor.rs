@@ -6,6 +6,11 @@
 //!
 //! Restart back-off follows Kubernetes' shape, scaled for tests: 100 ms after the first crash, doubling up
 //! to 3.2 s, reset after 10 s of running.
+//!
+//! Where an orchestrator owns the container's life (the kube environment, `podman kube play`), the
+//! supervisor decides nothing: [`Supervisor::observe`] wraps an [`Orchestrated`] container whose state
+//! comes from the orchestrator and to which the scenario's stop, kill and restart are passed on. The step
+//! library sees the same [`Supervisor`] either way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -68,6 +73,25 @@ pub trait Launcher: Send + Sync {
     async fn exec(&self, command: &[String]) -> Result<bool, InfraError>;
 }
 
+/// A container whose life an orchestrator owns: restart policy, back-off and probes are the orchestrator's;
+/// this handle reports what the orchestrator says (kept current in [`Orchestrated::watch`]) and carries the
+/// scenario's lifecycle steps to it.
+#[async_trait]
+pub trait Orchestrated: Send + Sync {
+    /// The container's state as the orchestrator reports it.
+    fn watch(&self) -> watch::Receiver<ProcessState>;
+    /// Graceful stop through the orchestrator (its stop with `grace`); it does not restart it.
+    async fn stop(&self, grace: Duration);
+    /// SIGKILL to the container's process, as a crash: the orchestrator's restart policy decides.
+    async fn kill(&self);
+    /// A restart asked by the scenario (the orchestrator's restart with `grace`).
+    async fn restart(&self, grace: Duration);
+    /// Runs a probe command in the container; `Ok(true)` when it exits with code 0.
+    async fn exec(&self, command: &[String]) -> Result<bool, InfraError>;
+    /// The end of the scenario for this container: the orchestrator removes it (with `grace`).
+    async fn shutdown(&self, grace: Duration);
+}
+
 /// Where the supervised container is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -115,10 +139,24 @@ enum Command {
     },
 }
 
-/// Handle to a supervised container. Dropping it kills the process.
+/// Handle to a supervised container. Dropping it kills the process (or, orchestrated, leaves the removal
+/// to the orchestrated container's own drop).
 pub struct Supervisor {
-    control: SupervisorControl,
-    task: Option<tokio::task::JoinHandle<()>>,
+    driver: Driver,
+}
+
+/// Who decides the container's life.
+enum Driver {
+    /// This module's restart policy, through a [`Launcher`].
+    Harness {
+        control: SupervisorControl,
+        task: Option<tokio::task::JoinHandle<()>>,
+    },
+    /// An orchestrator; only observed.
+    Orchestrator {
+        container: Arc<dyn Orchestrated>,
+        logs: LogSink,
+    },
 }
 
 impl Supervisor {
@@ -135,66 +173,99 @@ impl Supervisor {
         });
         let task = tokio::spawn(supervise(launcher.clone(), policy, logs.clone(), rx, state_tx));
         Supervisor {
-            control: SupervisorControl {
-                launcher,
-                commands,
-                state,
-                logs,
+            driver: Driver::Harness {
+                control: SupervisorControl {
+                    launcher,
+                    commands,
+                    state,
+                    logs,
+                },
+                task: Some(task),
             },
-            task: Some(task),
+        }
+    }
+
+    /// Follows a container whose life an orchestrator owns; `logs` is where its output is collected.
+    pub fn observe(container: Arc<dyn Orchestrated>, logs: LogSink) -> Supervisor {
+        Supervisor {
+            driver: Driver::Orchestrator { container, logs },
         }
     }
 
     pub fn state(&self) -> ProcessState {
-        self.control.state.borrow().clone()
+        match &self.driver {
+            Driver::Harness { control, .. } => control.state.borrow().clone(),
+            Driver::Orchestrator { container, .. } => container.watch().borrow().clone(),
+        }
     }
 
     /// A receiver to wait for state changes.
     pub fn watch(&self) -> watch::Receiver<ProcessState> {
-        self.control.watch()
+        match &self.driver {
+            Driver::Harness { control, .. } => control.watch(),
+            Driver::Orchestrator { container, .. } => container.watch(),
+        }
     }
 
     pub fn logs(&self) -> &LogSink {
-        self.control.logs()
+        match &self.driver {
+            Driver::Harness { control, .. } => control.logs(),
+            Driver::Orchestrator { logs, .. } => logs,
+        }
     }
 
     /// Runs a probe command in the container (see [`Launcher::exec`]).
     pub async fn exec(&self, command: &[String]) -> Result<bool, InfraError> {
-        self.control.exec(command).await
+        match &self.driver {
+            Driver::Harness { control, .. } => control.exec(command).await,
+            Driver::Orchestrator { container, .. } => container.exec(command).await,
+        }
     }
 
     /// Graceful stop: terminate, wait up to `grace`, then kill. The policy does not restart it.
     pub async fn stop(&self, grace: Duration) {
-        self.control.send(|done| Command::Stop { grace, done }).await
+        match &self.driver {
+            Driver::Harness { control, .. } => control.send(|done| Command::Stop { grace, done }).await,
+            Driver::Orchestrator { container, .. } => container.stop(grace).await,
+        }
     }
 
     /// Hard kill, as a crash: the restart policy decides what happens next.
     pub async fn kill(&self) {
-        self.control.send(|done| Command::Kill { done }).await
+        match &self.driver {
+            Driver::Harness { control, .. } => control.send(|done| Command::Kill { done }).await,
+            Driver::Orchestrator { container, .. } => container.kill().await,
+        }
     }
 
-    /// Ends the current incarnation as a failure (terminate, `grace`, kill), as the kubelet does after a failed
-    /// liveness or startup probe: the restart policy decides what happens next.
-    pub async fn fail(&self, grace: Duration) {
-        self.control.fail(grace).await
-    }
-
-    /// A cheap handle for tasks that watch and act on this container (probes).
-    pub fn control(&self) -> SupervisorControl {
-        self.control.clone()
+    /// A cheap handle for tasks that watch and act on this container (probes); `None` when an orchestrator
+    /// runs the container's probes.
+    pub fn control(&self) -> Option<SupervisorControl> {
+        match &self.driver {
+            Driver::Harness { control, .. } => Some(control.clone()),
+            Driver::Orchestrator { .. } => None,
+        }
     }
 
     /// Stops the current incarnation (gracefully) and starts a new one.
     pub async fn restart(&self, grace: Duration) {
-        self.control.send(|done| Command::Restart { grace, done }).await
+        match &self.driver {
+            Driver::Harness { control, .. } => control.send(|done| Command::Restart { grace, done }).await,
+            Driver::Orchestrator { container, .. } => container.restart(grace).await,
+        }
     }
 
     /// Stops the process for good (graceful, then kill) and ends supervision.
     pub async fn shutdown(mut self, grace: Duration) {
-        self.stop(grace).await;
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        match &mut self.driver {
+            Driver::Harness { control, task } => {
+                control.send(|done| Command::Stop { grace, done }).await;
+                if let Some(task) = task.take() {
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+            Driver::Orchestrator { container, .. } => container.shutdown(grace).await,
         }
     }
 }
@@ -239,7 +310,7 @@ impl SupervisorControl {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         // Aborting the task drops the `Process`, whose own Drop kills what is left.
-        if let Some(task) = &self.task {
+        if let Driver::Harness { task: Some(task), .. } = &self.driver {
             task.abort();
         }
     }

@@ -175,10 +175,52 @@ impl Replicas<'_> {
         self.pass.env.deploy(&self.pass.run, request).await
     }
 
-    /// Every replica in turn, each ready before the next starts.
+    /// Every replica in turn, each ready before the next starts; where an orchestrator runs whole pods,
+    /// the workload as the manifest has it, in one deploy.
     async fn deploy(&self, log_root: &Path, all: &mut Vec<Instance>) -> Result<(), StepFailure> {
+        if self.pass.env.orchestrates_pods() {
+            return self.deploy_orchestrated(log_root, all).await;
+        }
         for index in 0..self.spec.replicas.max(1) {
             self.deploy_replica(index, log_root, all).await?;
+        }
+        Ok(())
+    }
+
+    /// The orchestrator starts every replica (init containers, policy and probes its own); each replica's
+    /// app containers are then awaited like the harness's own, and with several replicas on a heartbeat,
+    /// until each has sent on the bus.
+    async fn deploy_orchestrated(&self, log_root: &Path, all: &mut Vec<Instance>) -> Result<(), StepFailure> {
+        let (spec, timeout) = (self.spec, self.pass.settings.ready_timeout);
+        let senders_before = self.first_bus.and_then(crate::readiness::senders);
+        let request = DeployRequest {
+            workload: spec,
+            buses: self.buses.to_vec(),
+            log_dir: log_root,
+            scratch_dir: self.scratch,
+        };
+        let first = all.len();
+        all.extend(self.pass.env.deploy(&self.pass.run, request).await?);
+        let tape = self
+            .first_bus
+            .map(|b| (b.tape().as_ref(), self.from, self.since_ns));
+        for index in 0..spec.replicas.max(1) {
+            let replica = spec.replica_name(index);
+            let start = first + all[first..].iter().take_while(|i| i.pod != replica).count();
+            let end = start + all[start..].iter().take_while(|i| i.pod == replica).count();
+            let app = crate::manifest::WorkloadSpec {
+                readiness: spec.readiness.clone(),
+                ..self.part(&replica, spec.containers.clone(), spec.restart_policy)
+            };
+            crate::readiness::wait_ready(&app, &all[start..end], tape, timeout).await?;
+        }
+        if let (true, Some(bus), Some(before)) = (
+            spec.replicas > 1 && matches!(spec.readiness, crate::manifest::Readiness::CanFrame(_)),
+            self.first_bus,
+            senders_before,
+        ) {
+            let others = before + spec.replicas as usize - 1;
+            crate::readiness::wait_new_sender(bus, others, &spec.name, timeout).await?;
         }
         Ok(())
     }

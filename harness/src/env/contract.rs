@@ -15,7 +15,7 @@ use crate::lab::Lab;
 use crate::logs::LogSink;
 use crate::manifest::{ContainerSpec, Enforcement, WorkloadSpec};
 use crate::probes::ProbeTask;
-use crate::supervisor::{Launcher, Supervisor};
+use crate::supervisor::{Launcher, Orchestrated, Supervisor};
 use crate::workload::WorkloadCatalog;
 
 /// What one run shares with every deployment of an environment.
@@ -153,6 +153,20 @@ pub trait Environment: Send + Sync {
         Some(std::time::Duration::from_millis(20))
     }
 
+    /// Whether an orchestrator runs whole pods here (init containers, replicas, restart policy, probes):
+    /// then [`Environment::deploy`] is given the workload as the manifest has it, once, and returns an
+    /// observed instance per app container of every replica (named by
+    /// [`WorkloadSpec::replica_name`]); otherwise the harness deploys each init container and replica itself.
+    fn orchestrates_pods(&self) -> bool {
+        false
+    }
+
+    /// Notes on how this environment's semantics differ from the harness's supervisor (shown with the
+    /// environment in reports).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// One-time preparation before the first scenario (build binaries, images, ...).
     async fn prepare(&self, run: &RunContext) -> Result<(), InfraError>;
 
@@ -173,12 +187,29 @@ impl Instance {
         logs: LogSink,
     ) -> Instance {
         let supervisor = Supervisor::start(launcher, pod.restart_policy, logs);
-        let probes = ProbeTask::spawn(container, supervisor.control(), pod.termination_grace);
+        let probes = supervisor
+            .control()
+            .and_then(|control| ProbeTask::spawn(container, control, pod.termination_grace));
         Instance {
             pod: pod.name.clone(),
             container: container.clone(),
             supervisor,
             probes,
+        }
+    }
+
+    /// Follows one container of a replica whose life an orchestrator owns (probes included).
+    pub fn observed(
+        replica: &str,
+        container: &ContainerSpec,
+        orchestrated: Arc<dyn Orchestrated>,
+        logs: LogSink,
+    ) -> Instance {
+        Instance {
+            pod: replica.to_string(),
+            container: container.clone(),
+            supervisor: Supervisor::observe(orchestrated, logs),
+            probes: None,
         }
     }
 

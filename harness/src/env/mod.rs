@@ -29,6 +29,8 @@
 pub mod board;
 pub mod container;
 pub mod contract;
+pub mod image_content;
+pub mod kube;
 pub mod launcher;
 pub mod libraries;
 pub mod native;
@@ -46,7 +48,13 @@ pub use contract::{
 
 /// Every environment this build knows, in matrix order.
 pub fn registry() -> Vec<EnvKind> {
-    vec![native::kind(), container::kind(), vm::kind(), board::kind()]
+    vec![
+        native::kind(),
+        container::kind(),
+        vm::kind(),
+        kube::kind(),
+        board::kind(),
+    ]
 }
 
 /// Finds an environment kind by the name used on the command line (`board:<name>` is the board kind).

@@ -614,6 +614,16 @@ pub const ENFORCED_BY: &[(&str, &[Enforcement])] = &[
         ],
     ),
     (
+        "kube",
+        &[
+            Enforcement::MemoryLimit,
+            Enforcement::CpuLimit,
+            Enforcement::RunAsUser,
+            Enforcement::ReadOnlyRoot,
+            Enforcement::Volumes,
+        ],
+    ),
+    (
         "vm",
         &[
             Enforcement::MemoryLimit,

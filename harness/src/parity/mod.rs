@@ -5,7 +5,9 @@
 //! * **frames**: per bus and CAN id, the same sequence of distinct payloads (volatile signals masked, see
 //!   [`crate::config`]); how many times a heartbeat repeated is not compared, what it said is;
 //! * **timing**: measured periods within the configured relative tolerance of each other. Response times
-//!   and step durations are reported side by side but do not by themselves make a drift.
+//!   and step durations are reported side by side but do not by themselves make a drift;
+//! * **lifecycle**: each container's automatic restarts (the restart policy's, whoever applies it: the
+//!   harness's supervisor or an orchestrator) the same everywhere; a different last exit is a note.
 //!
 //! Verdict: `infra-error` if any environment could not run it, else `fail` if any failed, else
 //! `parity-drift` if frames or periods differ, else `pass`.
@@ -139,6 +141,15 @@ fn compare_one(id: &ScenarioId, all_runs: &[&ScenarioRun], config: &ParityConfig
         drift.extend(real);
         notes = tails;
     }
+    if runs.len() > 1 {
+        let (lifecycle_drift, lifecycle_notes) = lifecycle_drift(runs);
+        if all_passed {
+            drift.extend(lifecycle_drift);
+        } else {
+            notes.extend(lifecycle_drift);
+        }
+        notes.extend(lifecycle_notes);
+    }
     let timing = timing_rows(runs);
     if all_passed && runs.len() > 1 {
         for row in &timing {
@@ -243,6 +254,55 @@ fn frame_drift(runs: &[&ScenarioRun]) -> Vec<Drift> {
     out
 }
 
+/// Restart counts (drift) and last exits (notes) of each container that differ between environments.
+fn lifecycle_drift(runs: &[&ScenarioRun]) -> (Vec<Drift>, Vec<Drift>) {
+    let mut restarts: BTreeMap<String, BTreeMap<&str, u32>> = BTreeMap::new();
+    let mut exits: BTreeMap<String, BTreeMap<&str, String>> = BTreeMap::new();
+    for run in runs {
+        for w in &run.workloads {
+            let key = format!("{}/{}", w.pod, w.container);
+            *restarts
+                .entry(key.clone())
+                .or_default()
+                .entry(run.env.as_str())
+                .or_default() += w.restarts;
+            exits.entry(key).or_default().insert(
+                run.env.as_str(),
+                w.last_exit.clone().unwrap_or_else(|| "none".into()),
+            );
+        }
+    }
+    let show = |values: &BTreeMap<&str, String>| {
+        values
+            .iter()
+            .map(|(env, v)| format!("{env} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut drift = Vec::new();
+    for (container, per_env) in &restarts {
+        let distinct: BTreeSet<u32> = per_env.values().copied().collect();
+        if distinct.len() > 1 {
+            let values = per_env.iter().map(|(e, n)| (*e, n.to_string())).collect();
+            drift.push(Drift {
+                kind: "lifecycle".into(),
+                detail: format!("{container} restarted by its policy: {}", show(&values)),
+            });
+        }
+    }
+    let mut notes = Vec::new();
+    for (container, per_env) in &exits {
+        let distinct: BTreeSet<&String> = per_env.values().collect();
+        if distinct.len() > 1 {
+            notes.push(Drift {
+                kind: "lifecycle-exit".into(),
+                detail: format!("{container} last exit: {}", show(per_env)),
+            });
+        }
+    }
+    (drift, notes)
+}
+
 fn fmt_seq(seq: &[String]) -> String {
     const SHOWN: usize = 6;
     if seq.is_empty() {
@@ -315,6 +375,10 @@ pub struct EnvSummary {
     /// Manifest settings this environment applies beyond what every environment honours.
     #[serde(default)]
     pub enforces: Vec<crate::manifest::Enforcement>,
+    /// How this environment's semantics differ from the harness's supervisor (an orchestrator's own
+    /// restart back-off, probes it does not run here, ...).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// Everything a run produced; serialised as `parity.json`.
@@ -415,6 +479,51 @@ mod tests {
             }],
             workloads: vec![],
         }
+    }
+
+    fn with_restarts(mut r: ScenarioRun, restarts: u32, exit: &str) -> ScenarioRun {
+        r.workloads = vec![crate::record::WorkloadRun {
+            pod: "hvac".into(),
+            container: "hvac-controller".into(),
+            starts: restarts + 1,
+            restarts,
+            last_exit: Some(exit.into()),
+            log_file: None,
+        }];
+        r
+    }
+
+    #[test]
+    fn different_restart_counts_are_lifecycle_drift_and_exits_notes() {
+        let runs = vec![
+            with_restarts(
+                run("native", Outcome::Passed, &["#00"], 100.0),
+                1,
+                "killed by signal 9",
+            ),
+            with_restarts(
+                run("kube", Outcome::Passed, &["#00"], 100.0),
+                4,
+                "killed by signal 9",
+            ),
+        ];
+        let p = compare(&runs, &ParityConfig::default());
+        assert_eq!(p[0].verdict, Verdict::ParityDrift);
+        assert_eq!(p[0].drift[0].kind, "lifecycle");
+        assert!(p[0].drift[0]
+            .detail
+            .contains("hvac/hvac-controller restarted by its policy: kube 4, native 1"));
+        let runs = vec![
+            with_restarts(
+                run("native", Outcome::Passed, &["#00"], 100.0),
+                1,
+                "killed by signal 9",
+            ),
+            with_restarts(run("kube", Outcome::Passed, &["#00"], 100.0), 1, "exit code 3"),
+        ];
+        let p = compare(&runs, &ParityConfig::default());
+        assert_eq!(p[0].verdict, Verdict::Pass);
+        assert_eq!(p[0].notes[0].kind, "lifecycle-exit");
     }
 
     #[test]

@@ -59,6 +59,20 @@ pub fn render(report: &RunReport) -> String {
         }
     }
     h.push_str("</table>");
+    let noted: Vec<_> = report
+        .environments
+        .iter()
+        .filter(|e| !e.notes.is_empty())
+        .collect();
+    if !noted.is_empty() {
+        h.push_str("<h3>How environments differ from the harness's supervisor</h3><ul>");
+        for e in noted {
+            for n in &e.notes {
+                let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(&e.name), esc(n));
+            }
+        }
+        h.push_str("</ul>");
+    }
     let walls: Vec<(String, Vec<(String, f64)>)> = vec![(
         "suite wall time".into(),
         report

@@ -38,6 +38,19 @@ pub fn render(report: &RunReport) -> String {
             )),
         }
     }
+    let noted: Vec<_> = report
+        .environments
+        .iter()
+        .filter(|e| !e.notes.is_empty())
+        .collect();
+    if !noted.is_empty() {
+        md.push_str("\n### How environments differ from the harness's supervisor\n\n");
+        for e in noted {
+            for n in &e.notes {
+                md.push_str(&format!("- **{}**: {}\n", e.name, escape(n)));
+            }
+        }
+    }
     md.push_str("\n## Matrix\n\n| scenario |");
     for e in &envs {
         md.push_str(&format!(" {e} |"));

@@ -15,7 +15,7 @@
 //! `pod-init` stays PID 1 in every case: the launcher bind-mounts it and makes it the entrypoint.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use bollard::query_parameters::TagImageOptions;
@@ -24,12 +24,12 @@ use testcontainers::runners::AsyncBuilder;
 use testcontainers::GenericBuildableImage;
 
 use crate::env::contract::RunContext;
+use crate::env::image_content::{kubernetes_argv, ExecutableImage};
 use crate::env::launcher::argv_for;
-use crate::env::libraries::shared_libraries;
 use crate::error::InfraError;
 use crate::manifest::{ContainerSpec, ImageRef};
 use crate::project::ImageFrom;
-use crate::workload::{elf_interpreter, WorkloadSource};
+use crate::workload::WorkloadSource;
 
 /// A local image and the command line it runs under `pod-init`.
 #[derive(Clone)]
@@ -118,26 +118,6 @@ impl Images {
     }
 }
 
-/// The command line of a container of an image with `(entrypoint, cmd)`: Kubernetes semantics, where
-/// `command` replaces the Entrypoint (and drops the Cmd) and `args` replaces the Cmd.
-fn kubernetes_argv(
-    command: &[String],
-    args: &[String],
-    (entrypoint, cmd): &(Vec<String>, Vec<String>),
-) -> Vec<String> {
-    let mut argv = if command.is_empty() {
-        entrypoint.clone()
-    } else {
-        command.to_vec()
-    };
-    if !args.is_empty() {
-        argv.extend(args.iter().cloned());
-    } else if command.is_empty() {
-        argv.extend(cmd.iter().cloned());
-    }
-    argv
-}
-
 /// Builds (unless it exists) the FROM-scratch image of an executable and tags it with the manifest's
 /// reference; returns the local reference.
 async fn build_from_executable(
@@ -149,20 +129,12 @@ async fn build_from_executable(
         workload: image.to_string(),
         reason,
     };
-    let entry = format!("/{}", image.binary_name());
-    // The image's files: the executable at /<binary>, and for a dynamic one its interpreter and libraries.
-    let mut files: Vec<(PathBuf, String)> = vec![(binary.to_path_buf(), entry.clone())];
-    let interpreter = elf_interpreter(binary).map_err(|e| build_err(format!("{}: {e}", binary.display())))?;
-    if let Some(interpreter) = &interpreter {
-        let libraries = shared_libraries(binary, interpreter)
-            .await
-            .map_err(|e| build_err(e.to_string()))?;
-        files.extend(libraries.into_iter().map(|l| {
-            let at = l.display().to_string();
-            (l, at)
-        }));
-    }
-    let hash = files_hash(&files).map_err(build_err)?;
+    let ExecutableImage {
+        files,
+        hash,
+        entry,
+        dynamic,
+    } = ExecutableImage::of(image, binary).await?;
     let name = format!("agl-parity/{}", image.binary_name());
     let local = format!("{name}:{hash}");
     if docker.inspect_image(&local).await.is_err() {
@@ -180,7 +152,7 @@ async fn build_from_executable(
             .build_image()
             .await
             .map_err(|e| build_err(format!("docker build of {local} failed: {e}")))?;
-        tracing::info!(image = %local, dynamic = interpreter.is_some(), files = files.len(),
+        tracing::info!(image = %local, dynamic, files = files.len(),
             ms = started.elapsed().as_millis() as u64, "built image");
     }
     tag(docker, &local, &image.repository, &image.tag)
@@ -299,63 +271,4 @@ async fn docker_cli(args: &[&str]) -> Result<String, ToolError> {
         status: output.status.to_string(),
         output: lines[lines.len().saturating_sub(30)..].join("\n"),
     })
-}
-
-/// A content hash over the files of an image and where they go.
-fn files_hash(files: &[(PathBuf, String)]) -> Result<String, String> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (host, at) in files {
-        let content = content_hash(host).map_err(|e| format!("{}: {e}", host.display()))?;
-        for b in at.bytes().chain(content.bytes()) {
-            h = fnv(h, b);
-        }
-    }
-    Ok(format!("{h:016x}"))
-}
-
-fn fnv(h: u64, b: u8) -> u64 {
-    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-}
-
-/// FNV-1a over the file: a stable content hash for image tags.
-fn content_hash(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| fnv(h, *b));
-    Ok(format!("{h:016x}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_hash_is_stable_and_content_based() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        std::fs::write(&a, b"static binary").unwrap();
-        let h1 = content_hash(&a).unwrap();
-        assert_eq!(h1, content_hash(&a).unwrap());
-        assert_eq!(h1.len(), 16);
-        std::fs::write(&a, b"static binary!").unwrap();
-        assert_ne!(h1, content_hash(&a).unwrap());
-        let one = files_hash(&[(a.clone(), "/w".into())]).unwrap();
-        assert_ne!(one, files_hash(&[(a.clone(), "/v".into())]).unwrap());
-        assert_ne!(
-            one,
-            files_hash(&[(a.clone(), "/w".into()), (a, "/lib/x".into())]).unwrap()
-        );
-    }
-
-    #[test]
-    fn command_and_args_override_entrypoint_and_cmd_like_kubernetes() {
-        let entry = (vec!["/entry".to_string()], vec!["--default".to_string()]);
-        let argv = |command: &[&str], args: &[&str]| {
-            let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-            kubernetes_argv(&owned(command), &owned(args), &entry)
-        };
-        assert_eq!(argv(&[], &[]), ["/entry", "--default"]);
-        assert_eq!(argv(&[], &["-v"]), ["/entry", "-v"]);
-        assert_eq!(argv(&["/other"], &[]), ["/other"]);
-        assert_eq!(argv(&["/other"], &["-v"]), ["/other", "-v"]);
-    }
 }
