@@ -18,7 +18,7 @@ doctor:
 
 # All benchmarks: the CAN bus against python-can, emulated SocketCAN against the bus client, container and VM
 # start-up against native processes, and the scenario suite's wall time.
-bench: bench-bus bench-socketcan bench-container bench-vm bench-suite
+bench: bench-bus bench-socketcan bench-container bench-footprint bench-vm bench-suite
 
 # Benchmark the userspace CAN bus against python-can's udp_multicast (throwaway venv under target/).
 bench-bus:
@@ -35,9 +35,15 @@ bench-socketcan:
 bench-suite:
     cargo bench -p agl-parity --bench suite
 
-# Container cold start, reused and recreated containers, against native process start (needs Docker).
+# Container cold start, reused and recreated containers, and kube (podman kube play), against native process
+# start (needs Docker and podman).
 bench-container:
     cargo bench -p agl-parity --bench container
+
+# Memory (RSS/PSS) and CPU time each environment spends beside the workload (pod-init, shims, conmon, pause
+# container, VMM), per workload.
+bench-footprint:
+    cargo bench -p agl-parity --bench footprint
 
 # VM cold start, restore from snapshot, syscall round trip and CAN frames/s in and out of the guest, against
 # native (needs /dev/kvm).

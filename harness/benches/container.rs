@@ -1,54 +1,38 @@
-//! Benchmark: container environment start-up against native process start, measured in the same run.
+//! Benchmark: container and kube start-up against native process start, measured in the same run.
 //!
-//! Ten identical minimal scenarios (deploy `body-control`, see its heartbeat, tear down) run three times:
+//! Ten identical minimal scenarios (deploy `body-control`, see its heartbeat, tear down) run four times:
 //! natively (the baseline), in containers with reuse (a cleanly stopped container is started again by the
-//! next scenario), and in containers recreated for every scenario. For each it prints deploy-to-ready
-//! (median; the first scenario separately, since it may build the image) and the mean scenario wall time,
-//! and the per-scenario overhead against native.
+//! next scenario), in containers recreated for every scenario, and played by podman (`kube`: a pod per
+//! scenario, `podman kube play` to `podman pod rm`). For each it prints deploy-to-ready (median; the first
+//! scenario separately, since it may build the image) and the mean scenario wall time, and the
+//! per-scenario overhead against native. An environment this machine cannot host is printed as such.
 
-use std::path::Path;
 use std::process::Command;
 
 const SCENARIOS: usize = 10;
 
+mod common;
+
 fn main() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let project = tempfile::tempdir().expect("tempdir");
-    for sub in ["fixtures/manifests", "fixtures/dbc", "scenarios"] {
-        std::fs::create_dir_all(project.path().join(sub)).expect("mkdir");
-    }
-    for sub in ["fixtures/manifests", "fixtures/dbc"] {
-        for e in std::fs::read_dir(repo.join(sub)).expect("fixtures").flatten() {
-            std::fs::copy(e.path(), project.path().join(sub).join(e.file_name())).expect("copy");
-        }
-    }
     let mut feature = String::from("Feature: start-up\n");
     for i in 0..SCENARIOS {
         feature.push_str(&format!(
             "  Scenario: start {i}\n    Given the \"body-control\" workload is running\n    Then within 1 s \"DoorLockState\" is seen\n\n"
         ));
     }
-    std::fs::write(project.path().join("scenarios/startup.feature"), feature).expect("feature");
-
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let bins = match runtime.block_on(agl_parity::workload::WorkloadCatalog::new(&repo).ensure_built()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
-    println!("container start-up benchmark: {SCENARIOS} minimal scenarios (deploy body-control, see its heartbeat, tear down), one at a time");
+    let (project, bins) = common::project("startup.feature", &feature);
+    println!("container and kube start-up benchmark: {SCENARIOS} minimal scenarios (deploy body-control, see its heartbeat, tear down), one at a time");
     let configs = [
         ("native", "native", "1"),
         ("container, reused", "container", "1"),
         ("container, recreated", "container", "0"),
+        ("kube (podman)", "kube", "1"),
     ];
     let mut baseline: Option<(f64, f64)> = None;
     for (label, env, reuse) in configs {
         let reports = project
             .path()
-            .join(format!("reports-{}", label.replace([' ', ','], "")));
+            .join(format!("reports-{}", label.replace([' ', ',', '(', ')'], "")));
         let status = Command::new(env!("CARGO_BIN_EXE_agl-parity"))
             .arg("--project")
             .arg(project.path())

@@ -120,6 +120,20 @@ pub struct ProcessState {
     pub stopped: bool,
 }
 
+impl ProcessState {
+    /// Before the first start.
+    pub fn starting() -> ProcessState {
+        ProcessState {
+            phase: Phase::Starting,
+            starts: 0,
+            restarts: 0,
+            started_at: SystemTime::now(),
+            last_exit: None,
+            stopped: false,
+        }
+    }
+}
+
 enum Command {
     Stop {
         grace: Duration,
@@ -163,14 +177,7 @@ impl Supervisor {
     /// Starts the first incarnation and supervises it under `policy`.
     pub fn start(launcher: Arc<dyn Launcher>, policy: RestartPolicy, logs: LogSink) -> Supervisor {
         let (commands, rx) = mpsc::unbounded_channel();
-        let (state_tx, state) = watch::channel(ProcessState {
-            phase: Phase::Starting,
-            starts: 0,
-            restarts: 0,
-            started_at: SystemTime::now(),
-            last_exit: None,
-            stopped: false,
-        });
+        let (state_tx, state) = watch::channel(ProcessState::starting());
         let task = tokio::spawn(supervise(launcher.clone(), policy, logs.clone(), rx, state_tx));
         Supervisor {
             driver: Driver::Harness {

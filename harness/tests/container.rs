@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -281,36 +280,6 @@ fn unreachable_engine_is_an_infra_error_and_the_report_is_written() {
     );
 }
 
-fn spawn_long_container_run(p: &TestProject, state: &Path) -> (std::process::Child, String) {
-    p.write("scenarios/long.feature", "Feature: long\n  Scenario: busy\n    Given the \"hvac\" workload is running\n    Then no \"DiagInfo\" is seen for 60 s\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agl-parity"))
-        .arg("--project")
-        .arg(p.path())
-        .args(["run", "--no-progress", "--env", "container", "--workloads"])
-        .arg(common::workload_bins())
-        .env(cleanup::STATE_DIR_ENV, state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("harness");
-    for _ in 0..3000 {
-        let runs: Vec<String> = std::fs::read_dir(state.join("runs"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(run) = runs.into_iter().find(|r| !containers_of(r).is_empty()) {
-            return (child, run);
-        }
-        std::thread::sleep(Duration::from_millis(20)); // polling another process's progress
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the run's container did not appear");
-}
-
 #[test]
 fn sigkilled_container_run_is_cleaned_by_doctor_and_sigint_leaves_nothing() {
     if !engine() {
@@ -318,7 +287,7 @@ fn sigkilled_container_run_is_cleaned_by_doctor_and_sigint_leaves_nothing() {
     }
     let p = TestProject::new();
     let state = p.path().join("state");
-    let (mut child, run) = spawn_long_container_run(&p, &state);
+    let (mut child, run) = common::spawn_long_run(&p, &state, "container", |r| !containers_of(r).is_empty());
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     assert!(
@@ -334,7 +303,7 @@ fn sigkilled_container_run_is_cleaned_by_doctor_and_sigint_leaves_nothing() {
     assert!(text.contains(&format!("of run {run}")), "{text}");
     assert!(containers_of(&run).is_empty(), "doctor --clean removed it");
 
-    let (child, run) = spawn_long_container_run(&p, &state);
+    let (child, run) = common::spawn_long_run(&p, &state, "container", |r| !containers_of(r).is_empty());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

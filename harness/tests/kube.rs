@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use agl_parity::cleanup;
@@ -146,37 +145,6 @@ fn kinds_podman_does_not_play_are_unsupported_here_and_the_others_still_run() {
     assert_eq!(record(&out, "a pod").outcome, Outcome::Passed);
 }
 
-fn spawn_long_kube_run(p: &TestProject, state: &Path) -> (std::process::Child, String) {
-    p.write(
-        "scenarios/long.feature",
-        "Feature: long\n  Scenario: busy\n    Given the \"hvac\" workload is running\n    Then no \"DiagInfo\" is seen for 60 s\n",
-    );
-    let child = Command::new(env!("CARGO_BIN_EXE_agl-parity"))
-        .arg("--project")
-        .arg(p.path())
-        .args(["run", "--no-progress", "--env", "kube", "--workloads"])
-        .arg(common::workload_bins())
-        .env(cleanup::STATE_DIR_ENV, state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("harness");
-    for _ in 0..3000 {
-        let runs: Vec<String> = std::fs::read_dir(state.join("runs"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(run) = runs.into_iter().find(|r| !pods_of(r).is_empty()) {
-            return (child, run);
-        }
-        std::thread::sleep(Duration::from_millis(50)); // polling another process's progress
-    }
-    panic!("the run's pod did not appear");
-}
-
 #[test]
 fn a_sigkilled_kube_run_is_swept_and_an_interrupted_one_leaves_nothing() {
     if !podman_here() {
@@ -184,7 +152,7 @@ fn a_sigkilled_kube_run_is_swept_and_an_interrupted_one_leaves_nothing() {
     }
     let p = TestProject::new();
     let state = p.path().join("state");
-    let (mut child, run) = spawn_long_kube_run(&p, &state);
+    let (mut child, run) = common::spawn_long_run(&p, &state, "kube", |r| !pods_of(r).is_empty());
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     assert!(!pods_of(&run).is_empty(), "a SIGKILLed run leaves its pod behind");
@@ -200,7 +168,7 @@ fn a_sigkilled_kube_run_is_swept_and_an_interrupted_one_leaves_nothing() {
     );
     assert!(pods_of(&run).is_empty(), "doctor --clean removed it");
 
-    let (child, run) = spawn_long_kube_run(&p, &state);
+    let (child, run) = common::spawn_long_run(&p, &state, "kube", |r| !pods_of(r).is_empty());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

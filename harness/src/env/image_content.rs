@@ -8,9 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::env::launcher::argv_for;
 use crate::env::libraries::shared_libraries;
 use crate::error::InfraError;
-use crate::manifest::ImageRef;
+use crate::manifest::{ContainerSpec, ImageRef};
 use crate::workload::elf_interpreter;
 
 /// The FROM-scratch image of one executable.
@@ -23,6 +24,14 @@ pub struct ExecutableImage {
     pub entry: String,
     /// Whether the executable is dynamically linked (brings its interpreter and libraries).
     pub dynamic: bool,
+}
+
+/// The command line of a container of an executable's image: the image's entrypoint `/<binary>` with the
+/// manifest's `command`/`args` as [`argv_for`] reads them.
+pub fn executable_argv(spec: &ContainerSpec, binary: &Path) -> Result<Vec<String>, InfraError> {
+    let mut argv = vec![format!("/{}", spec.image.binary_name())];
+    argv.extend(argv_for(spec, binary)?.into_iter().skip(1));
+    Ok(argv)
 }
 
 impl ExecutableImage {

@@ -232,3 +232,45 @@ impl TempHub {
         self.hub.unix_endpoint().expect("unix endpoint")
     }
 }
+
+/// Starts a run of one minute-long scenario (`hvac` held running) on `env` in another process, with its own
+/// state root `state`; returns it and its run id once `left(run id)` says the run has made something the
+/// environment must clean up (a container, a pod).
+pub fn spawn_long_run(
+    p: &TestProject,
+    state: &Path,
+    env: &str,
+    left: impl Fn(&str) -> bool,
+) -> (std::process::Child, String) {
+    p.write(
+        "scenarios/long.feature",
+        "Feature: long\n  Scenario: busy\n    Given the \"hvac\" workload is running\n    Then no \"DiagInfo\" is seen for 60 s\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agl-parity"))
+        .arg("--project")
+        .arg(p.path())
+        .args(["run", "--no-progress", "--env", env, "--workloads"])
+        .arg(workload_bins())
+        .env(agl_parity::cleanup::STATE_DIR_ENV, state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("harness");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let runs: Vec<String> = std::fs::read_dir(state.join("runs"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(run) = runs.into_iter().find(|r| left(r)) {
+            return (child, run);
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling another process's progress
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the run on {env} made nothing to clean up within 120 s");
+}

@@ -24,8 +24,7 @@ use testcontainers::runners::AsyncBuilder;
 use testcontainers::GenericBuildableImage;
 
 use crate::env::contract::RunContext;
-use crate::env::image_content::{kubernetes_argv, ExecutableImage};
-use crate::env::launcher::argv_for;
+use crate::env::image_content::{executable_argv, kubernetes_argv, ExecutableImage};
 use crate::error::InfraError;
 use crate::manifest::{ContainerSpec, ImageRef};
 use crate::project::ImageFrom;
@@ -103,11 +102,7 @@ impl Images {
             }
         };
         let argv = match (&source, &prepared.config) {
-            (WorkloadSource::Executable(binary), _) => {
-                let mut argv = vec![format!("/{}", image.binary_name())];
-                argv.extend(argv_for(spec, binary)?.into_iter().skip(1));
-                argv
-            }
+            (WorkloadSource::Executable(binary), _) => executable_argv(spec, binary)?,
             (_, Some(entry)) => kubernetes_argv(&spec.command, &spec.args, entry),
             (_, None) => Vec::new(),
         };

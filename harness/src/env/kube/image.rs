@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use super::podman::Podman;
 use crate::env::contract::RunContext;
-use crate::env::image_content::{kubernetes_argv, ExecutableImage};
-use crate::env::launcher::argv_for;
+use crate::env::image_content::{executable_argv, kubernetes_argv, ExecutableImage};
 use crate::error::InfraError;
 use crate::manifest::{ContainerSpec, ImageRef};
 use crate::project::ImageFrom;
@@ -30,9 +29,12 @@ pub(super) struct PodmanImage {
     pub(super) argv: Vec<String>,
 }
 
+/// An image's own Entrypoint and Cmd.
+type EntryAndCmd = (Vec<String>, Vec<String>);
+
 /// The images prepared in one run: manifest reference -> the image's own Entrypoint and Cmd.
 pub(super) struct PodmanImages {
-    prepared: tokio::sync::Mutex<HashMap<String, (Vec<String>, Vec<String>)>>,
+    prepared: tokio::sync::Mutex<HashMap<String, EntryAndCmd>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -87,11 +89,7 @@ impl PodmanImages {
             }
         };
         let argv = match &source {
-            Ok(WorkloadSource::Executable(binary)) => {
-                let mut argv = vec![format!("/{}", image.binary_name())];
-                argv.extend(argv_for(spec, binary)?.into_iter().skip(1));
-                argv
-            }
+            Ok(WorkloadSource::Executable(binary)) => executable_argv(spec, binary)?,
             _ => kubernetes_argv(&spec.command, &spec.args, &entry),
         };
         Ok(PodmanImage { argv })
@@ -99,7 +97,7 @@ impl PodmanImages {
 }
 
 /// The image's Entrypoint and Cmd, from podman's store.
-async fn inspect(podman: &Podman, reference: &str) -> Result<(Vec<String>, Vec<String>), InfraError> {
+async fn inspect(podman: &Podman, reference: &str) -> Result<EntryAndCmd, InfraError> {
     let found: Vec<ImageInspect> = podman
         .json(&["image", "inspect", reference], "image inspect JSON")
         .await
@@ -121,7 +119,7 @@ async fn import_executable(
     run: &RunContext,
     image: &ImageRef,
     binary: &Path,
-) -> Result<(Vec<String>, Vec<String>), InfraError> {
+) -> Result<EntryAndCmd, InfraError> {
     let build_err = |reason: String| InfraError::Build {
         workload: image.to_string(),
         reason,
@@ -189,7 +187,7 @@ async fn prepare_user_image(
     image: &ImageRef,
     reference: &str,
     how: &ImageFrom,
-) -> Result<(Vec<String>, Vec<String>), InfraError> {
+) -> Result<EntryAndCmd, InfraError> {
     let build_err = |reason: String| InfraError::Build {
         workload: image.to_string(),
         reason,

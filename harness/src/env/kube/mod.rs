@@ -63,7 +63,7 @@ use crate::error::InfraError;
 use crate::logs::LogSink;
 use crate::manifest::{Enforcement, WorkloadSpec};
 use image::PodmanImages;
-use observe::{EventStream, PlayedPods, PodmanContainer};
+use observe::{EventStream, Played, PlayedPods, PodmanContainer};
 use play::{BusMount, PlayError, Wiring, POD_INIT_PATH};
 pub use podman::{Podman, PodmanError};
 
@@ -273,6 +273,16 @@ enum KubeCan {
     SocketMount,
 }
 
+/// How a pod reaches its buses in its containers.
+struct BusWiring {
+    /// The hub socket directories, as `hostPath` volumes.
+    mounts: Vec<BusMount>,
+    /// `CAN_BUS` and `CAN_BUS_<NAME>`.
+    env: Vec<(String, String)>,
+    /// With emulated SocketCAN, the words before each command line; empty otherwise.
+    prefix: Vec<String>,
+}
+
 /// The kube environment of one run.
 pub struct KubeEnv {
     podman: Podman,
@@ -319,11 +329,7 @@ impl KubeEnv {
     }
 
     /// The bus wiring of a pod: mounts, variables and (emulated) the words before each command line.
-    fn bus_wiring(
-        &self,
-        pod: &WorkloadSpec,
-        links: &[(String, PathBuf)],
-    ) -> Result<(Vec<BusMount>, Vec<(String, String)>, Vec<String>), InfraError> {
+    fn bus_wiring(&self, pod: &WorkloadSpec, links: &[(String, PathBuf)]) -> Result<BusWiring, InfraError> {
         let mut mounts: Vec<BusMount> = Vec::new();
         let mut endpoints = Vec::new();
         let mut emulated = Vec::new();
@@ -370,7 +376,11 @@ impl KubeEnv {
                 "--".into(),
             ]
         };
-        Ok((mounts, bus_env(&endpoints), prefix))
+        Ok(BusWiring {
+            mounts,
+            env: bus_env(&endpoints),
+            prefix,
+        })
     }
 
     /// The names podman gives the pods of a played workload.
@@ -478,7 +488,11 @@ impl Environment for KubeEnv {
         let n = self.scenarios.fetch_add(1, Ordering::SeqCst);
         let suffix = format!("-{}-s{n}", run.run_id);
         let links = request.unix_sockets("kube")?;
-        let (bus_mounts, mut env, prefix) = self.bus_wiring(pod, &links)?;
+        let BusWiring {
+            mounts: bus_mounts,
+            mut env,
+            prefix,
+        } = self.bus_wiring(pod, &links)?;
         env.push((RUN_MARKER_ENV.to_string(), run.run_id.clone()));
         let mut argv = BTreeMap::new();
         for container in pod.init_containers.iter().chain(&pod.containers) {
@@ -546,13 +560,16 @@ impl Environment for KubeEnv {
                 let Some((name, rx)) = received.next() else { break };
                 let logs = LogSink::create(&container.name, &log_dir.join(format!("{}.log", container.name)))
                     .map_err(|e| launch_err(format!("log file: {e}")))?;
-                let followed = PodmanContainer::follow(
+                let container_played = Played {
                     name,
+                    policy: pod.restart_policy,
+                    exec_prefix: prefix.clone(),
+                    pods: played.clone(),
+                };
+                let followed = PodmanContainer::follow(
+                    container_played,
                     self.podman.clone(),
                     events.clone(),
-                    pod.restart_policy,
-                    prefix.clone(),
-                    played.clone(),
                     logs.clone(),
                     rx,
                 )
@@ -567,6 +584,28 @@ impl Environment for KubeEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(restart: &str, init: &str) -> WorkloadSpec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pod.yaml");
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    parity.agl.io/can-buses: vehicle\nspec:\n  restartPolicy: {restart}\n  initContainers:\n    - name: pre\n      image: agl/hello-static:1\n{init}  containers:\n    - name: app\n      image: agl/body-control:1.0\n"
+        );
+        std::fs::write(&path, yaml).unwrap();
+        crate::manifest::load(&path).unwrap().remove(0)
+    }
+
+    #[test]
+    fn podman_limits_are_named_for_the_pods_they_hit() {
+        let always = pod("Always", "");
+        let reason = known_limit(&always, PodmanVersion(4, 3)).expect("podman 4.3 and init containers");
+        assert!(reason.contains("containers/podman#15631"), "{reason}");
+        assert_eq!(known_limit(&always, PodmanVersion(4, 4)), None);
+        assert_eq!(known_limit(&pod("OnFailure", ""), PodmanVersion(4, 3)), None);
+        let sidecar = pod("OnFailure", "      restartPolicy: Always\n");
+        let reason = known_limit(&sidecar, PodmanVersion(5, 0)).expect("a native sidecar");
+        assert!(reason.contains("no native sidecars"), "{reason}");
+    }
 
     #[test]
     fn versions_compare_by_major_and_minor() {

@@ -289,6 +289,18 @@ fn grace_secs(grace: Duration) -> String {
     secs.to_string()
 }
 
+/// What the kube environment knows of one container it played.
+pub(super) struct Played {
+    /// Podman's name of the container (`<pod>-<container>`).
+    pub name: String,
+    /// The manifest's restart policy (names the phase after an exit; podman applies it).
+    pub policy: RestartPolicy,
+    /// What a probe command runs under (the SocketCAN emulation's wrapper), may be empty.
+    pub exec_prefix: Vec<String>,
+    /// The deploy's pods, removed when the last of their containers is shut down.
+    pub pods: Arc<PlayedPods>,
+}
+
 /// One container podman runs for a scenario.
 pub(super) struct PodmanContainer {
     name: String,
@@ -306,28 +318,25 @@ pub(super) struct PodmanContainer {
 }
 
 impl PodmanContainer {
-    /// Follows container `name` (already played): its state through `events`, its log into `logs`.
+    /// Follows a played container: its state through `events` (`received`: its own, subscribed before the
+    /// play), its log into `logs`.
     pub(super) async fn follow(
-        name: String,
+        played: Played,
         podman: Podman,
         events: Arc<EventStream>,
-        policy: RestartPolicy,
-        exec_prefix: Vec<String>,
-        pods: Arc<PlayedPods>,
         logs: LogSink,
         received: mpsc::UnboundedReceiver<PodmanEvent>,
     ) -> Result<PodmanContainer, InfraError> {
+        let Played {
+            name,
+            policy,
+            exec_prefix,
+            pods,
+        } = played;
         let first = inspect(&podman, &name).await?;
         let stopped = Arc::new(AtomicBool::new(false));
         let asked_restarts = Arc::new(AtomicU32::new(0));
-        let (tx, state) = watch::channel(ProcessState {
-            phase: Phase::Starting,
-            starts: 0,
-            restarts: 0,
-            started_at: SystemTime::now(),
-            last_exit: None,
-            stopped: false,
-        });
+        let (tx, state) = watch::channel(ProcessState::starting());
         let tracker = Tracker {
             name: name.clone(),
             podman: podman.clone(),

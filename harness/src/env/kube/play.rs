@@ -361,12 +361,30 @@ mod tests {
         }
     }
 
-    const DEPLOYMENT: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {A: '1'}\n---\n\
-apiVersion: v1\nkind: Secret\nmetadata: {name: key}\nstringData: {K: s}\n---\n\
-apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: dep}\nspec:\n  replicas: 2\n  template:\n    spec:\n\
-      containers:\n      - name: app\n        image: agl/app:1\n        args: [--fast]\n\
-        env: [{name: K, valueFrom: {secretKeyRef: {name: key, key: K}}}]\n\
-        envFrom: [{configMapRef: {name: cfg}}]\n";
+    const DEPLOYMENT: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {A: '1'}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: key}
+stringData: {K: s}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: dep}
+spec:
+  replicas: 2
+  template:
+    spec:
+      containers:
+      - name: app
+        image: agl/app:1
+        args: [--fast]
+        env: [{name: K, valueFrom: {secretKeyRef: {name: key, key: K}}}]
+        envFrom: [{configMapRef: {name: cfg}}]
+"#;
 
     #[test]
     fn a_deployment_keeps_its_fields_and_gets_only_the_wiring() {
