@@ -47,6 +47,7 @@ pub mod error;
 pub mod exec;
 pub mod features;
 pub mod fixtures;
+pub mod footprint;
 pub mod helpers;
 pub mod init;
 pub mod interrupt;

@@ -204,6 +204,37 @@ pub struct RunOutcome {
     pub report_dir: PathBuf,
 }
 
+/// Samples the run's workload processes every half second until told to stop ([`crate::footprint`]).
+fn footprint_sampler(
+    run_id: String,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Option<crate::footprint::Footprint>>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let harness = std::process::id() as i32;
+        let mut sampler = crate::footprint::FootprintSampler::default();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {
+                    let id = run_id.clone();
+                    sampler = tokio::task::spawn_blocking(move || {
+                        sampler.sample(&id, harness);
+                        sampler
+                    })
+                    .await
+                    .unwrap_or_default();
+                }
+            }
+        }
+        sampler.footprint()
+    });
+    (stop, task)
+}
+
 /// A new run id: UTC time plus a 16-bit salt from the pid, the clock and a per-process counter, so a clash
 /// is unlikely; [`RunGuard::register`] refuses one.
 pub fn new_run_id() -> String {
@@ -473,8 +504,15 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         Some(max) => options.concurrency.min(max),
         None => options.concurrency,
     };
+    // What the environment spends beside its workloads, sampled while its scenarios run. With columns in
+    // parallel the run's processes cannot be told apart by column, so nothing is sampled then.
+    let sampler = (!options.parallel_environments).then(|| footprint_sampler(s.run_ctx.run_id.clone()));
     if !wanted.is_empty() {
         run_pass(pass.clone(), s.feature_set.features.clone(), wanted, concurrency).await?;
+    }
+    if let Some((stop, task)) = sampler {
+        let _ = stop.send(());
+        summary.footprint = task.await.ok().flatten();
     }
     environment.finish(s.run_ctx).await;
     // A scenario that produced no record (should not happen) is reported rather than lost.

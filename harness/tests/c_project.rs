@@ -1,11 +1,11 @@
-//! # A plain-C SocketCAN project outside this repository, unchanged on native, container and vm (issue 10)
+//! # A plain-C SocketCAN project outside this repository, unchanged on native, container, vm and kube
 //!
 //! What an AGL engineer tries first: their own ECU in plain C against the plain SocketCAN API
 //! (`socket(PF_CAN, SOCK_RAW, CAN_RAW)`, `SIOCGIFINDEX`, `bind`, `CAN_RAW_FILTER`, `select`, `read`,
 //! `write`), built with `gcc -static` by the project's own `build:` command, linking nothing of this
-//! project. On this machine the kernel has no CAN: native and container runs get SocketCAN from the seccomp
+//! project. On this machine the kernel has no CAN: native, container and kube (podman) runs get SocketCAN from the seccomp
 //! emulation, the vm from the VMM. The project lives in a fresh temporary directory and is driven through
-//! the real CLI (`agl-parity --project <tmp> run --env native,container,vm`), whose exit status, report and
+//! the real CLI (`agl-parity --project <tmp> run --env native,container,vm,kube`), whose exit status, report and
 //! transports are checked. The pod names its interface `cabin0` (`parity.agl.io/can-interfaces`), so the
 //! workload's `CAN_BUS=socketcan:cabin0` and the interface it looks up are the manifest's, not a default.
 
@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-const ENVIRONMENTS: [&str; 3] = ["native", "container", "vm"];
+const ENVIRONMENTS: [&str; 4] = ["native", "container", "vm", "kube"];
 
 const PROJECT_FILE: &str = "\
 scenarios: [features]

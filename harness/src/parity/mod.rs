@@ -379,6 +379,10 @@ pub struct EnvSummary {
     /// restart back-off, probes it does not run here, ...).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Memory and CPU the environment spent beside each workload ([`crate::footprint`]); `None` when not
+    /// sampled (remote workloads, columns run in parallel).
+    #[serde(default)]
+    pub footprint: Option<crate::footprint::Footprint>,
 }
 
 /// Everything a run produced; serialised as `parity.json`.

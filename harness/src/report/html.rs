@@ -59,6 +59,25 @@ pub fn render(report: &RunReport) -> String {
         }
     }
     h.push_str("</table>");
+    let weighed: Vec<_> = report
+        .environments
+        .iter()
+        .filter(|e| e.footprint.is_some())
+        .collect();
+    if !weighed.is_empty() {
+        h.push_str("<table><tr><th>environment</th><th>beside each workload (median)</th></tr>");
+        for e in weighed {
+            if let Some(f) = &e.footprint {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    esc(&e.name),
+                    esc(&f.describe())
+                );
+            }
+        }
+        h.push_str("</table>");
+    }
     let noted: Vec<_> = report
         .environments
         .iter()
