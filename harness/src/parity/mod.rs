@@ -151,6 +151,16 @@ fn compare_one(id: &ScenarioId, all_runs: &[&ScenarioRun], config: &ParityConfig
         notes.extend(lifecycle_notes);
     }
     let timing = timing_rows(runs);
+    // How long a restart policy took differs by who applies it (the harness's back-off, an orchestrator's
+    // own): shown as a note, compared like the other figures but not a drift by itself.
+    for row in timing.iter().filter(|r| r.metric.starts_with("restart ")) {
+        if runs.len() > 1 && row.relative_spread > config.timing_tolerance {
+            notes.push(Drift {
+                kind: "lifecycle-timing".into(),
+                detail: format!("{}: {}", row.metric, fmt_values(&row.values, &row.unit)),
+            });
+        }
+    }
     if all_passed && runs.len() > 1 {
         for row in &timing {
             if row.metric.starts_with("period ") && row.relative_spread > config.timing_tolerance {
@@ -528,6 +538,31 @@ mod tests {
         let p = compare(&runs, &ParityConfig::default());
         assert_eq!(p[0].verdict, Verdict::Pass);
         assert_eq!(p[0].notes[0].kind, "lifecycle-exit");
+    }
+
+    #[test]
+    fn a_restart_policy_taking_longer_in_one_column_is_a_note() {
+        let mut native = run("native", Outcome::Passed, &["#00"], 100.0);
+        let mut kube = run("kube", Outcome::Passed, &["#00"], 100.0);
+        for (r, ms) in [(&mut native, 105.0), (&mut kube, 520.0)] {
+            r.metrics.push(Metric {
+                name: "restart hvac by its policy".into(),
+                value: ms,
+                unit: "ms".into(),
+            });
+        }
+        let p = compare(&[native, kube], &ParityConfig::default());
+        assert_eq!(p[0].verdict, Verdict::Pass, "{:?}", p[0].drift);
+        let note = p[0]
+            .notes
+            .iter()
+            .find(|n| n.kind == "lifecycle-timing")
+            .expect("a note");
+        assert!(
+            note.detail.contains("kube 520.0 ms, native 105.0 ms"),
+            "{}",
+            note.detail
+        );
     }
 
     #[test]

@@ -158,6 +158,7 @@ async fn policy_restart(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
     let within = a.duration(1, 2)?;
     let mark = w.mark();
     let pod = w.pod(a.get(0))?;
+    let mut latest_start_ns = mark.at_ns;
     for i in &pod.instances {
         let mut watch = i.supervisor.watch();
         let restarted = watch.wait_for(|s| {
@@ -170,7 +171,10 @@ async fn policy_restart(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
             .map(|r| r.is_ok())
             .unwrap_or(false);
         match restarted {
-            true => {}
+            true => {
+                latest_start_ns =
+                    latest_start_ns.max(crate::bus::system_time_ns(i.supervisor.state().started_at));
+            }
             false => {
                 let s = i.supervisor.state();
                 return Err(StepFailure::fail(format!(
@@ -184,6 +188,14 @@ async fn policy_restart(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
             }
         }
     }
+    // How long the restart policy (the harness's supervisor, or an orchestrator) took to bring every
+    // container back: compared side by side across environments.
+    let name = format!("restart {} by its policy", a.get(0));
+    w.metrics.push(crate::record::Metric {
+        name,
+        value: latest_start_ns.saturating_sub(mark.at_ns) as f64 / 1e6,
+        unit: "ms".into(),
+    });
     Ok(())
 }
 

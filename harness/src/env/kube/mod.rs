@@ -420,7 +420,7 @@ impl Environment for KubeEnv {
     fn notes(&self) -> Vec<String> {
         let systemd = Path::new("/run/systemd/system").exists();
         let mut notes = vec![
-            "restart back-off: podman restarts a crashed container at once, every time (Kubernetes waits 10 s, doubling to 5 min; the harness's supervisor 100 ms, doubling to 3.2 s), so a crash loop restarts far more often here".to_string(),
+            "restart back-off: podman restarts a crashed container at once, every time (Kubernetes waits 10 s, doubling to 5 min; the harness's supervisor 100 ms, doubling to 3.2 s), so a crash loop restarts far more often here; each restart goes through conmon, `podman container cleanup` and runc, so it takes longer than the harness's first back-off (the `restart <workload> by its policy` timing row of a scenario shows each column's figure)".to_string(),
             "terminationGracePeriodSeconds: podman 4.3's kube play does not apply it (its stop timeout stays 10 s); the scenario's stop and the teardown pass the manifest's grace to `podman stop`/`pod rm`".to_string(),
             "readinessProbe and startupProbe: podman 4.3 ignores them; readiness is observed by the harness (CAN heartbeat, or the readiness probe through `podman exec`)".to_string(),
             "replicas: a Deployment of n replicas is n pods `<name>-pod-<i>`, started together; nothing replaces a removed pod (no ReplicaSet controller)".to_string(),
