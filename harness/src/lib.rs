@@ -25,6 +25,7 @@
 //! | [`runner`] | one cucumber pass per environment, the run journal |
 //! | [`parity`] | cross-environment comparison and verdicts |
 //! | [`record`] | what is recorded per scenario and environment |
+//! | [`footprint`] | memory and CPU an environment spends beside each workload, from `/proc` |
 //! | [`report`] | JUnit, JSON, Markdown, HTML and terminal reports |
 //! | [`config`] | the parity configuration (`scenarios/parity.yaml`) |
 //! | [`interrupt`] | graceful interruption of a run |

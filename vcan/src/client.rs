@@ -192,6 +192,18 @@ impl Link {
         }
     }
 
+    /// The hub's answer to a request, waiting until `deadline` whatever signals arrive meanwhile
+    /// ([`Link::next_message`] returns early on one: EINTR, e.g. the SIGCHLD of a child process of the
+    /// caller exiting); `Ok(None)` only once the deadline has passed.
+    fn answer_by(&mut self, deadline: Instant) -> Result<Option<Message>, BusError> {
+        loop {
+            let answer = self.next_message(Some(deadline))?;
+            if answer.is_some() || Instant::now() >= deadline {
+                return Ok(answer);
+            }
+        }
+    }
+
     /// Writes all of `bytes`, handling partial writes; reads inbound bytes meanwhile (see module doc).
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), BusError> {
         let fd = self.stream.fd();
@@ -283,7 +295,7 @@ fn handshake(link: &mut Link, hello: &Hello) -> Result<u32, BusError> {
     }
     link.write_all(&out)?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    match link.next_message(Some(deadline))? {
+    match link.answer_by(deadline)? {
         Some(Message::Welcome { node_id, .. }) => Ok(node_id),
         Some(Message::Refused(reason)) => Err(BusError::Refused(reason)),
         Some(other) => Err(BusError::Protocol {
@@ -456,7 +468,7 @@ pub fn query_stats_with_timeout(endpoint: &Endpoint, timeout: Duration) -> Resul
     };
     handshake(&mut link, &hello)?;
     let deadline = Instant::now() + timeout;
-    match link.next_message(Some(deadline))? {
+    match link.answer_by(deadline)? {
         Some(Message::StatsReply(stats)) => Ok(stats),
         Some(other) => Err(BusError::Protocol {
             endpoint: link.endpoint.clone(),

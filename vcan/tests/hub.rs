@@ -685,3 +685,57 @@ fn a_node_that_sends_and_leaves_at_once_loses_no_frame_under_flow_control() {
     sender.join().unwrap();
     assert_eq!(bus.hub.stats().nodes[1].sent, N as u64);
 }
+
+/// A signal that interrupts the client's wait for the hub's welcome (the SIGCHLD of a child process of the
+/// caller, say) does not end the handshake: it waits on until the hub answers. (It used to fail at once
+/// with "no answer to the handshake within 10 s".)
+#[test]
+fn a_signal_during_the_handshake_does_not_end_it() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SIGUSR2 with a handler and without SA_RESTART: a blocking poll returns EINTR.
+    // SAFETY: a zeroed sigaction with a handler that does nothing.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as *const () as usize;
+        libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow-hub.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (hello_seen, hello_seen_rx) = mpsc::channel();
+    let (answer, answer_rx) = mpsc::channel::<()>();
+    // A hub that reads the hello and answers only when told to.
+    let slow_hub = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 512];
+        let _ = stream.read(&mut buf).unwrap();
+        hello_seen.send(()).unwrap();
+        answer_rx.recv().unwrap();
+        let mut out = Vec::new();
+        wire::encode_welcome(&mut out, 7, "slow").unwrap();
+        stream.write_all(&out).unwrap();
+        stream
+    });
+    let (thread_id, thread_id_rx) = mpsc::channel();
+    let endpoint = Endpoint::Unix(path.clone());
+    let client = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        thread_id.send(unsafe { libc::pthread_self() }).unwrap();
+        vcan::open(&endpoint, &OpenOptions::default()).map(|_| ())
+    });
+    let client_thread = thread_id_rx.recv().unwrap();
+    hello_seen_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the client says hello");
+    // The client now waits for the welcome: interrupt that wait, spacing the signals so that each one
+    // finds it waiting again.
+    for _ in 0..5 {
+        // SAFETY: the client thread is alive (it is waiting for the answer that is not sent yet).
+        unsafe { libc::pthread_kill(client_thread, libc::SIGUSR2) };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    answer.send(()).unwrap();
+    let joined = client.join().unwrap();
+    assert!(joined.is_ok(), "the handshake survives signals: {joined:?}");
+    drop(slow_hub.join().unwrap());
+}
