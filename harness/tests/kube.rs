@@ -118,6 +118,46 @@ fn a_stopped_pod_stays_down_and_a_restarted_one_comes_back() {
 }
 
 #[test]
+fn a_deployment_of_two_replicas_is_two_podman_pods_and_a_killed_one_comes_back() {
+    if !podman_here() {
+        return;
+    }
+    let p = TestProject::new();
+    // door-locks without its init container (podman 4.3 restarts init containers under Always).
+    let manifest =
+        std::fs::read_to_string(p.path().join("fixtures/manifests/door-locks.yaml")).expect("manifest");
+    let start = manifest.find("      initContainers:").expect("init containers");
+    let end = start
+        + manifest[start..]
+            .find("      restartPolicy:")
+            .expect("restartPolicy");
+    let without_init = format!("{}{}", &manifest[..start], &manifest[end..]).replace(
+        "      volumes:\n        - configMap:\n            name: door-locks-files\n          name: tuning\n",
+        "",
+    );
+    p.write("fixtures/manifests/door-locks.yaml", &without_init);
+    p.write(
+        "scenarios/kube.feature",
+        "Feature: kube\n  Scenario: two replicas under podman\n    Given the \"door-locks\" workload is running\n    Then the \"door-locks\" workload runs 2 replicas\n    When the \"door-locks\" workload is killed\n    Then the \"door-locks\" workload is restarted by its restart policy within 5 s\n    And the \"door-locks\" workload runs 2 replicas\n    When \"VehicleSpeed\" is sent with Speed=35, SpeedValid=1\n    Then within 500 ms \"DoorLockState\" has Locked=1, AutoLocked=1\n",
+    );
+    let out = p.run_with(kube_options(&p));
+    let r = record(&out, "two replicas under podman");
+    assert_eq!(r.outcome, Outcome::Passed, "{:?}", r.message);
+    let mut pods: Vec<(&str, u32)> = r.workloads.iter().map(|w| (w.pod.as_str(), w.restarts)).collect();
+    pods.sort();
+    assert_eq!(
+        pods,
+        vec![("door-locks-0", 1), ("door-locks-1", 1)],
+        "{:?}",
+        r.workloads
+    );
+    assert!(
+        pods_of(&out.report.run_id).is_empty(),
+        "no pod of the run is left"
+    );
+}
+
+#[test]
 fn kinds_podman_does_not_play_are_unsupported_here_and_the_others_still_run() {
     if !podman_here() {
         return;
