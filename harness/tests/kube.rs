@@ -35,6 +35,24 @@ fn pods_of(run_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The podman volumes and secrets named after run `run_id` (ConfigMap volumes and Secrets of its plays).
+fn objects_of(run_id: &str) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let podman = Podman::new(&cleanup::state_root()).expect("podman config");
+    let mut found = Vec::new();
+    for kind in ["volume", "secret"] {
+        let out = rt
+            .block_on(podman.run(&[kind, "ls", "--format", "{{.Name}}"]))
+            .expect("podman ls");
+        found.extend(
+            out.lines()
+                .filter(|l| l.contains(run_id))
+                .map(|l| format!("{kind} {l}")),
+        );
+    }
+    found
+}
+
 fn kube_options(p: &TestProject) -> agl_parity::runner::RunOptions {
     let mut o = p.options();
     o.environments = vec!["kube".into()];
@@ -123,7 +141,8 @@ fn a_deployment_of_two_replicas_is_two_podman_pods_and_a_killed_one_comes_back()
         return;
     }
     let p = TestProject::new();
-    // door-locks without its init container (podman 4.3 restarts init containers under Always).
+    // door-locks without its init container (podman 4.3 restarts init containers under Always); the
+    // controller mounts the tuning ConfigMap instead, which podman turns into a volume.
     let manifest =
         std::fs::read_to_string(p.path().join("fixtures/manifests/door-locks.yaml")).expect("manifest");
     let start = manifest.find("      initContainers:").expect("init containers");
@@ -132,8 +151,8 @@ fn a_deployment_of_two_replicas_is_two_podman_pods_and_a_killed_one_comes_back()
             .find("      restartPolicy:")
             .expect("restartPolicy");
     let without_init = format!("{}{}", &manifest[..start], &manifest[end..]).replace(
-        "      volumes:\n        - configMap:\n            name: door-locks-files\n          name: tuning\n",
-        "",
+        "          name: bcm\n",
+        "          name: bcm\n          volumeMounts:\n            - mountPath: /etc/door-locks\n              name: tuning\n",
     );
     p.write("fixtures/manifests/door-locks.yaml", &without_init);
     p.write(
@@ -155,6 +174,8 @@ fn a_deployment_of_two_replicas_is_two_podman_pods_and_a_killed_one_comes_back()
         pods_of(&out.report.run_id).is_empty(),
         "no pod of the run is left"
     );
+    // The ConfigMap `door-locks-files` became a podman volume named after the scenario: gone too.
+    assert_eq!(objects_of(&out.report.run_id), Vec::<String>::new());
 }
 
 #[test]

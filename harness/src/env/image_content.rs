@@ -26,6 +26,11 @@ pub struct ExecutableImage {
     pub dynamic: bool,
 }
 
+/// The repository of the harness's images of a manifest image: `agl-parity/<binary>`, tagged by content.
+pub fn local_repository(image: &ImageRef) -> String {
+    format!("agl-parity/{}", image.binary_name())
+}
+
 /// The command line of a container of an executable's image: the image's entrypoint `/<binary>` with the
 /// manifest's `command`/`args` as [`argv_for`] reads them.
 pub fn executable_argv(spec: &ContainerSpec, binary: &Path) -> Result<Vec<String>, InfraError> {

@@ -24,7 +24,7 @@ use testcontainers::runners::AsyncBuilder;
 use testcontainers::GenericBuildableImage;
 
 use crate::env::contract::RunContext;
-use crate::env::image_content::{executable_argv, kubernetes_argv, ExecutableImage};
+use crate::env::image_content::{executable_argv, kubernetes_argv, local_repository, ExecutableImage};
 use crate::error::InfraError;
 use crate::manifest::{ContainerSpec, ImageRef};
 use crate::project::ImageFrom;
@@ -130,7 +130,7 @@ async fn build_from_executable(
         entry,
         dynamic,
     } = ExecutableImage::of(image, binary).await?;
-    let name = format!("agl-parity/{}", image.binary_name());
+    let name = local_repository(image);
     let local = format!("{name}:{hash}");
     if docker.inspect_image(&local).await.is_err() {
         let started = Instant::now();
@@ -204,7 +204,7 @@ async fn prepare_user_image(
     })?;
     // Tagged by content (the image id), like the images built here: the same tag in every run, so runs
     // leave no tags of their own behind.
-    let repo = format!("agl-parity/{}", image.binary_name());
+    let repo = local_repository(image);
     let id = inspect.id.clone().unwrap_or_default();
     let digits = id.strip_prefix("sha256:").unwrap_or(&id);
     let run_tag = format!("id-{}", digits.get(..12).unwrap_or(digits));

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::podman::Podman;
 use crate::env::contract::RunContext;
-use crate::env::image_content::{executable_argv, kubernetes_argv, ExecutableImage};
+use crate::env::image_content::{executable_argv, kubernetes_argv, local_repository, ExecutableImage};
 use crate::error::InfraError;
 use crate::manifest::{ContainerSpec, ImageRef};
 use crate::project::ImageFrom;
@@ -125,7 +125,7 @@ async fn import_executable(
         reason,
     };
     let content = ExecutableImage::of(image, binary).await?;
-    let local = format!("agl-parity/{}:{}", image.binary_name(), content.hash);
+    let local = format!("{}:{}", local_repository(image), content.hash);
     if podman.run(&["image", "exists", &local]).await.is_err() {
         let started = Instant::now();
         let staging = run.state_dir.join(format!("kube-image-{}", content.hash));

@@ -20,8 +20,9 @@
 //! * **Where podman differs from Kubernetes** is listed by [`KubeEnv::notes`] and shown in every report with
 //!   the environment; restart counts that differ from the other columns are reported per scenario.
 //! * **Cleanup**: every pod and container carries `agl.parity.run=<run-id>` and the state root's label; a
-//!   scenario's pods are removed at its end (`podman pod rm -f`), and [`kind`]'s sweep removes pods of
-//!   runs that are gone.
+//!   scenario's pods are removed at its end (`podman pod stop`, `podman pod rm -f`) with the volumes podman
+//!   made of its ConfigMaps and the Secrets it created (both named with the scenario's suffix), and
+//!   [`kind`]'s sweep removes all three for runs that are gone.
 //!
 //! Podman gets its configuration through `CONTAINERS_CONF` ([`podman`]), never the system's files. Its
 //! pause image needs `catatonit` (Debian: `apt-get install podman catatonit`).
@@ -244,22 +245,27 @@ pub async fn sweep(live: Vec<String>) -> Vec<String> {
             removed.push(format!("removed podman pod {} of run {run}", pod.name));
         }
     }
-    if let Ok(secrets) = podman.run(&["secret", "ls", "--format", "{{.Name}}"]).await {
-        for name in secrets.lines().map(str::trim) {
-            let Some(run) = secret_run(name) else { continue };
+    // The Secrets and ConfigMap volumes plays made carry their run in their names; a run whose pods are
+    // still there (another state root's live run) keeps them.
+    for kind in ["secret", "volume"] {
+        let Ok(names) = podman.run(&[kind, "ls", "--format", "{{.Name}}"]).await else {
+            continue;
+        };
+        for name in names.lines().map(str::trim) {
+            let Some(run) = suffixed_run(name) else { continue };
             if live.iter().any(|l| l == run) || runs_with_pods.iter().any(|r| r == run) {
                 continue;
             }
-            if podman.run(&["secret", "rm", name]).await.is_ok() {
-                removed.push(format!("removed podman secret {name} of run {run}"));
+            if podman.run(&[kind, "rm", "--force", name]).await.is_ok() {
+                removed.push(format!("removed podman {kind} {name} of run {run}"));
             }
         }
     }
     removed
 }
 
-/// The run id in the name of a Secret a play made (`<name>-<run id>-s<n>`).
-fn secret_run(name: &str) -> Option<&str> {
+/// The run id in the name of a Secret or ConfigMap volume a play made (`<name>-<run id>-s<n>`).
+fn suffixed_run(name: &str) -> Option<&str> {
     let re = regex::Regex::new(r"-(\d{8}-\d{6}-[0-9a-f]{4})-s\d+$").ok()?;
     re.captures(name).and_then(|c| c.get(1)).map(|m| m.as_str())
 }
@@ -515,7 +521,7 @@ impl Environment for KubeEnv {
             emulation,
             argv,
         };
-        let (yaml, secrets) = play::play_yaml(&pod.source, pod.document, &wiring).map_err(|e| match e {
+        let (yaml, objects) = play::play_yaml(&pod.source, pod.document, &wiring).map_err(|e| match e {
             PlayError::Kind { .. } => InfraError::Unsupported {
                 workload: pod.name.clone(),
                 reason: e.to_string(),
@@ -539,7 +545,7 @@ impl Environment for KubeEnv {
         let played = Arc::new(PlayedPods::new(
             self.podman.clone(),
             pods.clone(),
-            secrets,
+            objects,
             containers,
         ));
         let file_arg = file.display().to_string();
@@ -617,9 +623,9 @@ mod tests {
     #[test]
     fn secrets_made_by_a_play_name_their_run() {
         assert_eq!(
-            secret_run("db-key-20261201-153700-ab12-s3"),
+            suffixed_run("db-key-20261201-153700-ab12-s3"),
             Some("20261201-153700-ab12")
         );
-        assert_eq!(secret_run("db-key"), None);
+        assert_eq!(suffixed_run("db-key"), None);
     }
 }

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 
+use super::play::PlayObjects;
 use super::podman::Podman;
 use crate::error::InfraError;
 use crate::logs::LogSink;
@@ -211,12 +212,13 @@ pub fn parse_cri_line(line: &str) -> Option<(bool, &str)> {
     }
 }
 
-/// The pods of one deploy; the last of its containers to be shut down removes them (and the Secrets the
-/// play created). Dropped without that, the pods are removed in the background.
+/// The pods of one deploy; the last of its containers to be shut down removes them (and the Secrets and
+/// ConfigMap volumes the play made). Dropped without that, the pods are removed in the background.
 pub(super) struct PlayedPods {
     podman: Podman,
     pods: Vec<String>,
-    secrets: Vec<String>,
+    /// The Secrets and ConfigMap volumes the play made.
+    objects: PlayObjects,
     left: AtomicU32,
     removed: AtomicBool,
 }
@@ -225,13 +227,13 @@ impl PlayedPods {
     pub(super) fn new(
         podman: Podman,
         pods: Vec<String>,
-        secrets: Vec<String>,
+        objects: PlayObjects,
         containers: u32,
     ) -> PlayedPods {
         PlayedPods {
             podman,
             pods,
-            secrets,
+            objects,
             left: AtomicU32::new(containers),
             removed: AtomicBool::new(false),
         }
@@ -261,10 +263,17 @@ impl PlayedPods {
         if let Err(e) = self.podman.run(&args).await {
             tracing::warn!(error = %e, "removing played pods");
         }
-        if !self.secrets.is_empty() {
-            let mut args: Vec<&str> = vec!["secret", "rm"];
-            args.extend(self.secrets.iter().map(String::as_str));
-            let _ = self.podman.run(&args).await;
+        for (kind, names) in [
+            ("secret", &self.objects.secrets),
+            ("volume", &self.objects.volumes),
+        ] {
+            if !names.is_empty() {
+                let mut args: Vec<&str> = vec![kind, "rm", "--force"];
+                args.extend(names.iter().map(String::as_str));
+                if let Err(e) = self.podman.run(&args).await {
+                    tracing::warn!(error = %e, "removing the play's {kind}s");
+                }
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! What is added or changed, and nothing else:
 //! * **Name**: `metadata.name` gets the scenario's suffix (`door-locks` → `door-locks-<run>-s<n>`), the way
-//!   a namespace per scenario would keep scenarios apart; podman has no namespaces. Secrets the workload
-//!   references get the same suffix (podman keeps them as global objects).
+//!   a namespace per scenario would keep scenarios apart; podman has no namespaces. The ConfigMaps and
+//!   Secrets get the same suffix, and so do the references to them: podman keeps Secrets, and the volumes
+//!   it makes of ConfigMaps, as global objects named after them.
 //! * **Labels** on the pod template: the run id and the harness's state root, for teardown and sweeps.
 //! * **The bus**, as a device plugin would give it: a `hostPath` volume with the scenario's hub sockets,
 //!   the `CAN_BUS` variables, and with emulated SocketCAN the `pod-init` binary (`hostPath`, read-only) in
@@ -35,7 +36,7 @@ pub struct BusMount {
 /// What the harness adds to the workload's document.
 #[derive(Debug, Clone)]
 pub struct Wiring {
-    /// Appended to `metadata.name` (and referenced Secrets' names): `-<run>-s<n>`.
+    /// Appended to `metadata.name` and to the ConfigMaps' and Secrets' names: `-<run>-s<n>`.
     pub suffix: String,
     pub labels: Vec<(String, String)>,
     pub bus_mounts: Vec<BusMount>,
@@ -67,13 +68,22 @@ pub enum PlayError {
     Kind { kind: String },
 }
 
+/// The global podman objects a play makes beside its pods, to remove with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlayObjects {
+    /// Podman secrets (the Secrets, suffixed).
+    pub secrets: Vec<String>,
+    /// Podman volumes (one per ConfigMap a volume mounts, suffixed).
+    pub volumes: Vec<String>,
+}
+
 /// The play file of one workload: its ConfigMaps and Secrets, then its document with the wiring.
-/// Returns the YAML and the suffixed names of the Secrets it creates.
+/// Returns the YAML and the global objects it makes.
 pub fn play_yaml(
     source: &Path,
     document: usize,
     wiring: &Wiring,
-) -> Result<(String, Vec<String>), PlayError> {
+) -> Result<(String, PlayObjects), PlayError> {
     let documents = read_documents(source)?;
     let doc_err = |reason: String| PlayError::Document {
         path: source.to_path_buf(),
@@ -105,21 +115,24 @@ pub fn play_yaml(
             config.extend(docs.into_iter().flatten().filter(is_config));
         }
     }
-    let mut secrets = Vec::new();
-    for object in config.iter_mut().filter(|d| kind_of(d) == "Secret") {
+    let mut objects = PlayObjects::default();
+    for object in config.iter_mut() {
+        let secret = kind_of(object) == "Secret";
         if let Some(name) = object.get_mut("metadata").and_then(|m| m.get_mut("name")) {
             let renamed = format!("{}{}", name.as_str().unwrap_or_default(), wiring.suffix);
-            secrets.push(renamed.clone());
+            if secret {
+                objects.secrets.push(renamed.clone());
+            }
             *name = Value::String(renamed);
         }
     }
-    wire(&mut workload, &kind, wiring).map_err(doc_err)?;
+    objects.volumes = wire(&mut workload, &kind, wiring).map_err(doc_err)?;
     let mut yaml = String::new();
     for object in config.iter().chain(std::iter::once(&workload)) {
         yaml.push_str("---\n");
         yaml.push_str(&serde_yaml::to_string(object).map_err(|e| doc_err(e.to_string()))?);
     }
-    Ok((yaml, secrets))
+    Ok((yaml, objects))
 }
 
 /// The documents of a manifest file (`None` for an empty one), numbered like the manifest loader's.
@@ -166,8 +179,8 @@ fn is_config(doc: &Value) -> bool {
     matches!(kind_of(doc), "ConfigMap" | "Secret")
 }
 
-/// Adds the wiring to a Pod or Deployment document.
-fn wire(doc: &mut Value, kind: &str, wiring: &Wiring) -> Result<(), String> {
+/// Adds the wiring to a Pod or Deployment document; returns the (suffixed) ConfigMaps its volumes mount.
+fn wire(doc: &mut Value, kind: &str, wiring: &Wiring) -> Result<Vec<String>, String> {
     let name = doc
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -185,6 +198,7 @@ fn wire(doc: &mut Value, kind: &str, wiring: &Wiring) -> Result<(), String> {
     let mut spec_path = template.to_vec();
     spec_path.push("spec");
     let spec = mapping_at(doc, &spec_path)?;
+    let config_volumes = rename_volume_sources(spec, &wiring.suffix);
     let volumes = sequence_in(spec, "volumes")?;
     for (i, mount) in wiring.bus_mounts.iter().enumerate() {
         volumes.push(host_path(
@@ -201,15 +215,14 @@ fn wire(doc: &mut Value, kind: &str, wiring: &Wiring) -> Result<(), String> {
             continue;
         };
         for container in containers.iter_mut() {
-            wire_container(container, wiring, &suffix_secrets(&wiring.suffix))?;
+            wire_container(container, wiring, &suffixed(&wiring.suffix))?;
         }
     }
-    rename_secret_volumes(spec, &wiring.suffix);
-    Ok(())
+    Ok(config_volumes)
 }
 
-/// Renames `secretKeyRef`/`secretRef` references the way the Secrets are renamed.
-fn suffix_secrets(suffix: &str) -> impl Fn(&mut Value) + '_ {
+/// Appends the suffix to the `name` of a ConfigMap or Secret reference.
+fn suffixed(suffix: &str) -> impl Fn(&mut Value) + '_ {
     move |reference: &mut Value| {
         if let Some(Value::String(name)) = reference.get_mut("name") {
             name.push_str(suffix);
@@ -217,15 +230,22 @@ fn suffix_secrets(suffix: &str) -> impl Fn(&mut Value) + '_ {
     }
 }
 
-fn rename_secret_volumes(spec: &mut Mapping, suffix: &str) {
+/// Renames the ConfigMaps and Secrets the pod's volumes name; returns the ConfigMap ones.
+fn rename_volume_sources(spec: &mut Mapping, suffix: &str) -> Vec<String> {
+    let mut config_maps = Vec::new();
     let Some(Value::Sequence(volumes)) = spec.get_mut("volumes") else {
-        return;
+        return config_maps;
     };
     for volume in volumes {
         if let Some(Value::String(name)) = volume.get_mut("secret").and_then(|s| s.get_mut("secretName")) {
             name.push_str(suffix);
         }
+        if let Some(Value::String(name)) = volume.get_mut("configMap").and_then(|c| c.get_mut("name")) {
+            name.push_str(suffix);
+            config_maps.push(name.clone());
+        }
     }
+    config_maps
 }
 
 fn wire_container(
@@ -242,8 +262,10 @@ fn wire_container(
     map.insert("imagePullPolicy".into(), "Never".into());
     let env = sequence_in(map, "env")?;
     for var in env.iter_mut() {
-        if let Some(reference) = var.get_mut("valueFrom").and_then(|v| v.get_mut("secretKeyRef")) {
-            rename(reference);
+        for kind in ["secretKeyRef", "configMapKeyRef"] {
+            if let Some(reference) = var.get_mut("valueFrom").and_then(|v| v.get_mut(kind)) {
+                rename(reference);
+            }
         }
     }
     for (k, v) in &wiring.env {
@@ -254,8 +276,10 @@ fn wire_container(
     }
     if let Some(Value::Sequence(from)) = map.get_mut("envFrom") {
         for source in from.iter_mut() {
-            if let Some(reference) = source.get_mut("secretRef") {
-                rename(reference);
+            for kind in ["secretRef", "configMapRef"] {
+                if let Some(reference) = source.get_mut(kind) {
+                    rename(reference);
+                }
             }
         }
     }
@@ -384,6 +408,8 @@ spec:
         args: [--fast]
         env: [{name: K, valueFrom: {secretKeyRef: {name: key, key: K}}}]
         envFrom: [{configMapRef: {name: cfg}}]
+      volumes:
+      - {name: files, configMap: {name: cfg}}
 "#;
 
     #[test]
@@ -391,8 +417,9 @@ spec:
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dep.yaml");
         std::fs::write(&path, DEPLOYMENT).unwrap();
-        let (yaml, secrets) = play_yaml(&path, 3, &wiring(true)).unwrap();
-        assert_eq!(secrets, vec!["key-r1-s0".to_string()]);
+        let (yaml, objects) = play_yaml(&path, 3, &wiring(true)).unwrap();
+        assert_eq!(objects.secrets, vec!["key-r1-s0".to_string()]);
+        assert_eq!(objects.volumes, vec!["cfg-r1-s0".to_string()]);
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
@@ -412,10 +439,15 @@ spec:
         assert!(app.get("args").is_none());
         assert_eq!(app["env"][0]["valueFrom"]["secretKeyRef"]["name"], "key-r1-s0");
         assert_eq!(app["env"][1]["name"], "CAN_BUS");
-        assert_eq!(app["envFrom"][0]["configMapRef"]["name"], "cfg");
+        assert_eq!(app["envFrom"][0]["configMapRef"]["name"], "cfg-r1-s0");
+        assert_eq!(docs[0]["metadata"]["name"], "cfg-r1-s0");
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+            "cfg-r1-s0"
+        );
         let volumes = &dep["spec"]["template"]["spec"]["volumes"];
-        assert_eq!(volumes[0]["hostPath"]["path"], "/state/s0");
-        assert_eq!(volumes[1]["hostPath"]["type"], "File");
+        assert_eq!(volumes[1]["hostPath"]["path"], "/state/s0");
+        assert_eq!(volumes[2]["hostPath"]["type"], "File");
         assert_eq!(docs[1]["metadata"]["name"], "key-r1-s0");
     }
 
