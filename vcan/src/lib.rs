@@ -17,6 +17,7 @@
 //! * [`client`]: the [`CanSocket`] of a node joined to a hub over a Unix socket or TCP.
 //! * [`kernel`]: the [`CanSocket`] over kernel SocketCAN (`vcan0`, `can0`), used wherever the kernel has CAN.
 //! * [`candump`]: reader and writer of the `candump -l` log format.
+//! * [`bittiming`]: a frame's length on the wire (ISO 11898-1, bit stuffing) and its duration at a bitrate.
 //! * [`dbc`]: DBC databases: encode and decode messages by signal name.
 //! * [`raw`]: Linux's `CAN_RAW` socket semantics (options, filters, `struct can_frame` layout, addresses,
 //!   control messages) for programs given SocketCAN without a kernel: the VMM and [`emu`].
@@ -32,6 +33,7 @@
 //! [`BusError`], [`wire::DecodeError`] and [`wire::EncodeError`], [`kernel::RawFrameError`],
 //! [`candump::TraceError`], [`dbc::DbcError`].
 
+pub mod bittiming;
 pub mod callmem;
 pub mod candump;
 pub mod client;
