@@ -104,10 +104,15 @@ impl Podman {
         if output.status.success() {
             return Ok(stdout);
         }
+        let output_text = last_lines(&String::from_utf8_lossy(&output.stderr), 12);
+        let output_text = match known_fix(&output_text) {
+            Some(fix) => format!("{output_text}\n(fix: {fix})"),
+            None => output_text,
+        };
         Err(PodmanError::Failed {
             command: shown,
             status: output.status.to_string(),
-            output: last_lines(&String::from_utf8_lossy(&output.stderr), 12),
+            output: output_text,
         })
     }
 
@@ -128,6 +133,21 @@ impl Podman {
             expected,
             reason: e.to_string(),
         })
+    }
+}
+
+/// The fix for podman failures this machine class is known for, from podman's own words.
+fn known_fix(output: &str) -> Option<&'static str> {
+    if output.contains("error setting rlimit") {
+        Some(
+            "this system refuses podman's default rlimits: give podman a containers.conf with \
+             `[containers] default_ulimits = []` through CONTAINERS_CONF (the harness writes one under its \
+             state root when CONTAINERS_CONF is unset)",
+        )
+    } else if output.contains("finding pause binary") || output.contains("catatonit") {
+        Some("podman's pause image needs catatonit: `apt-get install -y catatonit`")
+    } else {
+        None
     }
 }
 
@@ -154,6 +174,16 @@ mod tests {
         let again = Podman::configured(dir.path(), false).unwrap();
         assert_eq!(again.conf(), Some(conf.as_path()));
         assert_eq!(Podman::configured(dir.path(), true).unwrap().conf(), None);
+    }
+
+    #[test]
+    fn the_sandbox_traps_get_their_fix() {
+        let rlimit =
+            "Error: crun: error setting rlimit type 7: Operation not permitted: OCI permission denied";
+        assert!(known_fix(rlimit).is_some_and(|f| f.contains("default_ulimits = []")));
+        let pause = "Error: building local pause image: finding pause binary: exec: \"catatonit\": not found";
+        assert!(known_fix(pause).is_some_and(|f| f.contains("apt-get install -y catatonit")));
+        assert_eq!(known_fix("Error: no such pod"), None);
     }
 
     #[test]
