@@ -190,14 +190,22 @@ pub fn exit_from_code(code: i32) -> ExitInfo {
 }
 
 /// The phase podman's status stands for; after an exit, what the manifest's policy says comes next.
-pub fn phase_of(status: &str, exit: &ExitInfo, policy: RestartPolicy, stopped: bool) -> Phase {
+/// `None` for a status that changes nothing yet (`removing`, an unknown one). A container that is
+/// `stopping` still runs: its exit, and the exit code, come with `stopped`/`exited`.
+pub fn phase_of(status: &str, exit: &ExitInfo, policy: RestartPolicy, stopped: bool) -> Option<Phase> {
     match status {
-        "running" | "paused" => Phase::Running,
-        "created" | "configured" | "initialized" => Phase::Starting,
-        _ if stopped => Phase::Exited,
-        _ if policy.restarts_after(exit.code) => Phase::BackOff,
-        _ => Phase::Exited,
+        "running" | "paused" | "stopping" => Some(Phase::Running),
+        "created" | "configured" | "initialized" => Some(Phase::Starting),
+        "exited" | "stopped" if stopped => Some(Phase::Exited),
+        "exited" | "stopped" if policy.restarts_after(exit.code) => Some(Phase::BackOff),
+        "exited" | "stopped" => Some(Phase::Exited),
+        _ => None,
     }
+}
+
+/// Whether podman's status says the container's process has ended.
+fn has_exited(status: &str) -> bool {
+    matches!(status, "exited" | "stopped")
 }
 
 /// One line of a CRI (k8s-file) log: the stream and whether the line is complete, and its text.
@@ -500,27 +508,30 @@ impl Tracker {
     fn apply(&self, found: &ContainerInspect, died: Option<i32>) {
         let stopped = self.stopped.load(Ordering::SeqCst);
         let asked = self.asked_restarts.load(Ordering::SeqCst);
-        let running = matches!(found.state.status.as_str(), "running" | "paused");
+        let exited = has_exited(&found.state.status);
         let started_at = chrono::DateTime::parse_from_rfc3339(&found.state.started_at)
             .map(SystemTime::from)
             .ok();
         self.state.send_modify(|s| {
-            if let Some(code) = died {
-                s.last_exit = Some(exit_from_code(code));
-            } else if !running && found.state.status == "exited" {
+            if exited {
+                // Podman's own record of this exit; a `died` event's code when inspect has none yet.
                 s.last_exit = Some(exit_from_code(found.state.exit_code));
+            } else if let Some(code) = died {
+                s.last_exit = Some(exit_from_code(code));
             }
             let exit = s.last_exit.clone().unwrap_or(ExitInfo {
                 code: Some(0),
                 signal: None,
             });
-            s.phase = phase_of(&found.state.status, &exit, self.policy, stopped);
+            if let Some(phase) = phase_of(&found.state.status, &exit, self.policy, stopped) {
+                s.phase = phase;
+            }
             s.restarts = found.restart_count;
             if let Some(at) = started_at.filter(|t| *t > SystemTime::UNIX_EPOCH) {
                 s.started_at = at;
                 s.starts = 1 + found.restart_count + asked;
             }
-            s.stopped = stopped && !running;
+            s.stopped = stopped && exited;
         });
     }
 }
@@ -584,26 +595,33 @@ mod tests {
     fn phases_follow_podman_status_and_the_policy_after_an_exit() {
         let crash = exit_from_code(3);
         let clean = exit_from_code(0);
+        let phase = |status, exit, policy, stopped| phase_of(status, exit, policy, stopped);
         assert_eq!(
-            phase_of("running", &crash, RestartPolicy::Never, false),
-            Phase::Running
+            phase("running", &crash, RestartPolicy::Never, false),
+            Some(Phase::Running)
+        );
+        // Stopping still runs; the exit (and its code) come with `stopped` or `exited`.
+        assert_eq!(
+            phase("stopping", &crash, RestartPolicy::Never, true),
+            Some(Phase::Running)
         );
         assert_eq!(
-            phase_of("exited", &crash, RestartPolicy::OnFailure, false),
-            Phase::BackOff
+            phase("exited", &crash, RestartPolicy::OnFailure, false),
+            Some(Phase::BackOff)
         );
         assert_eq!(
-            phase_of("exited", &clean, RestartPolicy::OnFailure, false),
-            Phase::Exited
+            phase("exited", &clean, RestartPolicy::OnFailure, false),
+            Some(Phase::Exited)
         );
         assert_eq!(
-            phase_of("exited", &crash, RestartPolicy::Always, true),
-            Phase::Exited
+            phase("stopped", &crash, RestartPolicy::Always, true),
+            Some(Phase::Exited)
         );
         assert_eq!(
-            phase_of("created", &clean, RestartPolicy::Always, false),
-            Phase::Starting
+            phase("created", &clean, RestartPolicy::Always, false),
+            Some(Phase::Starting)
         );
+        assert_eq!(phase("removing", &clean, RestartPolicy::Always, false), None);
     }
 
     #[test]
