@@ -45,12 +45,7 @@ fn main() {
             .stderr(std::process::Stdio::null())
             .status()
             .expect("agl-parity runs");
-        let Some(json) = std::fs::read_dir(&reports)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path().join("parity.json"))
-        else {
+        let Some(json) = common::report_json(&reports) else {
             println!("  {label:<22} run failed ({status})");
             continue;
         };

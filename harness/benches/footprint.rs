@@ -47,12 +47,7 @@ fn main() {
         .stderr(Stdio::null())
         .status()
         .expect("agl-parity runs");
-    let Some(json) = std::fs::read_dir(&reports)
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.path().join("parity.json"))
-    else {
+    let Some(json) = common::report_json(&reports) else {
         println!("the run wrote no report ({status})");
         std::process::exit(1);
     };

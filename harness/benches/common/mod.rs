@@ -27,3 +27,12 @@ pub fn project(feature: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
         }
     }
 }
+
+/// The `parity.json` of the one run written under `reports` (`None`: the run wrote no report).
+pub fn report_json(reports: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(reports)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("parity.json"))
+}
