@@ -18,6 +18,9 @@
 //! * [`kernel`]: the [`CanSocket`] over kernel SocketCAN (`vcan0`, `can0`), used wherever the kernel has CAN.
 //! * [`candump`]: reader and writer of the `candump -l` log format.
 //! * [`bittiming`]: a frame's length on the wire (ISO 11898-1, bit stuffing) and its duration at a bitrate.
+//! * [`bustime`]: a bus with a bitrate in virtual time: transmit queues, arbitration, end-of-frame times.
+//! * [`fault`]: fault injection in the hub (drop, delay, duplicate, reorder, corrupt, cut link, bus load,
+//!   babble), deterministic from a seed.
 //! * [`dbc`]: DBC databases: encode and decode messages by signal name.
 //! * [`raw`]: Linux's `CAN_RAW` socket semantics (options, filters, `struct can_frame` layout, addresses,
 //!   control messages) for programs given SocketCAN without a kernel: the VMM and [`emu`].
@@ -34,6 +37,7 @@
 //! [`candump::TraceError`], [`dbc::DbcError`].
 
 pub mod bittiming;
+pub mod bustime;
 pub mod callmem;
 pub mod candump;
 pub mod client;
@@ -41,6 +45,7 @@ pub mod dbc;
 pub mod emu;
 pub mod endpoint;
 pub mod errno;
+pub mod fault;
 pub mod filter;
 pub mod frame;
 pub mod hub;

@@ -40,6 +40,10 @@ pub enum BusError {
     Protocol { endpoint: String, reason: String },
     #[error("bus `{0}` closed the connection")]
     Closed(String),
+    #[error("invalid fault `{fault}`: {reason}")]
+    InvalidFault { fault: String, reason: String },
+    #[error("invalid bus timing: {0}")]
+    InvalidTiming(String),
     #[error("frame not supported by this bus: {0}")]
     Unsupported(String),
     #[error(transparent)]
