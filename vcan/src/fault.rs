@@ -32,6 +32,9 @@ use crate::frame::{CanId, Frame};
 pub const CAN_ERR_BUSOFF: u32 = 0x40;
 /// Linux `CAN_ERR_RESTARTED`: the controller restarted.
 pub const CAN_ERR_RESTARTED: u32 = 0x100;
+/// Frames a generator emits at most per [`FaultEngine::advance`] when it is behind (each with its own
+/// due time); older missed periods are skipped.
+pub const GENERATOR_BURST: u32 = 64;
 /// How long a reorder holds a frame at most.
 pub const REORDER_HOLD_MAX: Duration = Duration::from_millis(100);
 
@@ -589,7 +592,7 @@ impl<K: Clone> FaultEngine<K> {
 
     /// Does everything due at `now_ns`: faults whose duration is over end, reorders release frames held
     /// too long, delayed frames come due, generators emit (a generator that fell behind emits at most
-    /// one frame per call and skips the missed periods).
+    /// [`GENERATOR_BURST`] frames per call and skips older missed periods).
     pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Output<K>>) {
         let hold = REORDER_HOLD_MAX.as_nanos() as u64;
         let mut i = 0;
@@ -617,13 +620,18 @@ impl<K: Clone> FaultEngine<K> {
                 }
             }
             if let Some(g) = &mut active.generator {
-                if g.next_ns <= now_ns {
+                let mut burst = 0;
+                while g.next_ns <= now_ns && burst < GENERATOR_BURST {
                     out.push(Output::Frame {
                         from: Origin::Virtual(g.origin),
                         frame: g.frame.clone(),
                         at_ns: g.next_ns,
                     });
                     active.report.affected += 1;
+                    g.next_ns += g.period_ns;
+                    burst += 1;
+                }
+                if g.next_ns <= now_ns {
                     let behind = (now_ns - g.next_ns) / g.period_ns;
                     g.next_ns += (behind + 1) * g.period_ns;
                 }

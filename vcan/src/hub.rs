@@ -27,6 +27,17 @@
 //! * Writable readiness is only asked for while a node's output is blocked (otherwise every read by the
 //!   peer would wake the hub once more).
 //! * Malformed bytes from a connection close that connection only, with a `warn` log naming the node.
+//!
+//! Faults and bus timing (both off by default, and then the path above is all a frame takes):
+//! * [`Hub::add_fault`] and its siblings run the [`crate::fault`] engine on every frame a node sends
+//!   (frames the hub injects or generates are not faulted). Dropped-by-fault frames are counted in the
+//!   fault's report, never in [`HubStats::dropped`].
+//! * With a [`HubConfig::timing`] (or [`Hub::set_timing`]) the bus is a [`crate::bustime::BusScheduler`]:
+//!   per-node transmit queues of [`TX_QUEUE_FRAMES`], arbitration, and DELIVER timestamps that are the
+//!   virtual end-of-frame times. Faults act before a frame enters its sender's queue (a delayed frame
+//!   joins it when its delay is over). While a node's queue is full the hub stops reading from it.
+//! * Timed work (delayed and held frames, fault durations, generators, ends of frames) wakes the loop
+//!   through a `timerfd` armed at the next deadline (ms poll timeouts if no timerfd is available).
 
 use std::collections::VecDeque;
 use std::io;
@@ -40,9 +51,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::bustime::{BusScheduler, BusTiming};
 pub use crate::client::query_stats;
+pub use crate::fault::{Fault, FaultId, FaultReport};
+use crate::fault::{FaultEngine, Origin, Output, CAN_ERR_BUSOFF, CAN_ERR_RESTARTED};
 use crate::filter::Filter;
 use crate::frame::Frame;
 use crate::options::Endpoint;
@@ -74,6 +89,9 @@ pub struct HubConfig {
     /// Frames a node's outbound queue holds before backpressure applies.
     pub queue_frames: usize,
     pub backpressure: Backpressure,
+    /// The bus's bitrate: with one, frames queue per node, arbitrate and take their wire time (see
+    /// [`crate::bustime`]); `None`: an ideal bus that delivers every frame at once.
+    pub timing: Option<BusTiming>,
 }
 
 impl Default for HubConfig {
@@ -84,6 +102,7 @@ impl Default for HubConfig {
             tcp_addr: None,
             queue_frames: 65_536,
             backpressure: Backpressure::Drop,
+            timing: None,
         }
     }
 }
@@ -102,13 +121,26 @@ pub struct Hub {
 
 enum Request {
     Stats(mpsc::SyncSender<HubStats>),
+    AddFault(Box<Fault>, mpsc::SyncSender<Result<FaultId, BusError>>),
+    RemoveFault(FaultId, mpsc::SyncSender<Option<FaultReport>>),
+    ClearFaults(mpsc::SyncSender<Vec<FaultReport>>),
+    FaultReports(mpsc::SyncSender<Vec<FaultReport>>),
+    Inject(Frame, mpsc::SyncSender<Result<(), BusError>>),
+    SetTiming(Option<BusTiming>, mpsc::SyncSender<Result<(), BusError>>),
     Shutdown,
 }
 
 const WAKER: Token = Token(0);
 const UNIX_LISTENER: Token = Token(1);
 const TCP_LISTENER: Token = Token(2);
-const FIRST_CONN: usize = 3;
+const TIMER: Token = Token(3);
+const FIRST_CONN: usize = 4;
+/// Frames a node's transmit queue holds on a bus with a timing; while it is full the hub stops reading
+/// from that node (its socket buffer fills and its sends block, like a controller's full tx buffer).
+pub const TX_QUEUE_FRAMES: usize = 1024;
+/// Frames a virtual node (bus load, babbler) keeps queued at most; a generator that loses arbitration
+/// skips frames instead of piling them up.
+const VIRTUAL_TX_QUEUE: usize = crate::fault::GENERATOR_BURST as usize;
 /// Bytes read from one connection per turn: large, so a busy sender is drained in few syscalls, and one
 /// turn per connection per loop keeps senders fair.
 const READ_CHUNK: usize = 128 * 1024;
@@ -118,6 +150,9 @@ impl Hub {
     ///
     /// Returns once the listeners are bound, so the endpoints are connectable as soon as this returns.
     pub fn start(config: HubConfig) -> Result<Hub, BusError> {
+        if let Some(timing) = &config.timing {
+            check_timing(timing)?;
+        }
         if config.unix_path.is_none() && config.tcp_addr.is_none() {
             return Err(BusError::InvalidEndpoint {
                 uri: String::new(),
@@ -166,6 +201,26 @@ impl Hub {
             }
         }
 
+        let timer = match Timer::new() {
+            Ok(mut timer) => match poll.registry().register(
+                &mut SourceFd(&timer.fd.as_raw_fd()),
+                TIMER,
+                Interest::READABLE,
+            ) {
+                Ok(()) => {
+                    timer.armed = None;
+                    Some(timer)
+                }
+                Err(e) => {
+                    tracing::warn!(bus = %config.name, error = %e, "cannot poll a timerfd; timed work rounds to ms");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(bus = %config.name, error = %e, "no timerfd; timed work rounds to ms");
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel();
         let last = Arc::new(Mutex::new(None));
         let name = config.name.clone();
@@ -183,6 +238,12 @@ impl Hub {
             scratch: Vec::with_capacity(128),
             requests: rx,
             accepted: 0,
+            faults: FaultEngine::new(config.timing),
+            bus: config.timing.map(BusScheduler::new),
+            timer,
+            names: Vec::new(),
+            outputs: Vec::new(),
+            tx_blocked: false,
             config,
         };
         let thread_last = Arc::clone(&last);
@@ -235,6 +296,56 @@ impl Hub {
             }
         }
         self.last_stats()
+    }
+
+    /// Sends a request to the hub thread and waits for its reply; `None` if the hub is gone.
+    fn call<T>(&self, request: impl FnOnce(mpsc::SyncSender<T>) -> Request) -> Option<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.requests.send(request(tx)).is_ok() && self.waker.wake().is_ok() {
+            rx.recv().ok()
+        } else {
+            None
+        }
+    }
+
+    /// Starts a fault (see [`crate::fault`]); it acts from the next frame on.
+    ///
+    /// Refused with [`BusError::InvalidFault`] when it cannot work: a drop percentage outside 0..=100, a
+    /// cut link without a node name, a bus load or back-to-back babble on a bus without a timing.
+    pub fn add_fault(&self, fault: Fault) -> Result<FaultId, BusError> {
+        self.call(|tx| Request::AddFault(Box::new(fault), tx))
+            .unwrap_or_else(|| Err(BusError::Closed(self.name.clone())))
+    }
+
+    /// Ends a fault; its report, or `None` if no such fault is active.
+    pub fn remove_fault(&self, id: FaultId) -> Option<FaultReport> {
+        self.call(|tx| Request::RemoveFault(id, tx)).flatten()
+    }
+
+    /// Ends every fault and returns the reports of all faults added since the last clear (ended ones
+    /// too), in the order they were added; the hub then forgets them.
+    pub fn clear_faults(&self) -> Vec<FaultReport> {
+        self.call(Request::ClearFaults).unwrap_or_default()
+    }
+
+    /// The reports of all faults added since the last clear, active ones with their counts so far.
+    pub fn fault_reports(&self) -> Vec<FaultReport> {
+        self.call(Request::FaultReports).unwrap_or_default()
+    }
+
+    /// Puts a frame on the bus from the hub itself (node name `hub`), for example an error frame: it is
+    /// delivered to every node whose filters (or error mask) accept it, like any frame. Faults do not act
+    /// on it; with a bus timing it arbitrates like the others (error frames first).
+    pub fn inject(&self, frame: Frame) -> Result<(), BusError> {
+        self.call(|tx| Request::Inject(frame, tx))
+            .unwrap_or_else(|| Err(BusError::Closed(self.name.clone())))
+    }
+
+    /// Gives the bus a bitrate, changes it, or (`None`) makes it ideal again (frames still queued are
+    /// then delivered at once). Refused while a fault that needs a bitrate is active.
+    pub fn set_timing(&self, timing: Option<BusTiming>) -> Result<(), BusError> {
+        self.call(|tx| Request::SetTiming(timing, tx))
+            .unwrap_or_else(|| Err(BusError::Closed(self.name.clone())))
     }
 
     fn last_stats(&self) -> HubStats {
@@ -324,6 +435,77 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)
 }
 
+fn check_timing(timing: &BusTiming) -> Result<(), BusError> {
+    if timing.bitrate.nominal == 0 || timing.bitrate.data == Some(0) {
+        return Err(BusError::InvalidTiming(format!(
+            "a bitrate of 0 bit/s ({:?})",
+            timing.bitrate
+        )));
+    }
+    Ok(())
+}
+
+/// A `timerfd` on `CLOCK_REALTIME` (the clock of the hub's timestamps), armed at absolute times, so the
+/// hub wakes for timed work with ns precision rather than poll's ms.
+struct Timer {
+    fd: std::os::fd::OwnedFd,
+    armed: Option<u64>,
+}
+
+impl Timer {
+    fn new() -> io::Result<Timer> {
+        // SAFETY: plain syscall; the returned fd is owned below.
+        let fd =
+            unsafe { libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Timer { fd, armed: None })
+    }
+
+    /// Fires once at `at_ns` (ns since the Unix epoch).
+    fn arm(&mut self, at_ns: u64) -> io::Result<()> {
+        if self.armed == Some(at_ns) {
+            return Ok(());
+        }
+        let at_ns = at_ns.max(1);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: valid fd and itimerspec; the old value is not asked for.
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.armed = Some(at_ns);
+        Ok(())
+    }
+
+    /// Consumes an expiry (so the next one raises a new edge).
+    fn fired(&mut self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `buf`; errors (EAGAIN) are fine.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        self.armed = None;
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -367,6 +549,8 @@ struct NodeConfig {
     filters: Vec<Filter>,
     /// Whether a drop was already logged since the queue last drained.
     drop_logged: bool,
+    /// Unplugged by a cut-link fault: nothing is delivered to it.
+    cut: bool,
 }
 
 struct Conn {
@@ -393,6 +577,9 @@ struct Conn {
     /// Registered for writable events too. Only while output is blocked: a Unix stream socket signals
     /// write space every time the peer reads, which would wake the hub once more per delivered frame.
     write_interest: bool,
+    /// Its transmit queue on a bus with a timing is full: the hub reads nothing more from it until the
+    /// queue has room.
+    tx_full: bool,
 }
 
 impl Conn {
@@ -428,6 +615,16 @@ struct HubThread {
     scratch: Vec<u8>,
     requests: mpsc::Receiver<Request>,
     accepted: u64,
+    faults: FaultEngine<usize>,
+    /// The bus with a timing; `None`: ideal bus.
+    bus: Option<BusScheduler<Origin<usize>>>,
+    timer: Option<Timer>,
+    /// Node names for fault selectors, by node index (the hello name, or `node<N>`).
+    names: Vec<String>,
+    /// Reused buffer of what the fault engine asks for.
+    outputs: Vec<Output<usize>>,
+    /// Some connection has `tx_full` set.
+    tx_blocked: bool,
 }
 
 impl HubThread {
@@ -436,7 +633,11 @@ impl HubThread {
         let mut shutdown = false;
         while !shutdown {
             let busy = self.has_pending_input();
-            let timeout = if busy { Some(Duration::ZERO) } else { None };
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                self.timed_wait()
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -447,6 +648,11 @@ impl HubThread {
             for event in events.iter() {
                 match event.token() {
                     WAKER => shutdown |= self.handle_requests(),
+                    TIMER => {
+                        if let Some(timer) = &mut self.timer {
+                            timer.fired();
+                        }
+                    }
                     UNIX_LISTENER => self.accept_unix(),
                     TCP_LISTENER => self.accept_tcp(),
                     Token(t) => {
@@ -464,6 +670,9 @@ impl HubThread {
             if shutdown {
                 break;
             }
+            if self.timed() {
+                self.advance_time();
+            }
             self.process_input();
             self.flush_all();
         }
@@ -478,7 +687,7 @@ impl HubThread {
         self.conns
             .iter()
             .flatten()
-            .any(|c| !c.closing && (c.readable || c.decoder.has_message()))
+            .any(|c| !c.closing && !c.tx_full && (c.readable || c.decoder.has_message()))
     }
 
     fn paused(&self) -> bool {
@@ -498,10 +707,209 @@ impl HubThread {
                 Request::Stats(reply) => {
                     let _ = reply.send(self.snapshot());
                 }
+                Request::AddFault(fault, reply) => {
+                    let now = now_ns();
+                    let description = fault.describe();
+                    let result = match self.faults.add(*fault, now) {
+                        Ok((id, mut out)) => {
+                            tracing::info!(bus = %self.config.name, fault = id.0, %description, "fault added");
+                            self.apply(&mut out, now);
+                            Ok(id)
+                        }
+                        Err(e) => Err(BusError::InvalidFault {
+                            fault: description,
+                            reason: e.0,
+                        }),
+                    };
+                    let _ = reply.send(result);
+                }
+                Request::RemoveFault(id, reply) => {
+                    let now = now_ns();
+                    let mut out = Vec::new();
+                    let report = self.faults.remove(id, now, &mut out);
+                    self.apply(&mut out, now);
+                    if let Some(report) = &report {
+                        tracing::info!(bus = %self.config.name, fault = id.0, description = %report.description, "fault removed");
+                    }
+                    let _ = reply.send(report);
+                }
+                Request::ClearFaults(reply) => {
+                    let now = now_ns();
+                    let mut out = Vec::new();
+                    let reports = self.faults.clear(now, &mut out);
+                    self.apply(&mut out, now);
+                    let _ = reply.send(reports);
+                }
+                Request::FaultReports(reply) => {
+                    let _ = reply.send(self.faults.reports());
+                }
+                Request::Inject(frame, reply) => {
+                    let now = now_ns();
+                    let mut out = vec![Output::Frame {
+                        from: Origin::Virtual("hub"),
+                        frame,
+                        at_ns: now,
+                    }];
+                    self.apply(&mut out, now);
+                    let _ = reply.send(Ok(()));
+                }
+                Request::SetTiming(timing, reply) => {
+                    let _ = reply.send(self.set_timing(timing));
+                }
                 Request::Shutdown => shutdown = true,
             }
         }
         shutdown
+    }
+
+    fn set_timing(&mut self, timing: Option<BusTiming>) -> Result<(), BusError> {
+        if let Some(timing) = &timing {
+            check_timing(timing)?;
+        }
+        self.faults
+            .set_timing(timing)
+            .map_err(|e| BusError::InvalidTiming(e.0))?;
+        match (self.bus.as_mut(), timing) {
+            (Some(bus), Some(timing)) => bus.set_timing(timing),
+            (None, Some(timing)) => self.bus = Some(BusScheduler::new(timing)),
+            (Some(_), None) => {
+                let now = now_ns();
+                let drained = self.bus.take().map(|mut bus| bus.drain()).unwrap_or_default();
+                for (from, frame) in drained {
+                    self.deliver(origin_node(&from), &frame, now);
+                }
+                for conn in self.conns.iter_mut().flatten() {
+                    conn.tx_full = false;
+                }
+                self.tx_blocked = false;
+            }
+            (None, None) => {}
+        }
+        tracing::info!(bus = %self.config.name, ?timing, "bus timing set");
+        Ok(())
+    }
+
+    /// True if the hub has timed work (a bus with a timing, faults, delayed frames).
+    fn timed(&self) -> bool {
+        self.bus.is_some() || !self.faults.is_idle()
+    }
+
+    /// The poll timeout that wakes the hub for its next timed work (arming the timerfd when there is one).
+    fn timed_wait(&mut self) -> Option<Duration> {
+        if !self.timed() {
+            return None;
+        }
+        let bus_next = self.bus.as_ref().and_then(BusScheduler::next_event_ns);
+        let deadline = match (self.faults.next_deadline(), bus_next) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let now = now_ns();
+        if deadline <= now {
+            return Some(Duration::ZERO);
+        }
+        if let Some(timer) = &mut self.timer {
+            match timer.arm(deadline) {
+                Ok(()) => return None,
+                Err(e) => tracing::warn!(bus = %self.config.name, error = %e, "cannot arm the timerfd"),
+            }
+        }
+        // Round up: waking early would only loop once more.
+        Some(Duration::from_nanos(deadline - now).max(Duration::from_millis(1)))
+    }
+
+    /// Does the timed work due now: faults' timers, then the bus.
+    fn advance_time(&mut self) {
+        let now = now_ns();
+        let mut out = std::mem::take(&mut self.outputs);
+        self.faults.advance(now, &mut out);
+        self.apply(&mut out, now);
+        self.outputs = out;
+    }
+
+    /// Carries out what the fault engine asked for, then runs the bus up to `now`.
+    fn apply(&mut self, out: &mut Vec<Output<usize>>, now: u64) {
+        for output in out.drain(..) {
+            match output {
+                Output::Frame { from, frame, at_ns } => match &mut self.bus {
+                    Some(bus) => {
+                        if matches!(from, Origin::Virtual(name) if name != "hub")
+                            && bus.queued(&from) >= VIRTUAL_TX_QUEUE
+                        {
+                            continue;
+                        }
+                        bus.submit(from, frame, at_ns);
+                    }
+                    None => self.deliver(origin_node(&from), &frame, at_ns),
+                },
+                Output::Cut {
+                    node,
+                    bus_off,
+                    started,
+                } => self.cut_changed(&node, bus_off, started),
+            }
+        }
+        self.run_bus(now);
+    }
+
+    /// Delivers the frames whose end of frame is at or before `now`, stamped with it.
+    fn run_bus(&mut self, now: u64) {
+        let Some(bus) = &mut self.bus else { return };
+        let done = bus.complete_until(now);
+        for (from, frame, end_ns) in done {
+            self.deliver(origin_node(&from), &frame, end_ns);
+        }
+        if self.tx_blocked {
+            let Some(bus) = &self.bus else { return };
+            let mut still = false;
+            for conn in self.conns.iter_mut().flatten() {
+                if let (true, ConnRole::Node(node)) = (conn.tx_full, &conn.role) {
+                    if bus.queued(&Origin::Node(node.index)) < TX_QUEUE_FRAMES {
+                        conn.tx_full = false;
+                    } else {
+                        still = true;
+                    }
+                }
+            }
+            self.tx_blocked = still;
+        }
+    }
+
+    /// A cut started or ended: nodes re-evaluate whether they are cut; with `bus_off` the matching nodes
+    /// get a bus-off error frame at the start and a restarted one at the end.
+    fn cut_changed(&mut self, pattern: &str, bus_off: bool, started: bool) {
+        for conn in self.conns.iter_mut().flatten() {
+            if let ConnRole::Node(node) = &mut conn.role {
+                let name = self.names.get(node.index).map_or("", String::as_str);
+                node.cut = self.faults.is_cut(name);
+            }
+        }
+        if !bus_off {
+            return;
+        }
+        let class = if started {
+            CAN_ERR_BUSOFF
+        } else {
+            CAN_ERR_RESTARTED
+        };
+        let Ok(frame) = Frame::error(class, [0; 8]) else {
+            return;
+        };
+        // The error frame is local to the controller: it carries the sequence number of the last bus
+        // frame and reaches only the unplugged node.
+        self.scratch.clear();
+        wire::encode_deliver(&mut self.scratch, self.frames, now_ns(), false, &frame);
+        for conn in self.conns.iter_mut().flatten() {
+            let ConnRole::Node(node) = &conn.role else {
+                continue;
+            };
+            let name = self.names.get(node.index).map_or("", String::as_str);
+            if !node.want_errors || conn.peer_gone || !name.contains(pattern) {
+                continue;
+            }
+            conn.out.extend_from_slice(&self.scratch);
+            conn.frame_ends.push_back(conn.out_base + conn.out.len() as u64);
+        }
     }
 
     fn snapshot(&self) -> HubStats {
@@ -593,6 +1001,7 @@ impl HubThread {
             write_failed: false,
             peer_gone: false,
             write_interest: false,
+            tx_full: false,
         };
         if index == self.conns.len() {
             self.conns.push(Some(conn));
@@ -669,7 +1078,7 @@ impl HubThread {
             let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
-            if !conn.readable || conn.closing {
+            if !conn.readable || conn.closing || conn.tx_full {
                 continue;
             }
             let fd = conn.stream.fd();
@@ -730,6 +1139,14 @@ impl HubThread {
             if conn.closing {
                 return Ok(());
             }
+            if let (Some(bus), ConnRole::Node(node)) = (&self.bus, &conn.role) {
+                // Flow control on a timed bus: a full transmit queue stops reading from the node.
+                if bus.queued(&Origin::Node(node.index)) >= TX_QUEUE_FRAMES {
+                    conn.tx_full = true;
+                    self.tx_blocked = true;
+                    return Ok(());
+                }
+            }
             let message = match conn.decoder.next_message() {
                 Ok(Some(message)) => message,
                 Ok(None) => return Ok(()),
@@ -743,7 +1160,7 @@ impl HubThread {
                         );
                     }
                     let sender = node.index;
-                    self.dispatch(index, sender, &frame);
+                    self.dispatch(sender, frame);
                 }
                 (ConnRole::Node(_), Message::SetFilters(filters)) => {
                     if let Some(Conn {
@@ -835,7 +1252,9 @@ impl HubThread {
                     fd: hello.fd,
                     filters: hello.filters,
                     drop_logged: false,
+                    cut: self.faults.is_cut(&shown),
                 });
+                self.names.push(shown.clone());
                 self.nodes.push(NodeStats {
                     node: node_id,
                     name: hello.name,
@@ -856,30 +1275,56 @@ impl HubThread {
         }
     }
 
-    /// Orders one frame onto the bus and queues it for every node that accepts it.
-    fn dispatch(&mut self, sender_conn: usize, sender_node: usize, frame: &Frame) {
-        self.frames += 1;
-        let seq = self.frames;
-        let timestamp = now_ns();
+    /// Takes one frame a node sent: on an ideal bus without faults it is delivered at once; otherwise it
+    /// passes the faults and, with a timing, the bus.
+    fn dispatch(&mut self, sender_node: usize, frame: Frame) {
         if let Some(stats) = self.nodes.get_mut(sender_node) {
             stats.sent += 1;
         }
+        if self.bus.is_none() && self.faults.is_idle() {
+            self.deliver(sender_node, &frame, now_ns());
+            return;
+        }
+        let now = now_ns();
+        let mut out = std::mem::take(&mut self.outputs);
+        if self.faults.is_idle() {
+            out.push(Output::Frame {
+                from: Origin::Node(sender_node),
+                frame,
+                at_ns: now,
+            });
+        } else {
+            // Due timers first, so that frames keep their order with delayed ones that are due.
+            self.faults.advance(now, &mut out);
+            let name = self.names.get(sender_node).map_or("", String::as_str);
+            self.faults.on_frame(sender_node, name, frame, now, &mut out);
+        }
+        self.apply(&mut out, now);
+        self.outputs = out;
+    }
+
+    /// Orders one frame onto the bus with `timestamp` and queues it for every node that accepts it.
+    /// `sender_node` is the sending node's index (`usize::MAX` for the hub's virtual nodes).
+    fn deliver(&mut self, sender_node: usize, frame: &Frame, timestamp: u64) {
+        self.frames += 1;
+        let seq = self.frames;
         self.scratch.clear();
         wire::encode_deliver(&mut self.scratch, seq, timestamp, false, frame);
         let limit = self.config.queue_frames.max(1);
         let block = self.config.backpressure == Backpressure::Block;
         for (index, slot) in self.conns.iter_mut().enumerate() {
             let Some(conn) = slot else { continue };
-            let own = index == sender_conn;
-            let node_index = match &conn.role {
+            let (own, node_index) = match &conn.role {
                 ConnRole::Node(node) => {
+                    let own = node.index == sender_node;
                     if (own && !node.recv_own)
+                        || node.cut
                         || (frame.is_fd() && !node.fd)
                         || !Filter::accepts(&node.filters, frame, node.want_errors)
                     {
                         continue;
                     }
-                    node.index
+                    (own, node.index)
                 }
                 _ => continue,
             };
@@ -1051,6 +1496,14 @@ fn flush_conn(conn: &mut Conn, nodes: &mut [NodeStats]) -> Result<(), CloseReaso
         }
     }
     Ok(())
+}
+
+/// The node index a frame is delivered as coming from (`usize::MAX`: a virtual node, never anyone's own).
+fn origin_node(from: &Origin<usize>) -> usize {
+    match from {
+        Origin::Node(index) => *index,
+        Origin::Virtual(_) => usize::MAX,
+    }
 }
 
 fn is_disconnect(e: &io::Error) -> bool {

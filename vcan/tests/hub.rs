@@ -28,6 +28,7 @@ fn bus_with(queue_frames: usize, backpressure: Backpressure) -> Bus {
         tcp_addr: Some("127.0.0.1:0".parse().unwrap()),
         queue_frames,
         backpressure,
+        timing: None,
     })
     .unwrap();
     Bus { hub, _dir: dir, path }
