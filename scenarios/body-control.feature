@@ -74,3 +74,19 @@ Feature: Body control: central locking
     When the "body-control" workload is stopped
     Then the "body-control" workload stays exited for 1 s
     And the "body-control" workload has been restarted 0 times
+
+  @fault
+  Scenario: A late vehicle speed delays the automatic lock
+    Given "VehicleSpeed" frames are delayed by 200 ms ± 20 ms
+    When "VehicleSpeed" is sent with Speed=20, SpeedValid=1
+    Then no "DoorLockState" has Locked=1 for 150 ms
+    And within 600 ms "DoorLockState" has Locked=1, AutoLocked=1
+
+  @fault
+  Scenario: A lost lock request is answered once the key fob repeats it
+    Given the next 1 "LockRequest" frames are lost
+    When "LockRequest" is sent with Command=1
+    Then no "LockResponse" is seen for 300 ms
+    When "LockRequest" is sent with Command=1
+    Then within 300 ms "LockResponse" has Result=0, Command=1
+    And the faults affected 1 frame

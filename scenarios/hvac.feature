@@ -86,3 +86,41 @@ Feature: HVAC controller
     When the "hvac" workload is stopped
     Then the "hvac" workload exits with code 0 within 3 s
     And no "HvacStatus" is seen for 500 ms
+
+  @fault @replay
+  Scenario: Losing every cabin temperature frame trips the sensor timeout
+    Given the trace "fixtures/traces/cabin-sensor.log" is replayed looped
+    And "ClimateRequest" is sent with TargetTemp=21, FanLevel=3, AcOn=1
+    Then within 500 ms "HvacStatus" has State=3
+    When 100% of "CabinTemperature" frames are lost
+    Then within 3 s "HvacStatus" has State=4
+    And the "hvac" workload logs "sensor_fault" within 1 s
+    When the faults are cleared
+    Then within 500 ms "HvacStatus" has State=3
+
+  @fault
+  Scenario: Bus error frames do not disturb a controller that filters them
+    When an error frame "bus-error" is injected 20 times
+    And an error frame "controller" is injected
+    And "ClimateRequest" is sent with TargetTemp=21, FanLevel=3, AcOn=0
+    Then within 300 ms "HvacActuators" has FanPwm=40
+    And "HvacStatus" is sent every 100 ms ± 25%
+
+  @fault
+  Scenario: The controller's link is cut and comes back
+    Given the link of "hvac-controller" is cut (bus-off) for 1 s
+    Then no "HvacStatus" is seen for 700 ms
+    And within 2 s "HvacStatus" is seen
+    And the faults affected at least 5 frames
+
+  @replay
+  Scenario: A recorded cabin warm-up drives the controller
+    When the trace "fixtures/traces/hvac-cabin-warmup.log" is replayed
+    Then within 300 ms "HvacActuators" has FanPwm=40, Compressor=1
+    And within 300 ms "HvacStatus" has State=3
+
+  @replay
+  Scenario: The same warm-up from a Vector ASC trace at twice the speed, sensor and HMI only
+    When the trace "fixtures/traces/hvac-cabin-warmup.asc" is replayed at 2x speed with only ids 0x200, 0x210
+    Then within 300 ms "HvacActuators" has FanPwm=40, Compressor=1
+    And within 300 ms "HvacStatus" has State=3

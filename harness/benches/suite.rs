@@ -48,6 +48,8 @@ fn main() {
             lab: None,
             parallel_environments: false,
             can_transport: Default::default(),
+            reference: None,
+            seed: 1,
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {

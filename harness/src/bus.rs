@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
-use vcan::candump::{TraceRecord, TraceWriter};
+use vcan::candump::TraceRecord;
 use vcan::hub::{Hub, HubConfig, HubStats};
 use vcan::{CanSocket, Endpoint, Filter, Frame, OpenOptions};
 
@@ -116,13 +116,47 @@ pub fn system_time_ns(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A comment line of a bus's trace (`# fault: …`, `# replay: …`), at a bus time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceNote {
+    pub timestamp_ns: u64,
+    pub text: String,
+}
+
+/// The harness's sending node on a bus, shareable with threads that outlive a step (a looped replay).
+#[derive(Clone)]
+pub struct BusSender {
+    bus: String,
+    injector: Arc<Mutex<Box<dyn CanSocket>>>,
+}
+
+impl BusSender {
+    /// Puts a frame on the bus from the harness node.
+    pub fn send(&self, frame: &Frame) -> Result<(), InfraError> {
+        let mut injector = self.injector.lock().map_err(|_| InfraError::Bus {
+            bus: self.bus.clone(),
+            reason: "injector lock poisoned".into(),
+        })?;
+        injector.send(frame).map_err(|e| InfraError::Bus {
+            bus: self.bus.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+}
+
 /// A bus of one scenario.
 pub struct ScenarioBus {
     name: String,
     hub: Option<Hub>,
     info: BusInfo,
     tape: Arc<Tape>,
-    injector: Mutex<Box<dyn CanSocket>>,
+    sender: BusSender,
+    notes: Mutex<Vec<TraceNote>>,
+    timing: Mutex<Option<String>>,
     recorder: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicU64>,
 }
@@ -133,12 +167,46 @@ pub struct BusSummary {
     pub frames: Vec<TracedFrame>,
     pub stats: Option<HubStats>,
     pub recorder_failure: Option<String>,
+    /// The trace's comment lines (faults, replays), in time order.
+    pub notes: Vec<TraceNote>,
+    /// Every fault applied to the bus, with what it did.
+    pub faults: Vec<vcan::fault::FaultReport>,
+    /// The bus's last bitrate, if it had one.
+    pub timing: Option<String>,
+}
+
+/// `500 kbit/s, 2 Mbit/s data phase, worst-case stuffing`.
+pub fn describe_timing(t: &vcan::bustime::BusTiming) -> String {
+    let rate = |r: u32| {
+        if r % 1_000_000 == 0 {
+            format!("{} Mbit/s", r / 1_000_000)
+        } else if r % 1_000 == 0 {
+            format!("{} kbit/s", r / 1_000)
+        } else {
+            format!("{r} bit/s")
+        }
+    };
+    let mut s = rate(t.bitrate.nominal);
+    if let Some(d) = t.bitrate.data {
+        s.push_str(&format!(", {} data phase", rate(d)));
+    }
+    s.push_str(match t.stuffing {
+        vcan::bittiming::Stuffing::WorstCase => ", worst-case stuffing",
+        vcan::bittiming::Stuffing::Exact => ", exact stuffing",
+        vcan::bittiming::Stuffing::None => ", no stuffing",
+    });
+    s
 }
 
 impl ScenarioBus {
-    /// Starts an embedded hub for bus `name` with its socket in `dir`, optionally also on TCP at `tcp_ip`,
-    /// and joins the recorder and injector.
-    pub fn start(name: &str, dir: &Path, tcp_ip: Option<IpAddr>) -> Result<ScenarioBus, InfraError> {
+    /// Starts an embedded hub for bus `name` with its socket in `dir`, optionally also on TCP at `tcp_ip`
+    /// and with a bitrate (`timing`; `None`: an ideal bus), and joins the recorder and injector.
+    pub fn start(
+        name: &str,
+        dir: &Path,
+        tcp_ip: Option<IpAddr>,
+        timing: Option<vcan::bustime::BusTiming>,
+    ) -> Result<ScenarioBus, InfraError> {
         let bus_err = |reason: String| InfraError::Bus {
             bus: name.to_string(),
             reason,
@@ -149,6 +217,7 @@ impl ScenarioBus {
             name: name.to_string(),
             unix_path: Some(unix_path.clone()),
             tcp_addr: tcp_ip.map(|ip| SocketAddr::new(ip, 0)),
+            timing,
             ..HubConfig::default()
         })
         .map_err(|e| bus_err(e.to_string()))?;
@@ -216,7 +285,12 @@ impl ScenarioBus {
             hub,
             info,
             tape,
-            injector: Mutex::new(injector),
+            sender: BusSender {
+                bus: name.to_string(),
+                injector: Arc::new(Mutex::new(injector)),
+            },
+            notes: Mutex::new(Vec::new()),
+            timing: Mutex::new(None),
             recorder: Some(recorder),
             stop,
         })
@@ -241,14 +315,100 @@ impl ScenarioBus {
 
     /// Puts a frame on the bus from the harness node.
     pub fn send(&self, frame: &Frame) -> Result<(), InfraError> {
-        let mut injector = self.injector.lock().map_err(|_| InfraError::Bus {
-            bus: self.name.clone(),
-            reason: "injector lock poisoned".into(),
-        })?;
-        injector.send(frame).map_err(|e| InfraError::Bus {
-            bus: self.name.clone(),
-            reason: e.to_string(),
+        self.sender.send(frame)
+    }
+
+    /// The harness's sending node, for work that outlives a step.
+    pub fn sender(&self) -> BusSender {
+        self.sender.clone()
+    }
+
+    /// The embedded hub, where faults and bus timing act; a bus the harness only attached to (a bench
+    /// adapter) has none, and what needs one is *unsupported here*.
+    fn hub(&self, what: &str) -> Result<&Hub, InfraError> {
+        self.hub.as_ref().ok_or_else(|| InfraError::Unsupported {
+            workload: format!("bus {}", self.name),
+            reason: format!(
+                "{what} acts in the harness's virtual bus, and this environment's bus `{}` is a real adapter",
+                self.name
+            ),
         })
+    }
+
+    /// Applies a fault to the bus until it ends by itself, is removed, or the scenario ends; the trace
+    /// gets a `# fault:` line.
+    pub fn add_fault(&self, fault: vcan::fault::Fault) -> Result<vcan::fault::FaultId, InfraError> {
+        let description = fault.describe();
+        let id = self
+            .hub(&format!("fault `{description}`"))?
+            .add_fault(fault)
+            .map_err(|e| InfraError::Bus {
+                bus: self.name.clone(),
+                reason: e.to_string(),
+            })?;
+        self.note(format!("fault: {description}"));
+        Ok(id)
+    }
+
+    /// Ends the faults that match `pred` (by description); their reports.
+    pub fn clear_faults(&self) -> Result<Vec<vcan::fault::FaultReport>, InfraError> {
+        let hub = self.hub("clearing faults")?;
+        let reports = hub.clear_faults();
+        for r in reports.iter().filter(|r| r.ended_ns.is_none()) {
+            self.note(format!(
+                "fault ended: {} (matched {}, affected {})",
+                r.description, r.matched, r.affected
+            ));
+        }
+        Ok(reports)
+    }
+
+    /// What the bus's faults did so far.
+    pub fn fault_reports(&self) -> Result<Vec<vcan::fault::FaultReport>, InfraError> {
+        Ok(self.hub("fault reports")?.fault_reports())
+    }
+
+    /// Puts a frame on the bus from the hub itself (error frames, which a node cannot send).
+    pub fn inject(&self, frame: &Frame) -> Result<(), InfraError> {
+        self.hub("injecting an error frame")?
+            .inject(frame.clone())
+            .map_err(|e| InfraError::Bus {
+                bus: self.name.clone(),
+                reason: e.to_string(),
+            })?;
+        self.note(format!("fault: injected {frame}"));
+        Ok(())
+    }
+
+    /// Gives the bus a bitrate (`None`: ideal again) from now on.
+    pub fn set_timing(&self, timing: Option<vcan::bustime::BusTiming>) -> Result<(), InfraError> {
+        self.hub("a bitrate")?
+            .set_timing(timing)
+            .map_err(|e| InfraError::Bus {
+                bus: self.name.clone(),
+                reason: e.to_string(),
+            })?;
+        self.timed(timing);
+        Ok(())
+    }
+
+    /// Records the bus's bitrate (trace line and summary).
+    pub fn timed(&self, timing: Option<vcan::bustime::BusTiming>) {
+        let text = timing.as_ref().map(describe_timing);
+        self.note(format!("bus timing: {}", text.as_deref().unwrap_or("ideal")));
+        if let Ok(mut t) = self.timing.lock() {
+            *t = text;
+        }
+    }
+
+    /// Adds a comment line to the bus's trace, at the current bus time.
+    pub fn note(&self, text: impl Into<String>) {
+        if let Ok(mut notes) = self.notes.lock() {
+            notes.push(TraceNote {
+                timestamp_ns: now_ns(),
+                text: text.into(),
+            });
+        }
     }
 
     /// Stops recording (after the recorder has taped everything the bus already ordered) and the hub.
@@ -258,12 +418,24 @@ impl ScenarioBus {
         if let Some(handle) = self.recorder.take() {
             let _ = handle.join();
         }
+        let faults = self.hub.as_ref().map(Hub::clear_faults).unwrap_or_default();
+        for r in faults.iter().filter(|r| r.ended_ns.is_none()) {
+            self.note(format!(
+                "fault ended with the scenario: {} (matched {}, affected {})",
+                r.description, r.matched, r.affected
+            ));
+        }
         let stats = self.hub.take().map(Hub::shutdown);
+        let mut notes = self.notes.lock().map(|n| n.clone()).unwrap_or_default();
+        notes.sort_by_key(|n| n.timestamp_ns);
         BusSummary {
             name: self.name.clone(),
             frames: self.tape.all(),
             stats,
             recorder_failure: self.tape.failure(),
+            notes,
+            faults,
+            timing: self.timing.lock().ok().and_then(|t| t.clone()),
         }
     }
 }
@@ -324,18 +496,46 @@ fn record(socket: &mut dyn CanSocket, tape: &Tape, stop: &AtomicU64) {
     }
 }
 
-/// Writes a tape as a candump `-l` log with the bus name as interface.
-pub fn write_candump(path: &Path, interface: &str, frames: &[TracedFrame]) -> std::io::Result<()> {
+/// Writes a tape as a candump `-l` log with the bus name as interface; `notes` become comment lines
+/// (`# fault: …`) between the frames, at their time (`canplayer` and the trace reader skip them).
+pub fn write_candump(
+    path: &Path,
+    interface: &str,
+    frames: &[TracedFrame],
+    notes: &[TraceNote],
+) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut writer = TraceWriter::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut pending = notes.iter().peekable();
     for f in frames {
-        writer.write(&TraceRecord {
-            timestamp_ns: f.timestamp_ns,
-            interface: interface.to_string(),
-            frame: f.frame.clone(),
-        })?;
+        while let Some(n) = pending.next_if(|n| n.timestamp_ns <= f.timestamp_ns) {
+            write_note(&mut out, n)?;
+        }
+        out.write_all(
+            vcan::candump::format_record(&TraceRecord {
+                timestamp_ns: f.timestamp_ns,
+                interface: interface.to_string(),
+                frame: f.frame.clone(),
+            })
+            .as_bytes(),
+        )?;
+        out.write_all(b"\n")?;
     }
-    writer.flush()
+    for n in pending {
+        write_note(&mut out, n)?;
+    }
+    out.flush()
+}
+
+fn write_note(out: &mut impl std::io::Write, note: &TraceNote) -> std::io::Result<()> {
+    let text = note.text.replace(['\n', '\r'], " ");
+    writeln!(
+        out,
+        "# {text} ({}.{:06})",
+        note.timestamp_ns / 1_000_000_000,
+        (note.timestamp_ns % 1_000_000_000) / 1000
+    )
 }

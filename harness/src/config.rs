@@ -7,11 +7,20 @@
 //!   - HvacStatus.AliveCounter
 //! ignore_ids: []                  # CAN ids left out of frame-sequence comparison entirely
 //! timing_tolerance: 0.25          # relative difference of a measured period beyond which environments drift
+//! buses:                          # optional: buses with a bitrate behave like physical ones (no entry: ideal)
+//!   vehicle:
+//!     bitrate: 500000             # nominal bit/s
+//!     data_bitrate: 2000000       # CAN FD data phase (frames with BRS); default: the nominal bitrate
+//!     stuffing: worst-case        # worst-case | exact | none
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+/// The slowest and fastest bitrates a bus may be given (bit/s).
+pub const MIN_BITRATE: u32 = 1_000;
+pub const MAX_BITRATE: u32 = 15_000_000;
 
 /// Where a project keeps its parity configuration, relative to the project directory.
 pub const PARITY_CONFIG: &str = "scenarios/parity.yaml";
@@ -28,6 +37,50 @@ pub struct ParityConfig {
     pub ignore_ids: Vec<String>,
     #[serde(default = "default_tolerance")]
     pub timing_tolerance: f64,
+    /// Buses with a bitrate: frames take their time on the wire, arbitrated by id.
+    #[serde(default)]
+    pub buses: std::collections::BTreeMap<String, BusTimingConfig>,
+}
+
+/// The bitrate of one bus (`buses.<name>` in `parity.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusTimingConfig {
+    pub bitrate: u32,
+    #[serde(default)]
+    pub data_bitrate: Option<u32>,
+    #[serde(default)]
+    pub stuffing: StuffingConfig,
+}
+
+/// How stuff bits are counted on a bus with a bitrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StuffingConfig {
+    /// The most any payload needs (what a bus must be planned for).
+    #[default]
+    WorstCase,
+    /// Each classic frame's own stuff bits, from its bits and CRC.
+    Exact,
+    /// No stuff bits (the shortest frames).
+    None,
+}
+
+impl BusTimingConfig {
+    /// The hub's bus timing.
+    pub fn timing(&self) -> vcan::bustime::BusTiming {
+        vcan::bustime::BusTiming {
+            bitrate: vcan::bittiming::Bitrate {
+                nominal: self.bitrate,
+                data: self.data_bitrate,
+            },
+            stuffing: match self.stuffing {
+                StuffingConfig::WorstCase => vcan::bittiming::Stuffing::WorstCase,
+                StuffingConfig::Exact => vcan::bittiming::Stuffing::Exact,
+                StuffingConfig::None => vcan::bittiming::Stuffing::None,
+            },
+        }
+    }
 }
 
 fn default_bus() -> String {
@@ -45,6 +98,7 @@ impl Default for ParityConfig {
             mask_signals: Vec::new(),
             ignore_ids: Vec::new(),
             timing_tolerance: default_tolerance(),
+            buses: Default::default(),
         }
     }
 }
@@ -78,6 +132,22 @@ impl ParityConfig {
                     path: path.to_path_buf(),
                     mask: m.clone(),
                 });
+            }
+        }
+        for (bus, timing) in &config.buses {
+            for (field, rate) in [
+                ("bitrate", Some(timing.bitrate)),
+                ("data_bitrate", timing.data_bitrate),
+            ] {
+                if let Some(rate) = rate.filter(|r| !(MIN_BITRATE..=MAX_BITRATE).contains(r)) {
+                    return Err(ConfigError::Field {
+                        path: path.to_path_buf(),
+                        field: format!("buses.{bus}.{field}"),
+                        reason: format!(
+                            "{rate} bit/s is outside {MIN_BITRATE}..={MAX_BITRATE} (CAN runs at 10 kbit/s to 1 Mbit/s, FD data phases up to 15 Mbit/s)"
+                        ),
+                    });
+                }
             }
         }
         if !(0.0..10.0).contains(&config.timing_tolerance) {
@@ -135,5 +205,25 @@ mod tests {
         assert!(e.contains("unknown field `mask_signalz`"), "{e}");
         std::fs::write(&p, "mask_signals: [Nope]\n").unwrap();
         assert!(ParityConfig::load(&p).unwrap_err().to_string().contains("`Nope`"));
+        std::fs::write(
+            &p,
+            "buses:\n  vehicle:\n    bitrate: 500000\n    stuffing: exact\n",
+        )
+        .unwrap();
+        let c = ParityConfig::load(&p).unwrap();
+        assert_eq!(c.buses["vehicle"].timing().bitrate.nominal, 500_000);
+        std::fs::write(&p, "buses:\n  vehicle:\n    bitrate: 50\n").unwrap();
+        let e = ParityConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("buses.vehicle.bitrate") && e.contains("50 bit/s"),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "buses:\n  vehicle:\n    bitrate: 500000\n    stufing: exact\n",
+        )
+        .unwrap();
+        let e = ParityConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("buses.vehicle") && e.contains("stufing"), "{e}");
     }
 }

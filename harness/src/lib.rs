@@ -62,6 +62,8 @@ pub mod progress;
 pub mod project;
 pub mod readiness;
 pub mod record;
+pub mod reference;
+pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod ssh;

@@ -28,6 +28,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ReferenceAction {
+    /// Save the records of one environment of a run as a reference (`--out` a directory or a .json file).
+    Save {
+        /// The run directory, reports/<run-id>.
+        dir: PathBuf,
+        /// The column to save, e.g. board:rpi4.
+        #[arg(long)]
+        env: String,
+        /// Where to write it: a directory (file named after the environment) or a .json path.
+        #[arg(long, default_value = "fixtures/references")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run scenarios in one or more environments and write a parity report.
     Run {
@@ -72,6 +87,19 @@ enum Command {
         /// else the seccomp emulation), emulated, kernel, or hub (this project's bus client only).
         #[arg(long, env = "AGL_PARITY_CAN_TRANSPORT", default_value = "auto")]
         can_transport: agl_parity::env::socketcan::CanTransport,
+        /// Compare every environment against this recorded reference as if it were a column
+        /// (`agl-parity reference save`).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Seed of the random faults (drop percentages, jitter, random corruption); the report gives the
+        /// seed used, and the same seed reproduces a run's faults exactly.
+        #[arg(long, env = "AGL_PARITY_SEED")]
+        seed: Option<u64>,
+    },
+    /// Recorded references: one environment's records kept as the yardstick of later runs.
+    Reference {
+        #[command(subcommand)]
+        action: ReferenceAction,
     },
     /// Run any program attached to CAN buses with SocketCAN emulated for it (no root, no kernel module):
     /// `agl-parity exec --can can0=unix:/tmp/bus.sock -- candump can0`.
@@ -118,6 +146,12 @@ enum Command {
         /// Apply flow control instead of dropping frames for slow nodes.
         #[arg(long)]
         block: bool,
+        /// Give the bus a bitrate (bit/s): frames take their time on the wire, arbitrated by id.
+        #[arg(long)]
+        bitrate: Option<u32>,
+        /// CAN FD data-phase bitrate (bit/s), with --bitrate.
+        #[arg(long, requires = "bitrate")]
+        data_bitrate: Option<u32>,
     },
     /// Show which environments this machine can host, and how to fix what is missing.
     Doctor {
@@ -206,6 +240,8 @@ fn main() -> ExitCode {
             lab,
             parallel,
             can_transport,
+            reference,
+            seed,
         } => {
             let project = match load_project() {
                 Ok(p) => p,
@@ -230,6 +266,8 @@ fn main() -> ExitCode {
                 lab: lab.or_else(|| defaults.lab.clone()),
                 parallel_environments: parallel,
                 can_transport,
+                reference,
+                seed: seed.unwrap_or(defaults.seed),
                 ..defaults
             };
             runtime.block_on(run(options))
@@ -240,7 +278,16 @@ fn main() -> ExitCode {
             record,
             queue,
             block,
-        } => runtime.block_on(hub(unix, tcp, record, queue, block)),
+            bitrate,
+            data_bitrate,
+        } => {
+            let timing = bitrate.map(|nominal| agl_parity::config::BusTimingConfig {
+                bitrate: nominal,
+                data_bitrate,
+                stuffing: Default::default(),
+            });
+            runtime.block_on(hub(unix, tcp, record, queue, block, timing))
+        }
         Command::Doctor { clean, lab } => match load_project() {
             Ok(p) => {
                 let lab = lab.or_else(|| p.lab.clone());
@@ -260,6 +307,18 @@ fn main() -> ExitCode {
         },
         Command::Report { dir } => rebuild_report(&project, &dir),
         Command::Init { dir } => init_cmd(&dir),
+        Command::Reference {
+            action: ReferenceAction::Save { dir, env, out },
+        } => match agl_parity::reference::save(&dir, &env, &out) {
+            Ok(file) => {
+                println!("saved {env} of {} as {}", dir.display(), file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -335,8 +394,22 @@ async fn hub(
     record: Option<PathBuf>,
     queue: usize,
     block: bool,
+    timing: Option<agl_parity::config::BusTimingConfig>,
 ) -> ExitCode {
     use vcan::hub::{Backpressure, Hub, HubConfig};
+    if let Some(rate) = timing
+        .iter()
+        .flat_map(|t| [Some(t.bitrate), t.data_bitrate])
+        .flatten()
+        .find(|r| !(agl_parity::config::MIN_BITRATE..=agl_parity::config::MAX_BITRATE).contains(r))
+    {
+        eprintln!(
+            "error: {rate} bit/s is outside {}..={} bit/s",
+            agl_parity::config::MIN_BITRATE,
+            agl_parity::config::MAX_BITRATE
+        );
+        return ExitCode::from(2);
+    }
     if unix.is_none() && tcp.is_none() {
         eprintln!("error: give --unix PATH and/or --tcp ADDR");
         return ExitCode::from(2);
@@ -351,6 +424,7 @@ async fn hub(
         } else {
             Backpressure::Drop
         },
+        timing: timing.map(|t| t.timing()),
     };
     let hub = match Hub::start(config) {
         Ok(h) => h,
@@ -393,7 +467,7 @@ async fn hub(
     let _ = tokio::signal::ctrl_c().await;
     if let Some((bus, path)) = recorder {
         let summary = bus.finish();
-        match agl_parity::bus::write_candump(&path, "can0", &summary.frames) {
+        match agl_parity::bus::write_candump(&path, "can0", &summary.frames, &summary.notes) {
             Ok(()) => eprintln!("recorded {} frames to {}", summary.frames.len(), path.display()),
             Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
         }

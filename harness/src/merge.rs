@@ -104,6 +104,7 @@ pub fn merge(
         feature_errors: Vec::new(),
         runs: Vec::new(),
         manifests: Default::default(),
+        seed: None,
     };
     let mut owners: Vec<(String, PathBuf)> = Vec::new();
     let mut labels: BTreeSet<String> = BTreeSet::new();
@@ -268,6 +269,7 @@ mod tests {
             feature_errors: vec![],
             runs: runs.clone(),
             manifests: Default::default(),
+            seed: None,
         };
         let run_dir = dir.join(run_id);
         crate::report::write_all(&report, &run_dir).unwrap();

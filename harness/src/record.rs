@@ -114,6 +114,12 @@ pub struct BusRun {
     pub recorder_failure: Option<String>,
     /// (CAN id, ms since the scenario started) of the first frames, for plots.
     pub timeline: Vec<(String, f64)>,
+    /// The faults applied to the bus (steps of [`crate::steps::faults`]), with what each did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<vcan::fault::FaultReport>,
+    /// The bus's bitrate when it had one (`500 kbit/s, worst-case stuffing`); none: an ideal bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<String>,
 }
 
 /// One workload of a scenario run.

@@ -60,6 +60,10 @@ pub struct RunOptions {
     pub parallel_environments: bool,
     /// How CAN reaches the workloads (`--can-transport`).
     pub can_transport: crate::env::socketcan::CanTransport,
+    /// A recorded reference compared as one more column (`--reference`).
+    pub reference: Option<PathBuf>,
+    /// Seed of the run's random faults (`--seed`; a fresh one by default, given in the report).
+    pub seed: u64,
 }
 
 impl RunOptions {
@@ -83,8 +87,18 @@ impl RunOptions {
             lab: project.lab.clone(),
             parallel_environments: false,
             can_transport: Default::default(),
+            reference: None,
+            seed: fresh_seed(),
         }
     }
+}
+
+/// A seed for a run that was given none: from the clock and the pid.
+pub fn fresh_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000_000
 }
 
 /// Errors that stop a run before it starts.
@@ -269,6 +283,12 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         .transpose()
         .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
     let config = ParityConfig::load(&project.parity).map_err(|e| RunError::Usage(e.to_string()))?;
+    let reference = match &options.reference {
+        Some(path) => {
+            Some(crate::reference::Reference::load(path).map_err(|e| RunError::Usage(e.to_string()))?)
+        }
+        None => None,
+    };
 
     let root = cleanup::state_root();
     let swept = cleanup::sweep(&root);
@@ -294,6 +314,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         step_timeout: options.step_timeout,
         ready_timeout: options.ready_timeout,
         interrupt: options.interrupt.clone(),
+        seed: options.seed,
     });
 
     let started = Instant::now();
@@ -348,9 +369,30 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         &config,
     );
     report.manifests = fixtures.manifest_summary(&options.project_dir);
+    report.seed = Some(options.seed);
+    if let (Some(reference), Some(path)) = (&reference, &options.reference) {
+        add_reference(&mut report, reference, path, &report_dir, &config);
+    }
     drop(guard);
     sweep_environments(setup).await;
     Ok(RunOutcome { report, report_dir })
+}
+
+/// Puts the reference's records of the scenarios this run ran beside the run's columns and judges again.
+fn add_reference(
+    report: &mut RunReport,
+    reference: &crate::reference::Reference,
+    path: &std::path::Path,
+    report_dir: &std::path::Path,
+    config: &ParityConfig,
+) {
+    let selected: std::collections::BTreeSet<ScenarioId> = report.runs.iter().map(|r| r.id.clone()).collect();
+    let runs = reference.column_runs(path, report_dir, &selected);
+    let missing = reference.missing(&selected);
+    report.environments.push(reference.summary(&runs, &missing));
+    report.runs.extend(runs);
+    report.runs.sort_by(|a, b| (&a.id, &a.env).cmp(&(&b.id, &b.env)));
+    report.scenarios = parity::compare(&report.runs, config);
 }
 
 /// Expands each name into the columns it stands for (`board` is every board of the lab) and checks them.
@@ -588,6 +630,7 @@ fn assemble(
         feature_errors: feature_set.errors.iter().map(Into::into).collect(),
         runs,
         manifests: Default::default(),
+        seed: None,
     }
 }
 

@@ -40,6 +40,8 @@ pub struct PassSettings {
     pub step_timeout: Duration,
     pub ready_timeout: Duration,
     pub interrupt: crate::interrupt::Interrupt,
+    /// The run's fault seed; each fault's own is derived from it, the scenario and the fault's place.
+    pub seed: u64,
 }
 
 /// What every scenario of one environment pass shares; the run-wide settings are in [`PassSettings`].
@@ -300,6 +302,10 @@ pub struct ScenarioWorld {
     step_started: Option<Instant>,
     pub(crate) failure: Option<StepFailure>,
     pub(crate) metrics: Vec<Metric>,
+    /// Faults applied so far (their index derives each fault's seed).
+    pub(crate) faults_applied: u32,
+    /// Looped trace replays, stopped when the scenario ends.
+    pub(crate) replays: Vec<crate::replay::Replayer>,
 }
 
 impl std::fmt::Debug for ScenarioWorld {
@@ -419,7 +425,18 @@ impl ScenarioWorld {
                     };
                     ScenarioBus::attach(&name, endpoint, info)?
                 }
-                None => ScenarioBus::start(&name, &self.scratch, pass.env.bus_listen_ip())?,
+                None => {
+                    let timing = pass
+                        .config
+                        .buses
+                        .get(&name)
+                        .map(crate::config::BusTimingConfig::timing);
+                    let bus = ScenarioBus::start(&name, &self.scratch, pass.env.bus_listen_ip(), timing)?;
+                    if timing.is_some() {
+                        bus.timed(timing);
+                    }
+                    bus
+                }
             };
             self.buses.insert(name.clone(), bus);
         }
@@ -569,6 +586,24 @@ impl ScenarioWorld {
         }
     }
 
+    /// The seed of the scenario's next fault: the run's seed mixed with the scenario and the fault's place,
+    /// so a fault acts the same in every environment and a `--seed` reproduces it whatever runs before.
+    pub fn next_fault_seed(&mut self) -> u64 {
+        let n = self.faults_applied;
+        self.faults_applied += 1;
+        let run_seed = self.pass.as_ref().map_or(0, |p| p.settings.seed);
+        let id = self.id.as_ref().map(ToString::to_string).unwrap_or_default();
+        // FNV-1a over the scenario id, then splitmix64 of (seed, id hash, index).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut z = run_seed ^ h.rotate_left(17) ^ u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
     /// Where a step is, for messages.
     pub fn place(&self, line: usize) -> String {
         match &self.id {
@@ -585,7 +620,11 @@ impl ScenarioWorld {
         // Frames after the last step (teardown) are kept in the trace but not compared.
         let end_ns = now_ns();
 
-        // Workloads first (so their last frames are on the tape), then buses.
+        // Replays first (the stimulus ends with the scenario), then workloads (so their last frames are on
+        // the tape), then buses.
+        for replay in std::mem::take(&mut self.replays) {
+            tokio::task::spawn_blocking(move || replay.stop()).await.ok();
+        }
         let mut workloads = Vec::new();
         for (_, pod) in std::mem::take(&mut self.pods) {
             for instance in pod.instances {
@@ -621,7 +660,7 @@ impl ScenarioWorld {
                     .join("traces")
                     .join(&env_dir)
                     .join(format!("{}.{}.log", self.slug, b.name));
-                let written = write_candump(&trace, &b.name, &b.frames).is_ok();
+                let written = write_candump(&trace, &b.name, &b.frames, &b.notes).is_ok();
                 let observed = normalise::observed(&b.frames, end_ns);
                 let mut run = bus_run(
                     b,
@@ -727,6 +766,7 @@ impl ScenarioWorld {
 impl Drop for ScenarioWorld {
     fn drop(&mut self) {
         // Supervisors kill their processes on drop; buses stop their recorders and hubs on drop.
+        self.replays.clear();
         self.pods.clear();
         self.buses.clear();
         if !self.scratch.as_os_str().is_empty() {
@@ -802,6 +842,8 @@ fn bus_run(
         counts,
         recorder_failure: b.recorder_failure.clone(),
         timeline: Vec::new(),
+        faults: b.faults.clone(),
+        timing: b.timing.clone(),
     }
 }
 

@@ -419,6 +419,21 @@ impl SignalDef {
         }
     }
 
+    /// The bits of this signal in a payload of `len` bytes, set to 1: what a fault flips to corrupt it.
+    pub fn mask(&self, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        let Some(positions) = self.positions() else {
+            return out;
+        };
+        let size = self.size.clamp(1, 64) as usize;
+        for &p in &positions[..size] {
+            if let Some(byte) = out.get_mut((p / 8) as usize) {
+                *byte |= 1 << (p % 8);
+            }
+        }
+        out
+    }
+
     /// Raw bits -> physical value.
     pub fn decode(&self, data: &[u8]) -> f64 {
         let Some(positions) = self.positions() else {
@@ -480,6 +495,18 @@ impl SignalDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signal_masks_cover_exactly_the_signal_bits() {
+        let db = Database::parse(DBC, "t.dbc").unwrap();
+        let m = db.message("HVAC_Status").unwrap();
+        assert_eq!(m.signal("Fan").unwrap().mask(8), vec![0, 0, 0x0F, 0, 0, 0, 0, 0]);
+        // Motorola: start bit 39 is the MSB of byte 4, 16 bits run into byte 5.
+        assert_eq!(
+            m.signal("Word").unwrap().mask(8),
+            vec![0, 0, 0, 0, 0xFF, 0xFF, 0, 0]
+        );
+    }
 
     const DBC: &str = r#"VERSION ""
 

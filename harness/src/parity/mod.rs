@@ -410,6 +410,9 @@ pub struct RunReport {
     /// environment deploys.
     #[serde(default)]
     pub manifests: crate::manifest::ManifestSummary,
+    /// The seed of the run's random faults (`--seed` reproduces them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// A feature file that could not be used.

@@ -45,6 +45,12 @@ pub fn steps() -> Vec<StepDef> {
         ),
         StepDef::new(
             Expectation,
+            format!(r"^(\d+) to (\d+) frames with id (\S+) are seen in {DUR}{ON_BUS}$"),
+            "3600 to 3710 frames with id 0x7FF are seen in 600 ms",
+            step_fn!(count_id),
+        ),
+        StepDef::new(
+            Expectation,
             format!(r"^no frame with id (\S+) is seen for {DUR}{ON_BUS}$"),
             "no frame with id 0x300 is seen for 500 ms",
             step_fn!(no_id),
@@ -239,6 +245,72 @@ async fn expect_sequence(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
         within.as_millis(),
         wanted.get(got).map(|f| f.to_string()).unwrap_or_default()
     )))
+}
+
+/// Counts the frames with an id from the mark for a period (a bus's throughput, a starved sender): fails
+/// early once there are more than the most, else at the end if fewer than the least; the rate is a metric.
+async fn count_id(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
+    let (least, most): (u64, u64) = match (a.get(0).parse(), a.get(1).parse()) {
+        (Ok(l), Ok(m)) if l <= m => (l, m),
+        _ => {
+            return Err(StepFailure::fail(format!(
+                "`{} to {}` is not a range of counts",
+                a.get(0),
+                a.get(1)
+            )))
+        }
+    };
+    let id = parse_id(a.get(2))?;
+    let period = a.duration(3, 4)?;
+    let mark = w.mark();
+    let bus = w.bus(a.opt(5))?;
+    let from = mark.tape_index.get(bus.name()).copied().unwrap_or(0);
+    let end_ns = mark.at_ns + period.as_nanos() as u64;
+    let count = |frames: &[TracedFrame]| {
+        frames
+            .iter()
+            .filter(|f| {
+                f.timestamp_ns >= mark.at_ns
+                    && f.timestamp_ns <= end_ns
+                    && f.frame.linux_can_id() & !vcan::frame::CAN_RTR_FLAG == id
+            })
+            .count() as u64
+    };
+    let early = bus
+        .tape()
+        .wait(from, mark.at + period, |frames| {
+            let n = count(frames);
+            (n > most).then_some(n)
+        })
+        .await;
+    // Frames stamped inside the period may still be on their way to the recorder: the tape is read again
+    // once the bus has gone past the period's end.
+    let n = match early {
+        Some(n) => n,
+        None => {
+            let settle = tokio::time::Instant::now() + Duration::from_millis(50);
+            bus.tape()
+                .wait(from, settle, |frames| {
+                    frames.iter().any(|f| f.timestamp_ns > end_ns).then_some(())
+                })
+                .await;
+            count(&bus.tape().since(from))
+        }
+    };
+    w.metrics.push(Metric {
+        name: format!("frames/s of id {}", a.get(2)),
+        value: n as f64 / period.as_secs_f64().max(1e-9),
+        unit: "frames/s".into(),
+    });
+    if (least..=most).contains(&n) {
+        Ok(())
+    } else {
+        Err(StepFailure::fail(format!(
+            "{n} frames with id {} seen in {} ms, expected {least} to {most}",
+            a.get(2),
+            period.as_millis()
+        )))
+    }
 }
 
 /// Fails as soon as a frame matching `pred` appears during the next `period` (bus time from now).

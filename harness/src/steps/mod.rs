@@ -2,7 +2,8 @@
 //!
 //! Steps are registered explicitly (no link-time inventory), grouped by concern: [`lifecycle`] (deploying,
 //! stopping, killing, restarting workloads), [`frames`] (raw frames in candump syntax), [`signals`] (DBC
-//! messages by signal values) and [`timing`] (silence, periodic rates, drops). [`catalog`] lists them for
+//! messages by signal values), [`timing`] (silence, periodic rates, drops), [`replay`] (recorded traces put back
+//! on the bus) and [`faults`] (faults and bus timing applied by the hub). [`catalog`] lists them for
 //! `agl-parity list --steps`.
 //!
 //! Deadlines (`within 500 ms`) count from the *mark*: the start of the last `When` step (or the end of the
@@ -11,8 +12,10 @@
 //! of the parity configuration.
 
 pub mod def;
+pub mod faults;
 pub mod frames;
 pub mod lifecycle;
+pub mod replay;
 pub mod signals;
 pub mod timing;
 
@@ -32,6 +35,8 @@ pub fn catalog() -> Vec<StepDef> {
     all.extend(frames::steps());
     all.extend(signals::steps());
     all.extend(timing::steps());
+    all.extend(replay::steps());
+    all.extend(faults::steps());
     all
 }
 

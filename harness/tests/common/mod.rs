@@ -87,6 +87,8 @@ impl TestProject {
             lab: None,
             parallel_environments: false,
             can_transport: Default::default(),
+            reference: None,
+            seed: 1,
         }
     }
 
