@@ -48,6 +48,7 @@ fn main() {
             lab: None,
             parallel_environments: false,
             can_transport: Default::default(),
+            repeat: 1,
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {

@@ -72,6 +72,10 @@ enum Command {
         /// else the seccomp emulation), emulated, kernel, or hub (this project's bus client only).
         #[arg(long, env = "AGL_PARITY_CAN_TRANSPORT", default_value = "auto")]
         can_transport: agl_parity::env::socketcan::CanTransport,
+        /// Run every scenario N times per environment; parity then tells noise (flaky outcomes,
+        /// nondeterministic frames, timing spread) from drift.
+        #[arg(long, env = "AGL_PARITY_REPEAT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
     },
     /// Run any program attached to CAN buses with SocketCAN emulated for it (no root, no kernel module):
     /// `agl-parity exec --can can0=unix:/tmp/bus.sock -- candump can0`.
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
             lab,
             parallel,
             can_transport,
+            repeat,
         } => {
             let project = match load_project() {
                 Ok(p) => p,
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
                 lab: lab.or_else(|| defaults.lab.clone()),
                 parallel_environments: parallel,
                 can_transport,
+                repeat,
                 ..defaults
             };
             runtime.block_on(run(options))

@@ -104,6 +104,7 @@ pub fn merge(
         feature_errors: Vec::new(),
         runs: Vec::new(),
         manifests: Default::default(),
+        timing_test: parity::timing_test_name(config),
     };
     let mut owners: Vec<(String, PathBuf)> = Vec::new();
     let mut labels: BTreeSet<String> = BTreeSet::new();
@@ -190,7 +191,9 @@ pub fn merge(
         merged.runs.extend(report.runs);
     }
     merged.host = format!("merged: {}", hosts.join("; "));
-    merged.runs.sort_by(|a, b| (&a.id, &a.env).cmp(&(&b.id, &b.env)));
+    merged
+        .runs
+        .sort_by(|a, b| (&a.id, &a.env, a.repeat).cmp(&(&b.id, &b.env, b.repeat)));
     merged.scenarios = parity::compare(&merged.runs, config);
     crate::report::write_all(&merged, out).map_err(|source| MergeError::Write {
         path: out.to_path_buf(),
@@ -246,6 +249,7 @@ mod tests {
                 ..BusRun::default()
             }],
             workloads: vec![],
+            repeat: 0,
         }
     }
 
@@ -268,6 +272,7 @@ mod tests {
             feature_errors: vec![],
             runs: runs.clone(),
             manifests: Default::default(),
+            timing_test: String::new(),
         };
         let run_dir = dir.join(run_id);
         crate::report::write_all(&report, &run_dir).unwrap();

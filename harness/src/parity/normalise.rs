@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use crate::bus::TracedFrame;
 use crate::config::ParityConfig;
 use crate::fixtures::Fixtures;
+use crate::record::SIGNAL_POINTS;
 
 /// The frames of a tape that are compared: those recorded up to `end_ns` (the end of the last step).
 pub fn observed(frames: &[TracedFrame], end_ns: u64) -> Vec<TracedFrame> {
@@ -59,6 +60,53 @@ pub fn sequences(
         }
     }
     (seqs, counts)
+}
+
+/// Per DBC signal (`Message.Signal`) of the frames: (ms since `start_ns`, physical value) at every change,
+/// plus the last value at the end, for value-over-time plots. A signal that changes more often than
+/// [`SIGNAL_POINTS`] times is thinned evenly (first and last point kept).
+pub fn signal_series(
+    frames: &[TracedFrame],
+    fixtures: &Fixtures,
+    start_ns: u64,
+) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut last: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for f in frames {
+        let Some(message) = fixtures.message_for(&f.frame) else {
+            continue;
+        };
+        let Ok(values) = message.decode(&f.frame) else {
+            continue;
+        };
+        let t = (f.timestamp_ns as f64 - start_ns as f64) / 1e6;
+        for (signal, value) in values {
+            if !value.is_finite() {
+                continue;
+            }
+            let key = format!("{}.{signal}", message.name);
+            let series = out.entry(key.clone()).or_default();
+            if series.last().is_none_or(|(_, v)| *v != value) {
+                series.push((t, value));
+            }
+            last.insert(key, (t, value));
+        }
+    }
+    for (key, series) in &mut out {
+        if let Some(end) = last.get(key) {
+            if series.last() != Some(end) {
+                series.push(*end);
+            }
+        }
+        if series.len() > SIGNAL_POINTS {
+            let n = series.len();
+            let keep: Vec<(f64, f64)> = (0..SIGNAL_POINTS)
+                .map(|i| series[i * (n - 1) / (SIGNAL_POINTS - 1)])
+                .collect();
+            *series = keep;
+        }
+    }
+    out
 }
 
 fn mask(frame: &vcan::Frame, fixtures: &Fixtures, config: &ParityConfig) -> vcan::Frame {

@@ -510,6 +510,7 @@ fn verdict_class(v: Verdict) -> &'static str {
         Verdict::InfraError => "infra",
         Verdict::ParityDrift => "drift",
         Verdict::Unsupported => "unsupported",
+        Verdict::Flaky => "flaky",
     }
 }
 
@@ -524,7 +525,7 @@ pub fn esc(text: &str) -> String {
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}\
 .pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}.infra{color:#b35900;font-weight:bold}.drift{color:#8250df;font-weight:bold}\
-.na{color:#aaa}.unsupported{color:#0b7285}td.unsupported{background:#e3f6f8}td.pass{background:#e6f4ea}td.fail{background:#fde7e9}td.infra{background:#fff1e0}td.drift{background:#f1e8ff}\
+.na{color:#aaa}.unsupported{color:#0b7285}td.unsupported{background:#e3f6f8}td.pass{background:#e6f4ea}td.fail{background:#fde7e9}td.infra{background:#fff1e0}td.drift{background:#f1e8ff}.flaky{color:#9a6700;font-weight:bold}td.flaky{background:#fff8c5}\
 .meta{color:#666;font-size:13px}pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;white-space:pre-wrap}details{margin:.6em 0;border-left:3px solid #ddd;padding-left:.8em}\
 summary{cursor:pointer;font-size:14px}.chart text.lbl{font-size:11px;fill:#333}.chart text.val{font-size:10px;fill:#555}\
 .chart .grid{stroke:#eee}.chart .axis{stroke:#999}";

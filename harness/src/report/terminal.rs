@@ -52,6 +52,7 @@ pub fn render(report: &RunReport, color: bool) -> String {
             Verdict::InfraError => "33;1",
             Verdict::ParityDrift => "35;1",
             Verdict::Unsupported => "36",
+            Verdict::Flaky => "33",
         };
         out.push_str("  ");
         out.push_str(&paint(s.verdict.label(), code));

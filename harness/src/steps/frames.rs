@@ -126,6 +126,7 @@ pub async fn expect_within(
                 name: format!("response {what}"),
                 value: ms_between(mark.at_ns, f.timestamp_ns),
                 unit: "ms".into(),
+                samples: Vec::new(),
             });
             Ok(f)
         }

@@ -87,6 +87,7 @@ impl TestProject {
             lab: None,
             parallel_environments: false,
             can_transport: Default::default(),
+            repeat: 1,
         }
     }
 
