@@ -135,6 +135,9 @@ pub struct BusRun {
     /// at most [`SIGNAL_POINTS`] points per signal.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub signals: BTreeMap<String, Vec<(f64, f64)>>,
+    /// The CAN id (`3A0`) of each message of `signals`, so that plots can mark ids that drifted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signal_ids: BTreeMap<String, String>,
 }
 
 /// Points kept per signal of a [`BusRun`].

@@ -647,7 +647,8 @@ impl ScenarioWorld {
                     &pass.fixtures,
                     &pass.config,
                 );
-                run.signals = normalise::signal_series(&observed, &pass.fixtures, self.started_ns);
+                (run.signals, run.signal_ids) =
+                    normalise::signal_series(&observed, &pass.fixtures, self.started_ns);
                 run.timeline = observed
                     .iter()
                     .take(TIMELINE_LIMIT)
@@ -822,6 +823,7 @@ fn bus_run(
         recorder_failure: b.recorder_failure.clone(),
         timeline: Vec::new(),
         signals: BTreeMap::new(),
+        signal_ids: BTreeMap::new(),
     }
 }
 

@@ -248,6 +248,23 @@ pub fn count_outcomes(summary: &mut EnvSummary, runs: &[ScenarioRun]) {
     }
 }
 
+impl ScenarioParity {
+    /// Whether `env`'s repeats of this scenario disagree.
+    pub fn is_flaky_in(&self, env: &str) -> bool {
+        self.flaky.iter().any(|f| f.env == env)
+    }
+}
+
+impl Distribution {
+    /// `100.2 ms (IQR 98.1..102.3, p10..p90 97.0..104.9, n 30)`.
+    pub fn describe(&self, unit: &str) -> String {
+        format!(
+            "{:.1} {unit} (IQR {:.1}..{:.1}, p10..p90 {:.1}..{:.1}, n {})",
+            self.median, self.p25, self.p75, self.p10, self.p90, self.n
+        )
+    }
+}
+
 /// Compares the runs of every scenario (every environment, every repeat).
 pub fn compare(runs: &[ScenarioRun], config: &ParityConfig) -> Vec<ScenarioParity> {
     let mut by_scenario: BTreeMap<&ScenarioId, Vec<&ScenarioRun>> = BTreeMap::new();
@@ -811,8 +828,8 @@ impl From<&FeatureFileError> for FeatureFileErrorRecord {
 }
 
 impl RunReport {
-    /// Scenarios with verdict pass, and all others except the unsupported ones (feature files that did not
-    /// parse count as failed).
+    /// Scenarios with verdict pass, and all others except the unsupported and the flaky ones (feature
+    /// files that did not parse count as failed).
     pub fn totals(&self) -> (usize, usize) {
         let passed = self
             .scenarios
@@ -821,8 +838,21 @@ impl RunReport {
             .count();
         (
             passed,
-            self.scenarios.len() - passed - self.unsupported() + self.feature_errors.len(),
+            self.scenarios.len() - passed - self.unsupported() - self.flaky() + self.feature_errors.len(),
         )
+    }
+
+    /// Scenarios with verdict flaky: counted apart from passed and failed, but not a passing run.
+    pub fn flaky(&self) -> usize {
+        self.scenarios
+            .iter()
+            .filter(|s| s.verdict == Verdict::Flaky)
+            .count()
+    }
+
+    /// The most repeats of any scenario (1 without `--repeat`).
+    pub fn repeats(&self) -> u32 {
+        self.scenarios.iter().map(|s| s.repeats).max().unwrap_or(1)
     }
 
     /// Scenarios no environment of the run could run (unmet `@needs:`).
@@ -833,8 +863,9 @@ impl RunReport {
             .count()
     }
 
+    /// Nothing failed and nothing was flaky (the run's exit status).
     pub fn all_passed(&self) -> bool {
-        self.totals().1 == 0
+        self.totals().1 == 0 && self.flaky() == 0
     }
 }
 
