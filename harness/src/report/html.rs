@@ -356,10 +356,23 @@ fn scenario_section(
             h.push_str(&distribution_plot(row, envs, drifted));
         }
     }
-    for run in runs {
+    // With repeats, each environment's first repeat and those that did not pass: the page stays small.
+    let shown: Vec<&ScenarioRun> = runs
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.outcome != Outcome::Passed || !runs.iter().any(|o| o.env == r.env && o.repeat < r.repeat)
+        })
+        .collect();
+    for run in &shown {
+        let repeat = if s.repeats > 1 {
+            format!(" (repeat {})", run.repeat + 1)
+        } else {
+            String::new()
+        };
         let _ = write!(
             h,
-            "<h4>{} <span class=\"{}\">{}</span></h4>",
+            "<h4>{}{repeat} <span class=\"{}\">{}</span></h4>",
             esc(&run.env),
             outcome_class(run.outcome),
             outcome_label(run.outcome)
@@ -406,7 +419,12 @@ fn scenario_section(
         }
         h.push_str("</p>");
     }
-    h.push_str(&timeline(runs, envs));
+    let firsts: Vec<&ScenarioRun> = shown
+        .iter()
+        .copied()
+        .filter(|r| !runs.iter().any(|o| o.env == r.env && o.repeat < r.repeat))
+        .collect();
+    h.push_str(&timeline(&firsts, envs));
     if signal_plots {
         h.push_str(&signal_plots_of(s, runs, envs));
     }
