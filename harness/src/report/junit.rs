@@ -32,13 +32,14 @@ pub fn render(report: &RunReport) -> Result<String, quick_junit::SerializeError>
             repeats.sort_by_key(|r| r.repeat);
             let outcomes: Vec<Outcome> = repeats.iter().map(|r| r.outcome).collect();
             let collapsed = parity::collapse(&outcomes);
-            // The repeat that stands for the testcase: the first that did not pass when it failed, else
-            // the first.
-            let run = repeats
-                .iter()
-                .copied()
-                .find(|r| collapsed != Some(Outcome::Passed) && r.outcome != Outcome::Passed)
-                .unwrap_or(repeats[0]);
+            // The repeat that stands for the testcase: the first that did not pass when it failed in
+            // every repeat, the first that passed when it is flaky, else the first.
+            let stands_for = |r: &&ScenarioRun| match collapsed {
+                None => r.outcome == Outcome::Passed,
+                Some(Outcome::Passed) => true,
+                Some(_) => r.outcome != Outcome::Passed,
+            };
+            let run = repeats.iter().copied().find(stands_for).unwrap_or(repeats[0]);
             let mut status = match collapsed {
                 Some(Outcome::Passed) | None => TestCaseStatus::success(),
                 Some(Outcome::Failed) => failure(NonSuccessKind::Failure, "fail", run.message.as_deref()),
@@ -51,7 +52,7 @@ pub fn render(report: &RunReport) -> Result<String, quick_junit::SerializeError>
             // every repeat: <rerunFailure>/<rerunError> for the other repeats.
             let reruns: Vec<TestRerun> = repeats
                 .iter()
-                .filter(|r| r.repeat != run.repeat || collapsed.is_none())
+                .filter(|r| r.repeat != run.repeat)
                 .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::InfraError))
                 .map(|r| rerun(r.repeat, r.outcome, r.message.as_deref()))
                 .collect();

@@ -205,6 +205,12 @@ mod tests {
         assert!(xml.contains("<flakyFailure"), "{xml}");
         assert!(xml.contains("repeat 2: native: hvac.feature:7: late"), "{xml}");
         assert!(xml.contains("name=\"verdict\" value=\"flaky\""), "{xml}");
+        // In the native suite the flaky testcase passed, with its failing repeat as a flakyFailure.
+        let native = &xml[xml.find("<testsuite name=\"native\"").unwrap()..];
+        let native = &native[..native.find("</testsuite>").unwrap()];
+        assert_eq!(native.matches("<flakyFailure").count(), 1, "{native}");
+        assert!(native.contains("repeat 2: hvac.feature:7: late"), "{native}");
+        assert!(!native.contains("<failure"), "{native}");
 
         let html = html::render(&r);
         assert!(html.contains("<td class=\"flaky\">flaky</td>"));
