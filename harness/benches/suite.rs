@@ -50,6 +50,7 @@ fn main() {
             can_transport: Default::default(),
             reference: None,
             seed: 1,
+            repeat: 1,
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {

@@ -87,6 +87,10 @@ enum Command {
         /// else the seccomp emulation), emulated, kernel, or hub (this project's bus client only).
         #[arg(long, env = "AGL_PARITY_CAN_TRANSPORT", default_value = "auto")]
         can_transport: agl_parity::env::socketcan::CanTransport,
+        /// Run every scenario N times per environment; parity then tells noise (flaky outcomes,
+        /// nondeterministic frames, timing spread) from drift.
+        #[arg(long, env = "AGL_PARITY_REPEAT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
         /// Compare every environment against this recorded reference as if it were a column
         /// (`agl-parity reference save`).
         #[arg(long)]
@@ -242,6 +246,7 @@ fn main() -> ExitCode {
             can_transport,
             reference,
             seed,
+            repeat,
         } => {
             let project = match load_project() {
                 Ok(p) => p,
@@ -268,6 +273,7 @@ fn main() -> ExitCode {
                 can_transport,
                 reference,
                 seed: seed.unwrap_or(defaults.seed),
+                repeat,
                 ..defaults
             };
             runtime.block_on(run(options))

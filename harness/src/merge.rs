@@ -105,6 +105,7 @@ pub fn merge(
         runs: Vec::new(),
         manifests: Default::default(),
         seed: None,
+        timing_test: parity::timing_test_name(config),
     };
     let mut owners: Vec<(String, PathBuf)> = Vec::new();
     let mut labels: BTreeSet<String> = BTreeSet::new();
@@ -191,7 +192,9 @@ pub fn merge(
         merged.runs.extend(report.runs);
     }
     merged.host = format!("merged: {}", hosts.join("; "));
-    merged.runs.sort_by(|a, b| (&a.id, &a.env).cmp(&(&b.id, &b.env)));
+    merged
+        .runs
+        .sort_by(|a, b| (&a.id, &a.env, a.repeat).cmp(&(&b.id, &b.env, b.repeat)));
     merged.scenarios = parity::compare(&merged.runs, config);
     crate::report::write_all(&merged, out).map_err(|source| MergeError::Write {
         path: out.to_path_buf(),
@@ -247,6 +250,7 @@ mod tests {
                 ..BusRun::default()
             }],
             workloads: vec![],
+            repeat: 0,
         }
     }
 
@@ -270,6 +274,7 @@ mod tests {
             runs: runs.clone(),
             manifests: Default::default(),
             seed: None,
+            timing_test: String::new(),
         };
         let run_dir = dir.join(run_id);
         crate::report::write_all(&report, &run_dir).unwrap();

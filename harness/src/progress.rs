@@ -32,11 +32,12 @@ impl Progress {
         }
     }
 
-    /// A bar for one environment's pass over `scenarios` scenarios.
-    pub fn environment(&self, name: &str, scenarios: usize) -> EnvBar {
+    /// A bar for one environment's passes over `scenarios` scenarios, each run `repeats` times.
+    pub fn environment(&self, name: &str, scenarios: usize, repeats: u32) -> EnvBar {
+        let total = scenarios as u64 * u64::from(repeats.max(1));
         let bar = match &self.multi {
             Some(m) => {
-                let bar = m.add(ProgressBar::new(scenarios as u64));
+                let bar = m.add(ProgressBar::new(total));
                 let style = ProgressStyle::with_template(
                     "{prefix:>12.bold} [{bar:30.cyan/blue}] {pos}/{len} {elapsed} {msg}",
                 )
@@ -46,7 +47,13 @@ impl Progress {
                 Some(bar)
             }
             None => {
-                eprintln!("== environment {name}: {scenarios} scenarios");
+                if repeats > 1 {
+                    eprintln!(
+                        "== environment {name}: {scenarios} scenarios × {repeats} repeats ({total} runs)"
+                    );
+                } else {
+                    eprintln!("== environment {name}: {scenarios} scenarios");
+                }
                 None
             }
         };
@@ -90,8 +97,13 @@ impl EnvBar {
             Outcome::InfraError => "INFRA",
             Outcome::Unsupported => "UNSUP",
         };
+        let repeat = if run.repeat > 0 {
+            format!(" [repeat {}]", run.repeat + 1)
+        } else {
+            String::new()
+        };
         self.println(&format!(
-            "  {label:<5} {:<10} {:<32} {} ({:.1} s)",
+            "  {label:<5} {:<10} {:<32} {}{repeat} ({:.1} s)",
             self.env,
             run.id.to_string(),
             run.name,
@@ -105,6 +117,13 @@ impl EnvBar {
         if let Some(b) = &self.bar {
             b.inc(1);
             b.set_message(format!("{} {}", outcome_label(run.outcome), run.name));
+        }
+    }
+
+    /// Counts `n` runs as done without a line (the repeats of a scenario recorded once).
+    pub fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
         }
     }
 

@@ -86,6 +86,22 @@ pub struct Metric {
     pub name: String,
     pub value: f64,
     pub unit: String,
+    /// Every observation behind `value` (the intervals a periodic check measured, its median being the
+    /// value): the parity engine compares distributions where there are samples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<f64>,
+}
+
+impl Metric {
+    /// A figure without samples.
+    pub fn new(name: impl Into<String>, value: f64, unit: impl Into<String>) -> Metric {
+        Metric {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            samples: Vec::new(),
+        }
+    }
 }
 
 /// Drops the bus counted for one node.
@@ -120,7 +136,18 @@ pub struct BusRun {
     /// The bus's bitrate when it had one (`500 kbit/s, worst-case stuffing`); none: an ideal bus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<String>,
+    /// Per DBC signal (`Message.Signal`): (ms since the scenario started, physical value), decoded from
+    /// the observed frames, for the report's value-over-time plots. Bounded: change points are kept, and
+    /// at most [`SIGNAL_POINTS`] points per signal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, Vec<(f64, f64)>>,
+    /// The CAN id (`3A0`) of each message of `signals`, so that plots can mark ids that drifted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signal_ids: BTreeMap<String, String>,
 }
+
+/// Points kept per signal of a [`BusRun`].
+pub const SIGNAL_POINTS: usize = 500;
 
 /// One workload of a scenario run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +179,10 @@ pub struct ScenarioRun {
     pub metrics: Vec<Metric>,
     pub buses: Vec<BusRun>,
     pub workloads: Vec<WorkloadRun>,
+    /// Which repetition of the scenario in its environment this is (`--repeat N`: 0..N); 0 in reports
+    /// written before repeats existed.
+    #[serde(default)]
+    pub repeat: u32,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! A run sweeps up what killed runs left, registers itself ([`crate::cleanup`]), reads the project
 //! ([`crate::project`]: manifests, DBC, parity configuration, workload sources), loads features and fixtures, and makes one cucumber pass per environment with the step library of
-//! [`crate::steps`]. An environment that cannot be created or prepared marks its scenarios as infra-errors
+//! [`crate::steps`] (`--repeat N`: N passes per environment, one after another, each record carrying its
+//! repeat number). An environment that cannot be created or prepared marks its scenarios as infra-errors
 //! and the run goes on. The records of all passes go to [`crate::parity`] and into a [`RunReport`].
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ pub struct RunOptions {
     pub reference: Option<PathBuf>,
     /// Seed of the run's random faults (`--seed`; a fresh one by default, given in the report).
     pub seed: u64,
+    /// Every scenario runs this many times per environment (`--repeat N`, one cucumber pass after
+    /// another), so that parity can tell noise from drift ([`crate::parity`]). At least 1.
+    pub repeat: u32,
 }
 
 impl RunOptions {
@@ -89,6 +93,7 @@ impl RunOptions {
             can_transport: Default::default(),
             reference: None,
             seed: fresh_seed(),
+            repeat: repeat_from_env(),
         }
     }
 }
@@ -99,6 +104,15 @@ pub fn fresh_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     (t ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000_000
+}
+
+/// `AGL_PARITY_REPEAT` if it is a positive number, else 1.
+pub fn repeat_from_env() -> u32 {
+    std::env::var("AGL_PARITY_REPEAT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
 }
 
 /// Errors that stop a run before it starts.
@@ -454,7 +468,8 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
             (id, sc.feature.name.clone(), sc.scenario.name.clone(), sc.tags())
         })
         .collect();
-    let bar = s.progress.environment(env_name, selected.len());
+    let repeats = options.repeat.max(1);
+    let bar = s.progress.environment(env_name, selected.len(), repeats);
     let mut summary = EnvSummary {
         name: env_name.to_string(),
         ..EnvSummary::default()
@@ -500,6 +515,8 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         record.outcome = Outcome::Unsupported;
         record.transport = summary.transport.clone();
         bar.scenario_finished(&record);
+        // Recorded once, whatever the repeat count: the bar skips its other repeats.
+        bar.advance(u64::from(repeats) - 1);
         journal.push(record);
         false
     });
@@ -525,22 +542,6 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         return Ok(());
     }
     bar.message("running");
-    let on_finished = {
-        let bar = bar.clone();
-        let journal = journal.clone();
-        Box::new(move |run: &ScenarioRun| {
-            bar.scenario_finished(run);
-            journal.push(run.clone());
-        }) as Box<dyn Fn(&ScenarioRun) + Send + Sync>
-    };
-    let pass = Arc::new(EnvPass::new(
-        environment.clone(),
-        s.run_ctx.clone(),
-        s.fixtures.clone(),
-        s.config.clone(),
-        s.settings.clone(),
-        on_finished,
-    ));
     let wanted: Vec<ScenarioId> = selected.iter().map(|sc| sc.0.clone()).collect();
     let concurrency = match environment.max_concurrency() {
         Some(max) => options.concurrency.min(max),
@@ -549,32 +550,64 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
     // What the environment spends beside its workloads, sampled while its scenarios run. With columns in
     // parallel the run's processes cannot be told apart by column, so nothing is sampled then.
     let sampler = (!options.parallel_environments).then(|| footprint_sampler(s.run_ctx.run_id.clone()));
-    if !wanted.is_empty() {
-        run_pass(pass.clone(), s.feature_set.features.clone(), wanted, concurrency).await?;
+    for repeat in 0..repeats {
+        if wanted.is_empty() || options.interrupt.is_set() {
+            break;
+        }
+        if repeats > 1 {
+            bar.message(&format!("running (repeat {}/{repeats})", repeat + 1));
+        }
+        let on_finished = {
+            let bar = bar.clone();
+            let journal = journal.clone();
+            Box::new(move |run: &ScenarioRun| {
+                bar.scenario_finished(run);
+                journal.push(run.clone());
+            }) as Box<dyn Fn(&ScenarioRun) + Send + Sync>
+        };
+        let pass = Arc::new(
+            EnvPass::new(
+                environment.clone(),
+                s.run_ctx.clone(),
+                s.fixtures.clone(),
+                s.config.clone(),
+                s.settings.clone(),
+                on_finished,
+            )
+            .with_repeat(repeat, repeats),
+        );
+        run_pass(pass, s.feature_set.features.clone(), wanted.clone(), concurrency).await?;
+        // A scenario that produced no record in this repeat (should not happen) is reported rather than lost.
+        let done = journal.runs_of(env_name);
+        for (id, feature_name, name, tags) in &selected {
+            if !done.iter().any(|r| &r.id == id && r.repeat == repeat) {
+                let mut record = infra_record(
+                    id,
+                    feature_name,
+                    name,
+                    tags,
+                    env_name,
+                    "the scenario produced no result",
+                );
+                record.repeat = repeat;
+                journal.push(record);
+            }
+        }
     }
     if let Some((stop, task)) = sampler {
         let _ = stop.send(());
         summary.footprint = task.await.ok().flatten();
     }
     environment.finish(s.run_ctx).await;
-    // A scenario that produced no record (should not happen) is reported rather than lost.
-    let done = journal.runs_of(env_name);
-    for (id, feature_name, name, tags) in &selected {
-        if !done.iter().any(|r| &r.id == id) {
-            journal.push(infra_record(
-                id,
-                feature_name,
-                name,
-                tags,
-                env_name,
-                "the scenario produced no result",
-            ));
-        }
-    }
     summary.wall_ms = env_started.elapsed().as_secs_f64() * 1000.0;
     count(&mut summary, &journal.runs_of(env_name));
+    let flaky = if summary.flaky > 0 {
+        format!(", {} flaky", summary.flaky)
+    } else {
+        String::new()
+    };
     bar.finish_with(&format!(
-        "{} passed, {} failed, {} infra-errors, {} unsupported here",
+        "{} passed, {} failed, {} infra-errors{flaky}, {} unsupported here",
         summary.passed, summary.failed, summary.infra_errors, summary.unsupported
     ));
     journal.add_environment(summary);
@@ -582,14 +615,7 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
 }
 
 fn count(summary: &mut EnvSummary, runs: &[ScenarioRun]) {
-    for r in runs {
-        match r.outcome {
-            Outcome::Passed => summary.passed += 1,
-            Outcome::Failed => summary.failed += 1,
-            Outcome::InfraError => summary.infra_errors += 1,
-            Outcome::Unsupported => summary.unsupported += 1,
-        }
-    }
+    parity::count_outcomes(summary, runs);
 }
 
 /// [`sweep_environments`] with the lab at `path`, so that its boards are swept too.
@@ -619,7 +645,7 @@ fn assemble(
     config: &ParityConfig,
 ) -> RunReport {
     let mut runs = journal.runs();
-    runs.sort_by(|a, b| (&a.id, &a.env).cmp(&(&b.id, &b.env)));
+    runs.sort_by(|a, b| (&a.id, &a.env, a.repeat).cmp(&(&b.id, &b.env, b.repeat)));
     RunReport {
         run_id: run_id.to_string(),
         started_at,
@@ -631,6 +657,7 @@ fn assemble(
         runs,
         manifests: Default::default(),
         seed: None,
+        timing_test: parity::timing_test_name(config),
     }
 }
 
@@ -679,14 +706,12 @@ pub fn report_from_journal(
             });
         }
         if let Some(e) = envs.iter_mut().find(|e| e.name == r.env) {
-            match r.outcome {
-                Outcome::Passed => e.passed += 1,
-                Outcome::Failed => e.failed += 1,
-                Outcome::InfraError => e.infra_errors += 1,
-                Outcome::Unsupported => e.unsupported += 1,
-            }
             e.wall_ms += r.duration_ms;
         }
+    }
+    for e in &mut envs {
+        let of_env: Vec<ScenarioRun> = runs.iter().filter(|r| r.env == e.name).cloned().collect();
+        parity::count_outcomes(e, &of_env);
     }
     let run_id = dir
         .file_name()
@@ -752,6 +777,7 @@ fn infra_record(
         metrics: Vec::new(),
         buses: Vec::new(),
         workloads: Vec::new(),
+        repeat: 0,
     }
 }
 

@@ -53,6 +53,9 @@ pub struct EnvPass {
     pub settings: Arc<PassSettings>,
     /// Called once per finished scenario with its record (progress display, journal).
     pub on_finished: Box<dyn Fn(&ScenarioRun) + Send + Sync>,
+    /// Which of the environment's `repeats` passes this is (`--repeat N`), 0-based.
+    pub repeat: u32,
+    pub repeats: u32,
     counter: AtomicUsize,
 }
 
@@ -72,8 +75,17 @@ impl EnvPass {
             config,
             settings,
             on_finished,
+            repeat: 0,
+            repeats: 1,
             counter: AtomicUsize::new(0),
         }
+    }
+
+    /// This pass as repetition `repeat` of `repeats` (records carry it, file names get `-r<k>`).
+    pub fn with_repeat(mut self, repeat: u32, repeats: u32) -> EnvPass {
+        self.repeat = repeat;
+        self.repeats = repeats.max(1);
+        self
     }
 
     /// The id of `scenario` of `feature`, its path relative to the project root.
@@ -337,6 +349,10 @@ impl ScenarioWorld {
         let n = pass.counter.fetch_add(1, Ordering::SeqCst);
         let id = pass.scenario_id(feature, scenario);
         self.slug = slug(&id, &scenario.name);
+        if pass.repeats > 1 {
+            // Repeats of a scenario must not overwrite each other's traces and logs.
+            self.slug.push_str(&format!("-r{}", pass.repeat));
+        }
         self.scratch = pass
             .run
             .state_dir
@@ -506,6 +522,7 @@ impl ScenarioWorld {
             name: format!("ready {}", spec.name),
             value: ms(deploy_started.elapsed()),
             unit: "ms".into(),
+            samples: Vec::new(),
         });
         // Where the workload's frames travel a network (boards), its start-up burst may still be in flight
         // when the readiness frame arrives: wait for the bus to go quiet before the scenario goes on.
@@ -669,6 +686,8 @@ impl ScenarioWorld {
                     &pass.fixtures,
                     &pass.config,
                 );
+                (run.signals, run.signal_ids) =
+                    normalise::signal_series(&observed, &pass.fixtures, self.started_ns);
                 run.timeline = observed
                     .iter()
                     .take(TIMELINE_LIMIT)
@@ -698,6 +717,7 @@ impl ScenarioWorld {
             metrics: std::mem::take(&mut self.metrics),
             buses: bus_runs,
             workloads,
+            repeat: pass.repeat,
         };
         let _ = std::fs::remove_dir_all(&self.scratch);
         Some(record)
@@ -844,6 +864,8 @@ fn bus_run(
         timeline: Vec::new(),
         faults: b.faults.clone(),
         timing: b.timing.clone(),
+        signals: BTreeMap::new(),
+        signal_ids: BTreeMap::new(),
     }
 }
 

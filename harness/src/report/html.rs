@@ -1,11 +1,13 @@
 //! `summary.html`: a self-contained page (inline CSS and SVG, no scripts) with the matrix, environment
-//! summaries, and per scenario the drifts, failures, step timings, timing plots and a CAN frame timeline
-//! per environment.
+//! summaries, and per scenario the drifts, failures, flaky repeats, step timings, timing plots (bars, or
+//! per environment the distribution of the samples with the median marked), a CAN frame timeline per
+//! environment, and, for scenarios that did not pass and the first few, each DBC signal's value over time
+//! with the environments overlaid (collapsed; signals of drifted ids marked).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::parity::{outcome_label, RunReport, ScenarioParity, Verdict};
+use crate::parity::{outcome_label, Distribution, RunReport, ScenarioParity, TimingRow, Verdict};
 use crate::record::{Outcome, ScenarioRun};
 use crate::report::common::env_columns;
 
@@ -18,6 +20,10 @@ pub fn render(report: &RunReport) -> String {
     let unsupported = match report.unsupported() {
         0 => String::new(),
         n => format!(", {n} unsupported here"),
+    };
+    let unsupported = match report.flaky() {
+        0 => unsupported,
+        n => format!(", {n} flaky{unsupported}"),
     };
     let mut h = String::new();
     let _ = write!(
@@ -32,13 +38,26 @@ pub fn render(report: &RunReport) -> String {
         cls = if failed == 0 { "pass" } else { "fail" },
     );
 
-    h.push_str("<h2>Environments</h2><table><tr><th>environment</th><th>transport</th><th>passed</th><th>failed</th><th>infra-errors</th><th>unsupported here</th><th>wall time</th></tr>");
+    let repeats = report.repeats();
+    if repeats > 1 || !report.timing_test.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"meta\">{}timing test: {}</p>",
+            if repeats > 1 {
+                format!("every scenario ran {repeats} times per environment; ")
+            } else {
+                String::new()
+            },
+            esc(&report.timing_test)
+        );
+    }
+    h.push_str("<h2>Environments</h2><table><tr><th>environment</th><th>transport</th><th>passed</th><th>failed</th><th>infra-errors</th><th>flaky</th><th>unsupported here</th><th>wall time</th></tr>");
     for e in &report.environments {
         match &e.unavailable {
             Some(why) => {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td colspan=6 class=\"infra\">unavailable: {}</td></tr>",
+                    "<tr><td>{}</td><td colspan=7 class=\"infra\">unavailable: {}</td></tr>",
                     esc(&e.name),
                     esc(why)
                 );
@@ -46,12 +65,13 @@ pub fn render(report: &RunReport) -> String {
             None => {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
                     esc(&e.name),
                     esc(&e.transport),
                     e.passed,
                     e.failed,
                     e.infra_errors,
+                    e.flaky,
                     e.unsupported,
                     e.wall_ms / 1000.0
                 );
@@ -116,6 +136,7 @@ pub fn render(report: &RunReport) -> String {
         );
         for e in &envs {
             match s.outcomes.get(e) {
+                Some(_) if s.is_flaky_in(e) => h.push_str("<td class=\"flaky\">flaky</td>"),
                 Some(o) => {
                     let _ = write!(
                         h,
@@ -155,7 +176,9 @@ pub fn render(report: &RunReport) -> String {
         // In column order, so that colours and sections match the matrix.
         let mut runs: Vec<&ScenarioRun> = report.runs.iter().filter(|r| r.id == s.id).collect();
         runs.sort_by_key(|r| envs.iter().position(|e| *e == r.env).unwrap_or(usize::MAX));
-        scenario_section(&mut h, i, s, &runs, &envs);
+        // Signal plots for the scenarios worth looking at, and the first few: the page stays small.
+        let plots = i < SIGNAL_PLOTS_FIRST || !matches!(s.verdict, Verdict::Pass | Verdict::Unsupported);
+        scenario_section(&mut h, i, s, &runs, &envs, plots);
     }
     manifest_fields(&mut h, report, &envs);
     h.push_str("</body></html>\n");
@@ -203,7 +226,14 @@ fn manifest_fields(h: &mut String, report: &RunReport, envs: &[String]) {
     }
 }
 
-fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) {
+fn scenario_section(
+    h: &mut String,
+    i: usize,
+    s: &ScenarioParity,
+    runs: &[&ScenarioRun],
+    envs: &[String],
+    signal_plots: bool,
+) {
     let open = if s.verdict == Verdict::Pass { "" } else { " open" };
     let _ = write!(
         h,
@@ -238,6 +268,20 @@ fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&Scena
         }
         h.push_str("</ul>");
     }
+    if !s.flaky.is_empty() || !s.nondeterministic.is_empty() {
+        h.push_str("<ul>");
+        for f in &s.flaky {
+            let _ = write!(h, "<li class=\"flaky\">flaky: {}</li>", esc(&f.describe()));
+        }
+        if !s.nondeterministic.is_empty() {
+            let _ = write!(
+                h,
+                "<li class=\"meta\">nondeterministic (repeats disagree, not compared): {}</li>",
+                esc(&s.nondeterministic.join(", "))
+            );
+        }
+        h.push_str("</ul>");
+    }
     if !s.notes.is_empty() {
         h.push_str("<ul>");
         for d in &s.notes {
@@ -250,11 +294,21 @@ fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&Scena
         }
         h.push_str("</ul>");
     }
+    // With repeats, the first message per environment and outcome stands for the others.
+    let mut shown = BTreeSet::new();
     for run in runs {
         if let Some(m) = &run.message {
+            if !shown.insert((run.env.as_str(), run.outcome)) {
+                continue;
+            }
+            let repeat = if s.repeats > 1 {
+                format!(", repeat {}", run.repeat + 1)
+            } else {
+                String::new()
+            };
             let _ = write!(
                 h,
-                "<p><b>{}</b> ({}):</p><pre>{}</pre>",
+                "<p><b>{}</b> ({}{repeat}):</p><pre>{}</pre>",
                 esc(&run.env),
                 outcome_label(run.outcome),
                 esc(m)
@@ -270,28 +324,55 @@ fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&Scena
         for row in &s.timing {
             let _ = write!(h, "<tr><td>{}</td>", esc(&row.metric));
             for e in envs {
-                match row.values.get(e) {
-                    Some(v) => {
+                match (row.values.get(e), row.stats.get(e)) {
+                    (Some(_), Some(d)) if d.n > 1 => {
+                        let _ = write!(h, "<td>{}</td>", esc(&d.describe(&row.unit)));
+                    }
+                    (Some(v), _) => {
                         let _ = write!(h, "<td>{v:.1} {}</td>", esc(&row.unit));
                     }
-                    None => h.push_str("<td class=\"na\">—</td>"),
+                    (None, _) => h.push_str("<td class=\"na\">—</td>"),
                 }
             }
             h.push_str("</tr>");
         }
         h.push_str("</table>");
-        let rows: Vec<(String, Vec<(String, f64)>)> = s
+        // Figures with several samples somewhere get a distribution plot; the others a bar.
+        let (spread, single): (Vec<&TimingRow>, Vec<&TimingRow>) = s
             .timing
             .iter()
             .filter(|r| r.unit == "ms")
+            .partition(|r| r.stats.values().any(|d| d.n > 1));
+        let rows: Vec<(String, Vec<(String, f64)>)> = single
+            .iter()
             .map(|r| (r.metric.clone(), r.values.clone().into_iter().collect()))
             .collect();
         h.push_str(&bar_chart(&rows, "ms", envs));
+        for row in spread {
+            let drifted = s
+                .drift
+                .iter()
+                .any(|d| d.kind == "timing" && d.detail.starts_with(&format!("{}:", row.metric)));
+            h.push_str(&distribution_plot(row, envs, drifted));
+        }
     }
-    for run in runs {
+    // With repeats, each environment's first repeat and those that did not pass: the page stays small.
+    let shown: Vec<&ScenarioRun> = runs
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.outcome != Outcome::Passed || !runs.iter().any(|o| o.env == r.env && o.repeat < r.repeat)
+        })
+        .collect();
+    for run in &shown {
+        let repeat = if s.repeats > 1 {
+            format!(" (repeat {})", run.repeat + 1)
+        } else {
+            String::new()
+        };
         let _ = write!(
             h,
-            "<h4>{} <span class=\"{}\">{}</span></h4>",
+            "<h4>{}{repeat} <span class=\"{}\">{}</span></h4>",
             esc(&run.env),
             outcome_class(run.outcome),
             outcome_label(run.outcome)
@@ -338,8 +419,260 @@ fn scenario_section(h: &mut String, i: usize, s: &ScenarioParity, runs: &[&Scena
         }
         h.push_str("</p>");
     }
-    h.push_str(&timeline(runs, envs));
+    let firsts: Vec<&ScenarioRun> = shown
+        .iter()
+        .copied()
+        .filter(|r| !runs.iter().any(|o| o.env == r.env && o.repeat < r.repeat))
+        .collect();
+    h.push_str(&timeline(&firsts, envs));
+    if signal_plots {
+        h.push_str(&signal_plots_of(s, runs, envs));
+    }
     h.push_str("</details>");
+}
+
+/// Scenarios shown with signal plots beside those that did not pass.
+const SIGNAL_PLOTS_FIRST: usize = 3;
+
+/// Per environment a strip of the samples, the box p25..p75, whiskers p10..p90 and the median marked.
+fn distribution_plot(row: &TimingRow, envs: &[String], drifted: bool) -> String {
+    let present: Vec<(usize, &String, &Distribution)> = envs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| row.stats.get(e).map(|d| (i, e, d)))
+        .filter(|(_, _, d)| d.n > 0)
+        .collect();
+    let lo = present
+        .iter()
+        .flat_map(|(_, _, d)| d.samples.first())
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let hi = present
+        .iter()
+        .flat_map(|(_, _, d)| d.samples.last())
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    if present.is_empty() || !lo.is_finite() || !hi.is_finite() {
+        return String::new();
+    }
+    let (lo, hi) = if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    };
+    let (label_w, plot_w, lane) = (120.0, 480.0, 22.0);
+    let height = lane * present.len() as f64 + 40.0;
+    let x = |v: f64| label_w + (v - lo) / (hi - lo) * plot_w;
+    let mut svg = format!(
+        "<h4>{}{}</h4><svg class=\"chart\" width=\"{}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        esc(&row.metric),
+        if drifted {
+            " <span class=\"drift\">drift</span>"
+        } else {
+            ""
+        },
+        label_w + plot_w + 30.0
+    );
+    for (k, (i, env, d)) in present.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let y = k as f64 * lane + 6.0;
+        let mid = y + lane / 2.0 - 3.0;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{:.1}\" class=\"lbl\">{} (n {})</text>",
+            mid + 4.0,
+            esc(env),
+            d.n
+        );
+        let _ = write!(
+            svg,
+            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{mid:.1}\" y2=\"{mid:.1}\" stroke=\"{colour}\"/>",
+            x(d.p10),
+            x(d.p90)
+        );
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\" fill-opacity=\"0.25\" stroke=\"{colour}\"><title>{} {}</title></rect>",
+            x(d.p25),
+            y + 2.0,
+            (x(d.p75) - x(d.p25)).max(1.0),
+            lane - 10.0,
+            esc(env),
+            esc(&d.describe(&row.unit))
+        );
+        let _ = write!(
+            svg,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#000\" stroke-width=\"2\"/>",
+            x(d.median),
+            y,
+            y + lane - 6.0
+        );
+        for (j, v) in d.samples.iter().enumerate() {
+            // A small deterministic vertical jitter keeps coinciding samples apart.
+            let dy = (j % 5) as f64 * 2.0 - 4.0;
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.6\" fill=\"{colour}\"/>",
+                x(*v),
+                mid + dy
+            );
+        }
+    }
+    let ay = height - 22.0;
+    let _ = write!(
+        svg,
+        "<line x1=\"{label_w}\" x2=\"{}\" y1=\"{ay}\" y2=\"{ay}\" class=\"axis\"/>",
+        label_w + plot_w
+    );
+    for i in 0..=4 {
+        let v = lo + (hi - lo) * i as f64 / 4.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" class=\"val\">{v:.1} {}</text>",
+            x(v) - 12.0,
+            ay + 12.0,
+            esc(&row.unit)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Per DBC signal: its value over time, environments overlaid (first repeat of each), signals of ids
+/// that drifted marked. Collapsed in a `<details>`.
+fn signal_plots_of(s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) -> String {
+    // The first repeat of each environment.
+    let mut firsts: Vec<&ScenarioRun> = Vec::new();
+    for r in runs {
+        match firsts.iter_mut().find(|f| f.env == r.env) {
+            Some(f) if r.repeat < f.repeat => *f = r,
+            Some(_) => {}
+            None => firsts.push(r),
+        }
+    }
+    let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut ids: std::collections::BTreeMap<(String, String), String> = Default::default();
+    for r in &firsts {
+        for b in &r.buses {
+            for k in b.signals.keys() {
+                keys.insert((b.name.clone(), k.clone()));
+            }
+            for (m, id) in &b.signal_ids {
+                ids.insert((b.name.clone(), m.clone()), id.clone());
+            }
+        }
+    }
+    if keys.is_empty() {
+        return String::new();
+    }
+    let max_t = firsts
+        .iter()
+        .flat_map(|r| r.buses.iter())
+        .flat_map(|b| b.signals.values())
+        .flat_map(|v| v.last().map(|(t, _)| *t))
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let drifted = |bus: &str, id: &str| {
+        s.drift
+            .iter()
+            .any(|d| d.kind == "frames" && d.detail.starts_with(&format!("bus {bus}, id 0x{id}:")))
+    };
+    let mut out = format!(
+        "<details><summary>Signals over time ({} signals)</summary><p class=\"meta\">",
+        keys.len()
+    );
+    for (e, env) in envs.iter().enumerate() {
+        if firsts.iter().any(|r| &r.env == env) {
+            let _ = write!(
+                out,
+                "<span style=\"color:{}\">■</span> {} ",
+                PALETTE[e % PALETTE.len()],
+                esc(env)
+            );
+        }
+    }
+    out.push_str("</p>");
+    let (label_w, plot_w, plot_h) = (60.0, 560.0, 60.0);
+    for (bus, key) in &keys {
+        let message = key.split('.').next().unwrap_or(key);
+        let id = ids.get(&(bus.clone(), message.to_string()));
+        let mark = id.is_some_and(|id| drifted(bus, id));
+        let series: Vec<(usize, &Vec<(f64, f64)>)> = firsts
+            .iter()
+            .filter_map(|r| {
+                let b = r.buses.iter().find(|b| &b.name == bus)?;
+                let v = b.signals.get(key)?;
+                let e = envs.iter().position(|e| *e == r.env).unwrap_or(0);
+                Some((e, v))
+            })
+            .collect();
+        let lo = series
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|p| p.1))
+            .fold(f64::INFINITY, f64::min);
+        let hi = series
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|p| p.1))
+            .fold(f64::NEG_INFINITY, f64::max);
+        if !lo.is_finite() || !hi.is_finite() {
+            continue;
+        }
+        let (lo, hi) = if hi - lo < 1e-9 {
+            (lo - 1.0, hi + 1.0)
+        } else {
+            (lo, hi)
+        };
+        let x = |t: f64| label_w + t.max(0.0) / max_t * plot_w;
+        let y = |v: f64| 8.0 + (hi - v) / (hi - lo) * plot_h;
+        let _ = write!(
+            out,
+            "<div class=\"meta\">{} {}{}</div><svg class=\"chart\" width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">",
+            esc(bus),
+            esc(key),
+            match (id, mark) {
+                (Some(id), true) => format!(" <span class=\"drift\">0x{} drifted</span>", esc(id)),
+                (Some(id), false) => format!(" (0x{})", esc(id)),
+                _ => String::new(),
+            },
+            label_w + plot_w + 10.0,
+            plot_h + 28.0
+        );
+        let _ = write!(
+            out,
+            "<text x=\"0\" y=\"{:.1}\" class=\"val\">{hi:.1}</text><text x=\"0\" y=\"{:.1}\" class=\"val\">{lo:.1}</text>",
+            y(hi) + 4.0,
+            y(lo)
+        );
+        for (e, v) in &series {
+            // A step plot: a value holds until the next change.
+            let mut path = String::new();
+            for (k, (t, val)) in v.iter().enumerate() {
+                if k == 0 {
+                    let _ = write!(path, "M{:.1},{:.1}", x(*t), y(*val));
+                } else {
+                    let _ = write!(path, "H{:.1}V{:.1}", x(*t), y(*val));
+                }
+            }
+            let _ = write!(
+                out,
+                "<path d=\"{path}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" stroke-opacity=\"0.8\"/>",
+                PALETTE[e % PALETTE.len()]
+            );
+        }
+        let ay = plot_h + 14.0;
+        for i in 0..=4 {
+            let t = max_t * i as f64 / 4.0;
+            let _ = write!(
+                out,
+                "<text x=\"{:.1}\" y=\"{}\" class=\"val\">{t:.0} ms</text>",
+                x(t) - 10.0,
+                ay + 10.0
+            );
+        }
+        out.push_str("</svg>");
+    }
+    out.push_str("</details>");
+    out
 }
 
 /// Horizontal grouped bars: one group per row, one bar per environment.
@@ -510,6 +843,7 @@ fn verdict_class(v: Verdict) -> &'static str {
         Verdict::InfraError => "infra",
         Verdict::ParityDrift => "drift",
         Verdict::Unsupported => "unsupported",
+        Verdict::Flaky => "flaky",
     }
 }
 
@@ -524,7 +858,7 @@ pub fn esc(text: &str) -> String {
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}\
 .pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}.infra{color:#b35900;font-weight:bold}.drift{color:#8250df;font-weight:bold}\
-.na{color:#aaa}.unsupported{color:#0b7285}td.unsupported{background:#e3f6f8}td.pass{background:#e6f4ea}td.fail{background:#fde7e9}td.infra{background:#fff1e0}td.drift{background:#f1e8ff}\
+.na{color:#aaa}.unsupported{color:#0b7285}td.unsupported{background:#e3f6f8}td.pass{background:#e6f4ea}td.fail{background:#fde7e9}td.infra{background:#fff1e0}td.drift{background:#f1e8ff}.flaky{color:#9a6700;font-weight:bold}td.flaky{background:#fff8c5}\
 .meta{color:#666;font-size:13px}pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;white-space:pre-wrap}details{margin:.6em 0;border-left:3px solid #ddd;padding-left:.8em}\
 summary{cursor:pointer;font-size:14px}.chart text.lbl{font-size:11px;fill:#333}.chart text.val{font-size:10px;fill:#555}\
 .chart .grid{stroke:#eee}.chart .axis{stroke:#999}";

@@ -11,6 +11,11 @@ pub fn render(report: &RunReport) -> String {
         0 => String::new(),
         n => format!(", {n} unsupported here"),
     };
+    let unsupported = match report.flaky() {
+        0 => unsupported,
+        n => format!(", {n} flaky{unsupported}"),
+    };
+    let repeats = report.repeats();
     let mut md = format!(
         "# AGL parity run {}\n\nStarted {} on {} — {:.1} s — **{passed} passed, {failed} failed{unsupported}**\n\n",
         report.run_id,
@@ -18,21 +23,28 @@ pub fn render(report: &RunReport) -> String {
         report.host,
         report.duration_ms / 1000.0
     );
-    md.push_str("| environment | transport | passed | failed | infra-errors | unsupported here | wall time |\n|---|---|---|---|---|---|---|\n");
+    if repeats > 1 {
+        md.push_str(&format!(
+            "Every scenario ran **{repeats} times** per environment; timing test: {}.\n\n",
+            report.timing_test
+        ));
+    }
+    md.push_str("| environment | transport | passed | failed | infra-errors | flaky | unsupported here | wall time |\n|---|---|---|---|---|---|---|---|\n");
     for e in &report.environments {
         match &e.unavailable {
             Some(why) => md.push_str(&format!(
-                "| {} | unavailable: {} | | | | | |\n",
+                "| {} | unavailable: {} | | | | | | |\n",
                 e.name,
                 escape(why)
             )),
             None => md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {:.1} s |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
                 e.name,
                 e.transport,
                 e.passed,
                 e.failed,
                 e.infra_errors,
+                e.flaky,
                 e.unsupported,
                 e.wall_ms / 1000.0
             )),
@@ -63,7 +75,11 @@ pub fn render(report: &RunReport) -> String {
     for s in &report.scenarios {
         md.push_str(&format!("| `{}` {} |", s.id, escape(&s.name)));
         for e in &envs {
-            let cell = s.outcomes.get(e).map(|o| outcome_label(*o)).unwrap_or("—");
+            let cell = if s.is_flaky_in(e) {
+                "flaky"
+            } else {
+                s.outcomes.get(e).map(|o| outcome_label(*o)).unwrap_or("—")
+            };
             md.push_str(&format!(" {cell} |"));
         }
         let verdict = if s.verdict == Verdict::Pass {
@@ -93,10 +109,23 @@ pub fn render(report: &RunReport) -> String {
                 s.id,
                 escape(&s.name)
             ));
+            for f in &s.flaky {
+                md.push_str(&format!("- flaky: {}\n", escape(&f.describe())));
+            }
+            // With repeats, the first message per environment and outcome stands for the others.
+            let mut shown = std::collections::BTreeSet::new();
             for run in report.runs.iter().filter(|r| r.id == s.id) {
                 if let Some(m) = &run.message {
+                    if !shown.insert((run.env.as_str(), run.outcome)) {
+                        continue;
+                    }
+                    let repeat = if s.repeats > 1 {
+                        format!(", repeat {}", run.repeat + 1)
+                    } else {
+                        String::new()
+                    };
                     md.push_str(&format!(
-                        "- **{}** ({}):\n\n```\n{}\n```\n",
+                        "- **{}** ({}{repeat}):\n\n```\n{}\n```\n",
                         run.env,
                         outcome_label(run.outcome),
                         m
@@ -111,7 +140,35 @@ pub fn render(report: &RunReport) -> String {
             }
         }
     }
-    md.push_str("\n## Timing\n\n| scenario | metric |");
+    let nondeterministic: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| !s.nondeterministic.is_empty())
+        .collect();
+    if !nondeterministic.is_empty() {
+        md.push_str("\n## Nondeterministic frames\n\nIds whose sequence an environment's repeats disagree about; not compared.\n\n");
+        for s in nondeterministic {
+            md.push_str(&format!(
+                "- `{}` {}: {}\n",
+                s.id,
+                escape(&s.name),
+                escape(&s.nondeterministic.join(", "))
+            ));
+        }
+    }
+    md.push_str("\n## Timing\n\n");
+    if !report.timing_test.is_empty() {
+        md.push_str(&format!(
+            "Periods drift when environments differ by more than their spread (timing test: {}){}.\n\n",
+            report.timing_test,
+            if repeats > 1 {
+                "; cells: median (inter-quartile range, p10..p90, samples)"
+            } else {
+                ""
+            }
+        ));
+    }
+    md.push_str("| scenario | metric |");
     for e in &envs {
         md.push_str(&format!(" {e} |"));
     }
@@ -124,9 +181,12 @@ pub fn render(report: &RunReport) -> String {
         for row in &s.timing {
             md.push_str(&format!("| `{}` | {} |", s.id, row.metric));
             for e in &envs {
-                match row.values.get(e) {
-                    Some(v) => md.push_str(&format!(" {v:.1} {} |", row.unit)),
-                    None => md.push_str(" — |"),
+                match (row.values.get(e), row.stats.get(e)) {
+                    (Some(_), Some(d)) if s.repeats > 1 && d.n > 1 => {
+                        md.push_str(&format!(" {} |", d.describe(&row.unit)))
+                    }
+                    (Some(v), _) => md.push_str(&format!(" {v:.1} {} |", row.unit)),
+                    (None, _) => md.push_str(" — |"),
                 }
             }
             md.push('\n');

@@ -37,6 +37,7 @@ pub fn render(report: &RunReport, color: bool) -> String {
         out.push_str(&format!("{title:<NAME_WIDTH$}"));
         for (e, w) in envs.iter().zip(&widths) {
             let (text, code) = match s.outcomes.get(e) {
+                _ if s.is_flaky_in(e) => ("FLAKY", "33"),
                 Some(Outcome::Passed) => ("pass", "32"),
                 Some(Outcome::Failed) => ("FAIL", "31"),
                 Some(Outcome::InfraError) => ("INFRA", "33"),
@@ -52,6 +53,7 @@ pub fn render(report: &RunReport, color: bool) -> String {
             Verdict::InfraError => "33;1",
             Verdict::ParityDrift => "35;1",
             Verdict::Unsupported => "36",
+            Verdict::Flaky => "33",
         };
         out.push_str("  ");
         out.push_str(&paint(s.verdict.label(), code));
@@ -81,17 +83,29 @@ pub fn render(report: &RunReport, color: bool) -> String {
             s.id,
             s.name
         ));
+        for f in &s.flaky {
+            out.push_str(&format!("    flaky: {}\n", f.describe()));
+        }
+        // With repeats, the first message per environment and outcome stands for the others.
+        let mut shown = std::collections::BTreeSet::new();
         for run in report
             .runs
             .iter()
             .filter(|r| r.id == s.id && r.outcome != Outcome::Passed)
         {
+            if !shown.insert((run.env.as_str(), run.outcome)) {
+                continue;
+            }
             let msg = run.message.clone().unwrap_or_default();
             let mut lines = msg.lines();
+            let env = if s.repeats > 1 {
+                format!("{} repeat {}", run.env, run.repeat + 1)
+            } else {
+                run.env.clone()
+            };
             out.push_str(&format!(
-                "    {} [{}]: {}\n",
+                "    {} [{env}]: {}\n",
                 outcome_label(run.outcome),
-                run.env,
                 lines.next().unwrap_or("")
             ));
             for l in lines {
@@ -102,15 +116,52 @@ pub fn render(report: &RunReport, color: bool) -> String {
             out.push_str(&format!("    drift ({}): {}\n", d.kind, d.detail));
         }
     }
+    for s in report.scenarios.iter().filter(|s| !s.nondeterministic.is_empty()) {
+        out.push_str(&format!(
+            "{} {} {}: {}\n",
+            paint("nondeterministic", "2"),
+            s.id,
+            s.name,
+            s.nondeterministic.join(", ")
+        ));
+    }
+    let repeats = report.repeats();
+    if repeats > 1 {
+        out.push_str(&format!(
+            "\n{repeats} repeats per scenario; timing test: {}\n",
+            report.timing_test
+        ));
+        // Per environment, the spread of every measured period (the figures the timing test judges).
+        for env in &envs {
+            let mut spreads: Vec<String> = Vec::new();
+            for s in &report.scenarios {
+                for row in s.timing.iter().filter(|r| r.metric.starts_with("period ")) {
+                    if let Some(d) = row.stats.get(env) {
+                        spreads.push(format!("{} {}", row.metric, d.describe(&row.unit)));
+                    }
+                }
+            }
+            spreads.sort();
+            spreads.dedup();
+            for line in spreads.iter().take(6) {
+                out.push_str(&format!("{env:>12}: {line}\n"));
+            }
+        }
+    }
     out.push('\n');
     for env in &report.environments {
         let state = match &env.unavailable {
             Some(why) => format!("UNAVAILABLE: {why}"),
             None => format!(
-                "{} passed, {} failed, {} infra-errors{} in {:.1} s ({})",
+                "{} passed, {} failed, {} infra-errors{}{} in {:.1} s ({})",
                 env.passed,
                 env.failed,
                 env.infra_errors,
+                if env.flaky > 0 {
+                    format!(", {} flaky", env.flaky)
+                } else {
+                    String::new()
+                },
                 if env.unsupported > 0 {
                     format!(", {} unsupported here", env.unsupported)
                 } else {
@@ -127,10 +178,14 @@ pub fn render(report: &RunReport, color: bool) -> String {
         ));
     }
     let (passed, failed) = report.totals();
+    let flaky = match report.flaky() {
+        0 => String::new(),
+        n => format!(", {n} flaky"),
+    };
     match report.unsupported() {
-        0 => out.push_str(&format!("{passed} passed, {failed} failed\n")),
+        0 => out.push_str(&format!("{passed} passed, {failed} failed{flaky}\n")),
         // Counted as skipped on the closing line; the matrix and the problems list say why.
-        n => out.push_str(&format!("{passed} passed, {failed} failed, {n} skipped\n")),
+        n => out.push_str(&format!("{passed} passed, {failed} failed{flaky}, {n} skipped\n")),
     }
     out
 }

@@ -132,6 +132,7 @@ pub async fn expect_within(
                 name: format!("response {what}"),
                 value: ms_between(mark.at_ns, f.timestamp_ns),
                 unit: "ms".into(),
+                samples: Vec::new(),
             });
             Ok(f)
         }
@@ -297,11 +298,11 @@ async fn count_id(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
             count(&bus.tape().since(from))
         }
     };
-    w.metrics.push(Metric {
-        name: format!("frames/s of id {}", a.get(2)),
-        value: n as f64 / period.as_secs_f64().max(1e-9),
-        unit: "frames/s".into(),
-    });
+    w.metrics.push(Metric::new(
+        format!("frames/s of id {}", a.get(2)),
+        n as f64 / period.as_secs_f64().max(1e-9),
+        "frames/s",
+    ));
     if (least..=most).contains(&n) {
         Ok(())
     } else {

@@ -195,6 +195,7 @@ async fn policy_restart(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
         name,
         value: latest_start_ns.saturating_sub(mark.at_ns) as f64 / 1e6,
         unit: "ms".into(),
+        samples: Vec::new(),
     });
     Ok(())
 }

@@ -108,16 +108,13 @@ async fn periodic(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
         .iter()
         .map(|i| (i - period_ms).abs())
         .fold(0.0, f64::max);
+    // Every interval is kept: across repeats and environments parity compares their distributions.
     w.metrics.push(Metric {
-        name: format!("period {name}"),
-        value: median,
-        unit: "ms".into(),
+        samples: intervals.clone(),
+        ..Metric::new(format!("period {name}"), median, "ms")
     });
-    w.metrics.push(Metric {
-        name: format!("jitter {name}"),
-        value: jitter,
-        unit: "ms".into(),
-    });
+    w.metrics
+        .push(Metric::new(format!("jitter {name}"), jitter, "ms"));
     let low = period_ms * (1.0 - tolerance);
     let high = period_ms * (1.0 + tolerance);
     if median < low || median > high {

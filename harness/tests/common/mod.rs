@@ -89,6 +89,7 @@ impl TestProject {
             can_transport: Default::default(),
             reference: None,
             seed: 1,
+            repeat: 1,
         }
     }
 
