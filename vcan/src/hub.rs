@@ -202,15 +202,12 @@ impl Hub {
         }
 
         let timer = match Timer::new() {
-            Ok(mut timer) => match poll.registry().register(
+            Ok(timer) => match poll.registry().register(
                 &mut SourceFd(&timer.fd.as_raw_fd()),
                 TIMER,
                 Interest::READABLE,
             ) {
-                Ok(()) => {
-                    timer.armed = None;
-                    Some(timer)
-                }
+                Ok(()) => Some(timer),
                 Err(e) => {
                     tracing::warn!(bus = %config.name, error = %e, "cannot poll a timerfd; timed work rounds to ms");
                     None

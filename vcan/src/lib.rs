@@ -17,6 +17,7 @@
 //! * [`client`]: the [`CanSocket`] of a node joined to a hub over a Unix socket or TCP.
 //! * [`kernel`]: the [`CanSocket`] over kernel SocketCAN (`vcan0`, `can0`), used wherever the kernel has CAN.
 //! * [`candump`]: reader and writer of the `candump -l` log format.
+//! * [`asc`]: reader and writer of Vector ASC traces (CANalyzer, python-can, `log2asc`).
 //! * [`bittiming`]: a frame's length on the wire (ISO 11898-1, bit stuffing) and its duration at a bitrate.
 //! * [`bustime`]: a bus with a bitrate in virtual time: transmit queues, arbitration, end-of-frame times.
 //! * [`fault`]: fault injection in the hub (drop, delay, duplicate, reorder, corrupt, cut link, bus load,
@@ -32,10 +33,12 @@
 //! Dependencies between the modules point one way: `frame` at the bottom; `filter`; `socket` (the trait
 //! and [`BusError`]); the endpoint types; `wire`; the backends `kernel` and `client`; `hub` (which
 //! re-exports the client's statistics query and the wire's statistics types); `endpoint` (which picks a
-//! backend) on top. `candump` and `dbc` only use `frame`. Errors are typed per module: [`FrameError`],
+//! backend) on top. `candump` and `dbc` only use `frame`; `asc` uses `candump`'s record; `bustime` uses
+//! `bittiming`; `fault` uses `bustime`; `hub` drives both. Errors are typed per module: [`FrameError`],
 //! [`BusError`], [`wire::DecodeError`] and [`wire::EncodeError`], [`kernel::RawFrameError`],
 //! [`candump::TraceError`], [`dbc::DbcError`].
 
+pub mod asc;
 pub mod bittiming;
 pub mod bustime;
 pub mod callmem;

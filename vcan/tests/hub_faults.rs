@@ -475,3 +475,36 @@ fn a_babbler_starves_higher_ids_until_it_stops() {
         "{babbled} vs {expected}"
     );
 }
+
+#[test]
+fn timing_can_be_switched_on_and_off_at_run_time() {
+    let bus = bus(None);
+    let mut tx = join(&bus, "a");
+    let mut rx = join_with(&bus, "rx", |o| o.want_errors = true);
+    assert!(matches!(
+        bus.hub.set_timing(Some(timing(0))),
+        Err(BusError::InvalidTiming(_))
+    ));
+    let t = timing(10_000);
+    bus.hub.set_timing(Some(t)).unwrap();
+    // One node's queue is FIFO: 0x200 goes first although 0x100 would win arbitration.
+    tx.send(&frame("200#01")).unwrap();
+    tx.send(&frame("100#02")).unwrap();
+    let first = recv(&mut rx);
+    let second = recv(&mut rx);
+    assert_eq!(
+        (first.frame.clone(), second.frame.clone()),
+        (frame("200#01"), frame("100#02"))
+    );
+    let wire = wire_time(&second.frame, t.bitrate, t.stuffing).as_nanos() as u64;
+    assert_eq!(second.timestamp_ns - first.timestamp_ns, wire);
+    // The hub's own frames arbitrate too; an injected error frame is delivered at its end of frame.
+    let error = Frame::error(0x40, [0; 8]).unwrap();
+    bus.hub.inject(error.clone()).unwrap();
+    let r = recv(&mut rx);
+    assert_eq!(r.frame, error);
+    assert!(r.timestamp_ns > second.timestamp_ns);
+    bus.hub.set_timing(None).unwrap();
+    tx.send(&frame("300#03")).unwrap();
+    assert_eq!(recv(&mut rx).frame, frame("300#03"));
+}
