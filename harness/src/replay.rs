@@ -44,7 +44,7 @@ pub fn load(path: &Path) -> Result<Vec<TraceRecord>, ReplayError> {
     let reader = std::io::BufReader::new(file);
     let is_asc = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("asc"));
     let records: Result<Vec<TraceRecord>, _> = if is_asc {
-        ASC_PENDING(reader, name)
+        vcan::asc::AscReader::new(reader, name).collect()
     } else {
         TraceReader::new(reader, name).collect()
     };
@@ -309,12 +309,4 @@ mod tests {
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("t.log:2"), "{e}");
     }
-}
-#[allow(non_snake_case)]
-fn ASC_PENDING<R>(_r: R, name: String) -> Result<Vec<TraceRecord>, vcan::candump::TraceError> {
-    Err(vcan::candump::TraceError {
-        source_name: name,
-        line: 0,
-        reason: "ASC pending".into(),
-    })
 }
