@@ -178,9 +178,9 @@ pub struct BusSummary {
 /// `500 kbit/s, 2 Mbit/s data phase, worst-case stuffing`.
 pub fn describe_timing(t: &vcan::bustime::BusTiming) -> String {
     let rate = |r: u32| {
-        if r % 1_000_000 == 0 {
+        if r.is_multiple_of(1_000_000) {
             format!("{} Mbit/s", r / 1_000_000)
-        } else if r % 1_000 == 0 {
+        } else if r.is_multiple_of(1_000) {
             format!("{} kbit/s", r / 1_000)
         } else {
             format!("{r} bit/s")

@@ -37,9 +37,7 @@ pub fn steps() -> Vec<StepDef> {
     vec![
         StepDef::new(
             Action,
-            format!(
-                r#"^the bus(?: "([^"]+)")? runs at (\d+(?:\.\d+)?) ?(bit/s|kbit/s|Mbit/s)(?: with a (\d+(?:\.\d+)?) ?(kbit/s|Mbit/s) data phase)?(?: and (worst-case|exact|no) bit stuffing)?$"#
-            ),
+            r#"^the bus(?: "([^"]+)")? runs at (\d+(?:\.\d+)?) ?(bit/s|kbit/s|Mbit/s)(?: with a (\d+(?:\.\d+)?) ?(kbit/s|Mbit/s) data phase)?(?: and (worst-case|exact|no) bit stuffing)?$"#.to_string(),
             r#"the bus runs at 500 kbit/s"#,
             step_fn!(bitrate),
         ),
