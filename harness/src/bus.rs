@@ -157,6 +157,8 @@ pub struct ScenarioBus {
     sender: BusSender,
     notes: Mutex<Vec<TraceNote>>,
     timing: Mutex<Option<String>>,
+    /// Reports of the faults cleared so far (the hub forgets them at a clear).
+    fault_log: Mutex<Vec<vcan::fault::FaultReport>>,
     recorder: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicU64>,
 }
@@ -291,6 +293,7 @@ impl ScenarioBus {
             },
             notes: Mutex::new(Vec::new()),
             timing: Mutex::new(None),
+            fault_log: Mutex::new(Vec::new()),
             recorder: Some(recorder),
             stop,
         })
@@ -350,22 +353,42 @@ impl ScenarioBus {
         Ok(id)
     }
 
-    /// Ends the faults that match `pred` (by description); their reports.
+    /// Ends every fault of the bus (a `# fault ended:` line each); the reports of all faults so far.
     pub fn clear_faults(&self) -> Result<Vec<vcan::fault::FaultReport>, InfraError> {
         let hub = self.hub("clearing faults")?;
+        Ok(self.end_faults(hub, "fault ended"))
+    }
+
+    /// Clears the hub's faults, noting those that were still acting.
+    fn end_faults(&self, hub: &Hub, why: &str) -> Vec<vcan::fault::FaultReport> {
+        let active: Vec<u64> = hub
+            .fault_reports()
+            .iter()
+            .filter(|r| r.ended_ns.is_none())
+            .map(|r| r.id)
+            .collect();
         let reports = hub.clear_faults();
-        for r in reports.iter().filter(|r| r.ended_ns.is_none()) {
+        for r in reports.iter().filter(|r| active.contains(&r.id)) {
             self.note(format!(
-                "fault ended: {} (matched {}, affected {})",
+                "{why}: {} (matched {}, affected {})",
                 r.description, r.matched, r.affected
             ));
         }
-        Ok(reports)
+        // The hub forgets cleared faults; the scenario's record keeps them all.
+        if let Ok(mut log) = self.fault_log.lock() {
+            log.extend(reports.iter().cloned());
+            log.clone()
+        } else {
+            reports
+        }
     }
 
-    /// What the bus's faults did so far.
+    /// What the bus's faults did so far (cleared ones included).
     pub fn fault_reports(&self) -> Result<Vec<vcan::fault::FaultReport>, InfraError> {
-        Ok(self.hub("fault reports")?.fault_reports())
+        let live = self.hub("fault reports")?.fault_reports();
+        let mut all = self.fault_log.lock().map(|l| l.clone()).unwrap_or_default();
+        all.extend(live);
+        Ok(all)
     }
 
     /// Puts a frame on the bus from the hub itself (error frames, which a node cannot send).
@@ -418,13 +441,10 @@ impl ScenarioBus {
         if let Some(handle) = self.recorder.take() {
             let _ = handle.join();
         }
-        let faults = self.hub.as_ref().map(Hub::clear_faults).unwrap_or_default();
-        for r in faults.iter().filter(|r| r.ended_ns.is_none()) {
-            self.note(format!(
-                "fault ended with the scenario: {} (matched {}, affected {})",
-                r.description, r.matched, r.affected
-            ));
-        }
+        let faults = match &self.hub {
+            Some(hub) => self.end_faults(hub, "fault ended with the scenario"),
+            None => Vec::new(),
+        };
         let stats = self.hub.take().map(Hub::shutdown);
         let mut notes = self.notes.lock().map(|n| n.clone()).unwrap_or_default();
         notes.sort_by_key(|n| n.timestamp_ns);
@@ -538,4 +558,91 @@ fn write_note(out: &mut impl std::io::Write, note: &TraceNote) -> std::io::Resul
         note.timestamp_ns / 1_000_000_000,
         (note.timestamp_ns % 1_000_000_000) / 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_need_the_harness_hub_and_a_real_adapter_is_unsupported_here() {
+        let dir = tempfile::tempdir().unwrap();
+        // A bus the harness only attaches to stands for a bench adapter: no hub of its own to act in.
+        let hub = Hub::start(HubConfig {
+            name: "bench".into(),
+            unix_path: Some(dir.path().join("bench.sock")),
+            ..HubConfig::default()
+        })
+        .unwrap();
+        let info = BusInfo {
+            name: "vehicle".into(),
+            unix_path: None,
+            tcp_addr: None,
+        };
+        let attached = ScenarioBus::attach("vehicle", hub.unix_endpoint().unwrap(), info).unwrap();
+        let fault = vcan::fault::Fault::new(vcan::fault::FaultKind::Drop(vcan::fault::DropMode::All));
+        match attached.add_fault(fault.clone()) {
+            Err(InfraError::Unsupported { reason, .. }) => {
+                assert!(reason.contains("real adapter"), "{reason}")
+            }
+            other => panic!("expected unsupported here, got {other:?}"),
+        }
+        attached.finish();
+
+        let own = ScenarioBus::start("vehicle", dir.path(), None, None).unwrap();
+        own.add_fault(fault.clone()).unwrap();
+        assert_eq!(own.clear_faults().unwrap().len(), 1);
+        own.add_fault(fault).unwrap();
+        assert_eq!(
+            own.fault_reports().unwrap().len(),
+            2,
+            "cleared faults stay in the record"
+        );
+        let summary = own.finish();
+        assert_eq!(summary.faults.len(), 2, "{:?}", summary.faults);
+        assert!(summary
+            .notes
+            .iter()
+            .any(|n| n.text.starts_with("fault ended: drop")));
+        assert!(
+            summary.notes.iter().any(|n| n.text.starts_with("fault: drop")),
+            "{:?}",
+            summary.notes
+        );
+        assert!(
+            summary
+                .notes
+                .iter()
+                .any(|n| n.text.starts_with("fault ended with the scenario")),
+            "{:?}",
+            summary.notes
+        );
+    }
+
+    #[test]
+    fn notes_are_comment_lines_between_the_frames_at_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let frame = |ts: u64, text: &str| TracedFrame {
+            timestamp_ns: ts,
+            seq: None,
+            frame: text.parse().unwrap(),
+        };
+        let notes = [TraceNote {
+            timestamp_ns: 1_500_000_000,
+            text: "fault: drop all\nframes".into(),
+        }];
+        write_candump(
+            &path,
+            "vehicle",
+            &[frame(1_000_000_000, "123#01"), frame(2_000_000_000, "123#02")],
+            &notes,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "# fault: drop all frames (1.500000)", "{text}");
+        let read: Vec<_> = vcan::candump::TraceReader::new(text.as_bytes(), "t.log").collect();
+        assert_eq!(read.len(), 2, "comment lines are skipped by readers");
+    }
 }

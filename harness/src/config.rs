@@ -6,7 +6,7 @@
 //! mask_signals:                   # signals that legitimately differ between runs (alive counters, clocks)
 //!   - HvacStatus.AliveCounter
 //! ignore_ids: []                  # CAN ids left out of frame-sequence comparison entirely
-//! timing_tolerance: 0.25          # relative difference of a measured period beyond which environments drift
+//! timing_tolerance: 0.25          # relative shift of a measured period, beyond the environments' own noise, that is a drift
 //! buses:                          # optional: buses with a bitrate behave like physical ones (no entry: ideal)
 //!   vehicle:
 //!     bitrate: 500000             # nominal bit/s

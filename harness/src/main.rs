@@ -385,6 +385,13 @@ async fn run(options: RunOptions) -> ExitCode {
         ),
         Err(e) => eprintln!("error: cannot write the report to {}: {e}", dir.display()),
     }
+    let faulted = report
+        .runs
+        .iter()
+        .any(|r| r.buses.iter().any(|b| !b.faults.is_empty()));
+    if let (true, Some(seed)) = (faulted, report.seed) {
+        eprintln!("fault seed {seed}: `--seed {seed}` applies the same faults again");
+    }
     if interrupted {
         ExitCode::from(130)
     } else if report.all_passed() {

@@ -10,8 +10,11 @@
 //!
 //! Scenarios are matched by feature file and line, so a reference belongs to a revision of `scenarios/`;
 //! a selected scenario the reference does not hold is listed in [`Reference::missing`] and shown as a note.
-//! The reference's stimulus is what its scenarios' steps sent (the `When` steps and replayed traces): a later
-//! run re-creates it by running the same steps, and the recorded traces keep it for inspection.
+//! The reference's stimulus is what drove its scenarios (their `When` steps, replayed traces, or whatever
+//! else was on the board's bus): a later run re-creates it by running the same steps, or puts the recorded
+//! stimulus frames themselves back on the bus with `When the reference's frames with ids … are replayed`
+//! (from the reference's copy of the traces, [`crate::steps::replay`]); the workloads' responses are then
+//! compared with the same masks and tolerances.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -297,10 +297,10 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         .transpose()
         .map_err(|e| RunError::Usage(format!("invalid --name regex: {e}")))?;
     let config = ParityConfig::load(&project.parity).map_err(|e| RunError::Usage(e.to_string()))?;
-    let reference = match &options.reference {
-        Some(path) => {
-            Some(crate::reference::Reference::load(path).map_err(|e| RunError::Usage(e.to_string()))?)
-        }
+    let reference: Option<Arc<crate::reference::Reference>> = match &options.reference {
+        Some(path) => Some(Arc::new(
+            crate::reference::Reference::load(path).map_err(|e| RunError::Usage(e.to_string()))?,
+        )),
         None => None,
     };
 
@@ -329,6 +329,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         ready_timeout: options.ready_timeout,
         interrupt: options.interrupt.clone(),
         seed: options.seed,
+        reference: reference.clone().zip(options.reference.clone()),
     });
 
     let started = Instant::now();

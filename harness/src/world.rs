@@ -42,6 +42,8 @@ pub struct PassSettings {
     pub interrupt: crate::interrupt::Interrupt,
     /// The run's fault seed; each fault's own is derived from it, the scenario and the fault's place.
     pub seed: u64,
+    /// The recorded reference of `--reference` and its file, whose traces a step can replay.
+    pub reference: Option<(Arc<crate::reference::Reference>, PathBuf)>,
 }
 
 /// What every scenario of one environment pass shares; the run-wide settings are in [`PassSettings`].

@@ -195,6 +195,35 @@ fn a_reference_saved_from_a_board_run_is_a_column_of_a_native_run() {
         "the reference's trace is reachable: {trace}"
     );
 
+    // The scenario driven by the reference's own stimulus (the same line, so the same scenario): the
+    // frames the board run's replay sent, taken from the reference's trace.
+    let driven = REFERENCE.replace(
+        r#"When the trace "traces/warmup.log" is replayed"#,
+        "When the reference's frames with ids 0x200, 0x210 are replayed",
+    );
+    p.write("scenarios/reference.feature", &driven);
+    let mut o = p.options();
+    o.reference = Some(file.clone());
+    let replayed = p.run_with(o);
+    let r = replayed
+        .report
+        .runs
+        .iter()
+        .find(|r| r.name == "a recorded warm-up" && r.env == "native")
+        .expect("native record");
+    assert_eq!(r.outcome, Outcome::Passed, "{:?}", r.message);
+    let trace = std::fs::read_to_string(
+        replayed
+            .report_dir
+            .join(r.buses[0].trace_file.as_ref().expect("trace")),
+    )
+    .expect("trace");
+    assert!(
+        trace.contains("# replay: 11 frames of the reference board:ref-board"),
+        "{trace}"
+    );
+    p.write("scenarios/reference.feature", REFERENCE);
+
     // A reference that recorded another fan answer: the native run drifts from it.
     let text = std::fs::read_to_string(&file).expect("reference");
     let tampered = text.replacen("\"#2800\"", "\"#2900\"", 1);

@@ -92,7 +92,7 @@ fn three_repeats_of_the_hvac_suite_are_recorded_without_false_drift_or_flakiness
         .find(|t| t.metric == "period HvacStatus")
         .expect("period row");
     assert_eq!(row.stats["native"].n, 30, "{:?}", row.stats["native"]);
-    assert_eq!(report.timing_test, "IQR overlap, tolerance 25%");
+    assert_eq!(report.timing_test, "IQR overlap, tolerance 10%");
 }
 
 /// A project whose HVAC heartbeat is `heartbeat_ms`, judged with a 10% timing tolerance, running only the

@@ -22,7 +22,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::candump::{TraceError, TraceRecord};
+use crate::candump::{TraceError, TraceLines, TraceRecord};
 use crate::frame::{CanId, FdFlags, Frame, FD_LENGTHS};
 
 const MONTHS: [&str; 12] = [
@@ -145,10 +145,7 @@ fn parse_seconds(text: &str) -> Option<u64> {
 
 /// Reads a Vector ASC trace (see the module documentation).
 pub struct AscReader<R: BufRead> {
-    input: R,
-    source_name: String,
-    line: usize,
-    done: bool,
+    lines: TraceLines<R>,
     base: u32,
     relative: bool,
     start_ns: u64,
@@ -159,10 +156,7 @@ pub struct AscReader<R: BufRead> {
 impl<R: BufRead> AscReader<R> {
     pub fn new(input: R, source_name: impl Into<String>) -> Self {
         AscReader {
-            input,
-            source_name: source_name.into(),
-            line: 0,
-            done: false,
+            lines: TraceLines::new(input, source_name),
             base: 16,
             relative: false,
             start_ns: 0,
@@ -176,11 +170,7 @@ impl<R: BufRead> AscReader<R> {
     }
 
     fn error(&self, reason: impl Into<String>) -> TraceError {
-        TraceError {
-            source_name: self.source_name.clone(),
-            line: self.line,
-            reason: reason.into(),
-        }
+        self.lines.error(reason)
     }
 
     /// One line: `Ok(None)` for header, comment and event lines.
@@ -400,32 +390,17 @@ impl<R: BufRead> Iterator for AscReader<R> {
     type Item = Result<TraceRecord, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut bytes = Vec::new();
-        while !self.done {
-            bytes.clear();
-            self.line += 1;
-            match self.input.read_until(b'\n', &mut bytes) {
-                Ok(0) => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(self.error(format!("read error: {e}"))));
-                }
-            }
-            let Ok(text) = std::str::from_utf8(&bytes) else {
-                return Some(Err(self.error("line is not valid UTF-8")));
+        loop {
+            let text = match self.lines.next_line()? {
+                Ok(text) => text.to_string(),
+                Err(e) => return Some(Err(e)),
             };
-            let text = text.to_string();
             match self.parse_line(&text) {
                 Ok(Some(record)) => return Some(Ok(record)),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }
-        None
     }
 }
 

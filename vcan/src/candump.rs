@@ -140,22 +140,85 @@ impl<W: Write> TraceWriter<W> {
     }
 }
 
-/// Reads candump lines; blank lines and lines not starting with `(` (comments, `DROPCOUNT` notes) are
-/// skipped as `canplayer` does.
-pub struct TraceReader<R: BufRead> {
+/// The numbered text lines of a trace file: what every trace reader (candump here, [`crate::asc`]) reads
+/// through. A read error is reported once and ends the lines; a line that is not UTF-8 is an error naming it.
+pub struct TraceLines<R: BufRead> {
     input: R,
     source_name: String,
     line: usize,
     done: bool,
+    bytes: Vec<u8>,
+}
+
+impl<R: BufRead> TraceLines<R> {
+    pub fn new(input: R, source_name: impl Into<String>) -> Self {
+        TraceLines {
+            input,
+            source_name: source_name.into(),
+            line: 0,
+            done: false,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The number of the line last returned (1-based).
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// An error at the line last returned.
+    pub fn error(&self, reason: impl Into<String>) -> TraceError {
+        TraceError {
+            source_name: self.source_name.clone(),
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+
+    /// The next line, line end included; `None` at the end (or after a read error).
+    pub fn next_line(&mut self) -> Option<Result<&str, TraceError>> {
+        if self.done {
+            return None;
+        }
+        self.bytes.clear();
+        self.line += 1;
+        match self.input.read_until(b'\n', &mut self.bytes) {
+            Ok(0) => {
+                self.done = true;
+                return None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // A failing reader is not retried: report once and stop.
+                self.done = true;
+                return Some(Err(self.error(format!("read error: {e}"))));
+            }
+        }
+        match std::str::from_utf8(&self.bytes) {
+            Ok(text) => Some(Ok(text)),
+            Err(_) => Some(Err(TraceError {
+                source_name: self.source_name.clone(),
+                line: self.line,
+                reason: "line is not valid UTF-8".to_string(),
+            })),
+        }
+    }
+}
+
+/// Reads candump lines; blank lines and lines not starting with `(` (comments, `DROPCOUNT` notes) are
+/// skipped as `canplayer` does.
+pub struct TraceReader<R: BufRead> {
+    lines: TraceLines<R>,
 }
 
 impl<R: BufRead> TraceReader<R> {
     pub fn new(input: R, source_name: impl Into<String>) -> Self {
         TraceReader {
-            input,
-            source_name: source_name.into(),
-            line: 0,
-            done: false,
+            lines: TraceLines::new(input, source_name),
         }
     }
 }
@@ -164,41 +227,16 @@ impl<R: BufRead> Iterator for TraceReader<R> {
     type Item = Result<TraceRecord, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let mut bytes = Vec::new();
         loop {
-            bytes.clear();
-            self.line += 1;
-            match self.input.read_until(b'\n', &mut bytes) {
-                Ok(0) => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // A failing reader is not retried: report once and stop.
-                    self.done = true;
-                    return Some(Err(TraceError {
-                        source_name: self.source_name.clone(),
-                        line: self.line,
-                        reason: format!("read error: {e}"),
-                    }));
-                }
-            }
-            let Ok(text) = std::str::from_utf8(&bytes) else {
-                return Some(Err(TraceError {
-                    source_name: self.source_name.clone(),
-                    line: self.line,
-                    reason: "line is not valid UTF-8".to_string(),
-                }));
+            let text = match self.lines.next_line()? {
+                Ok(text) => text.trim(),
+                Err(e) => return Some(Err(e)),
             };
-            let text = text.trim();
             if !text.starts_with('(') {
                 continue;
             }
-            return Some(parse_record(text, &self.source_name, self.line));
+            let text = text.to_string();
+            return Some(parse_record(&text, self.lines.source_name(), self.lines.line()));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the report renderers ([`super::html`], [`super::markdown`], [`super::terminal`]) share about a run.
 
-use crate::parity::RunReport;
+use crate::parity::{RunReport, ScenarioParity};
+use crate::record::ScenarioRun;
 
 /// Environment columns of a report, in run order.
 pub fn env_columns(report: &RunReport) -> Vec<String> {
@@ -34,4 +35,51 @@ pub fn field_tables(report: &RunReport) -> Vec<(String, Vec<FieldRow<'_>>)> {
             (format!("{} `{}` ({})", w.kind, w.name, w.source), rows)
         })
         .collect()
+}
+
+/// The records of scenario `s` whose message a report shows, with a repeat label (`repeat 3`, empty without
+/// repeats): with repeats, the first message per environment and outcome stands for the others.
+pub fn shown_messages<'a>(
+    s: &ScenarioParity,
+    runs: impl IntoIterator<Item = &'a ScenarioRun>,
+) -> Vec<(&'a ScenarioRun, &'a str, String)> {
+    let mut shown = std::collections::BTreeSet::new();
+    runs.into_iter()
+        .filter(|r| r.id == s.id)
+        .filter_map(|r| r.message.as_deref().map(|m| (r, m)))
+        .filter(|(r, _)| shown.insert((r.env.clone(), r.outcome)))
+        .map(|(r, m)| {
+            let repeat = if s.repeats > 1 {
+                format!("repeat {}", r.repeat + 1)
+            } else {
+                String::new()
+            };
+            (r, m, repeat)
+        })
+        .collect()
+}
+
+/// What the hub did to scenario `s`'s buses, one line per environment, bus and fault (the first repeat of
+/// each environment stands for the others: the same seed applies the same fault in every repeat), and the
+/// bitrate of buses that had one.
+pub fn fault_lines<'a>(s: &ScenarioParity, runs: impl IntoIterator<Item = &'a ScenarioRun>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in runs.into_iter().filter(|r| r.id == s.id) {
+        if !seen.insert(r.env.clone()) {
+            continue;
+        }
+        for b in &r.buses {
+            if let Some(t) = &b.timing {
+                out.push(format!("{}: bus {} at {t}", r.env, b.name));
+            }
+            for f in &b.faults {
+                out.push(format!(
+                    "{}: bus {}: {} — matched {}, affected {}",
+                    r.env, b.name, f.description, f.matched, f.affected
+                ));
+            }
+        }
+    }
+    out
 }

@@ -38,6 +38,12 @@ pub fn render(report: &RunReport) -> String {
         cls = if failed == 0 { "pass" } else { "fail" },
     );
 
+    if let Some(seed) = report.seed {
+        let _ = write!(
+            h,
+            "<p class=\"meta\">fault seed {seed} (<code>--seed {seed}</code> applies the same faults again)</p>"
+        );
+    }
     let repeats = report.repeats();
     if repeats > 1 || !report.timing_test.is_empty() {
         let _ = write!(
@@ -268,6 +274,14 @@ fn scenario_section(
         }
         h.push_str("</ul>");
     }
+    let faults = super::common::fault_lines(s, runs.iter().copied());
+    if !faults.is_empty() {
+        h.push_str("<ul>");
+        for f in &faults {
+            let _ = write!(h, "<li class=\"meta\">fault: {}</li>", esc(f));
+        }
+        h.push_str("</ul>");
+    }
     if !s.flaky.is_empty() || !s.nondeterministic.is_empty() {
         h.push_str("<ul>");
         for f in &s.flaky {
@@ -294,26 +308,19 @@ fn scenario_section(
         }
         h.push_str("</ul>");
     }
-    // With repeats, the first message per environment and outcome stands for the others.
-    let mut shown = BTreeSet::new();
-    for run in runs {
-        if let Some(m) = &run.message {
-            if !shown.insert((run.env.as_str(), run.outcome)) {
-                continue;
-            }
-            let repeat = if s.repeats > 1 {
-                format!(", repeat {}", run.repeat + 1)
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                h,
-                "<p><b>{}</b> ({}{repeat}):</p><pre>{}</pre>",
-                esc(&run.env),
-                outcome_label(run.outcome),
-                esc(m)
-            );
-        }
+    for (run, m, repeat) in super::common::shown_messages(s, runs.iter().copied()) {
+        let repeat = if repeat.is_empty() {
+            repeat
+        } else {
+            format!(", {repeat}")
+        };
+        let _ = write!(
+            h,
+            "<p><b>{}</b> ({}{repeat}):</p><pre>{}</pre>",
+            esc(&run.env),
+            outcome_label(run.outcome),
+            esc(m)
+        );
     }
     if !s.timing.is_empty() {
         h.push_str("<h4>Timing</h4><table><tr><th>metric</th>");

@@ -23,6 +23,11 @@ pub fn render(report: &RunReport) -> String {
         report.host,
         report.duration_ms / 1000.0
     );
+    if let Some(seed) = report.seed {
+        md.push_str(&format!(
+            "Fault seed {seed} (`--seed {seed}` applies the same faults again).\n\n"
+        ));
+    }
     if repeats > 1 {
         md.push_str(&format!(
             "Every scenario ran **{repeats} times** per environment; timing test: {}.\n\n",
@@ -112,25 +117,18 @@ pub fn render(report: &RunReport) -> String {
             for f in &s.flaky {
                 md.push_str(&format!("- flaky: {}\n", escape(&f.describe())));
             }
-            // With repeats, the first message per environment and outcome stands for the others.
-            let mut shown = std::collections::BTreeSet::new();
-            for run in report.runs.iter().filter(|r| r.id == s.id) {
-                if let Some(m) = &run.message {
-                    if !shown.insert((run.env.as_str(), run.outcome)) {
-                        continue;
-                    }
-                    let repeat = if s.repeats > 1 {
-                        format!(", repeat {}", run.repeat + 1)
-                    } else {
-                        String::new()
-                    };
-                    md.push_str(&format!(
-                        "- **{}** ({}{repeat}):\n\n```\n{}\n```\n",
-                        run.env,
-                        outcome_label(run.outcome),
-                        m
-                    ));
-                }
+            for (run, m, repeat) in super::common::shown_messages(s, &report.runs) {
+                let repeat = if repeat.is_empty() {
+                    repeat
+                } else {
+                    format!(", {repeat}")
+                };
+                md.push_str(&format!(
+                    "- **{}** ({}{repeat}):\n\n```\n{}\n```\n",
+                    run.env,
+                    outcome_label(run.outcome),
+                    m
+                ));
             }
             for d in &s.drift {
                 md.push_str(&format!("- drift ({}): {}\n", d.kind, escape(&d.detail)));
@@ -154,6 +152,21 @@ pub fn render(report: &RunReport) -> String {
                 escape(&s.name),
                 escape(&s.nondeterministic.join(", "))
             ));
+        }
+    }
+    let faulted: Vec<(&crate::parity::ScenarioParity, Vec<String>)> = report
+        .scenarios
+        .iter()
+        .map(|s| (s, crate::report::common::fault_lines(s, &report.runs)))
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect();
+    if !faulted.is_empty() {
+        md.push_str("\n## Faults and bus timing\n\nWhat the hub did to each scenario's buses.\n\n");
+        for (s, lines) in faulted {
+            md.push_str(&format!("- `{}` {}\n", s.id, escape(&s.name)));
+            for l in lines {
+                md.push_str(&format!("  - {}\n", escape(&l)));
+            }
         }
     }
     md.push_str("\n## Timing\n\n");

@@ -37,17 +37,22 @@ pub struct TestProject {
 }
 
 impl TestProject {
-    /// A project with this repository's fixtures and no scenarios. With `AGL_PARITY_KEEP_TEST_DIRS` set
+    /// A project with this repository's fixtures (manifests, DBC, traces) and no scenarios. With `AGL_PARITY_KEEP_TEST_DIRS` set
     /// the directory (reports, logs, traces) outlives the test, for post-mortems.
     pub fn new() -> TestProject {
         let mut dir = tempfile::tempdir().expect("tempdir");
         if std::env::var_os("AGL_PARITY_KEEP_TEST_DIRS").is_some() {
             dir.disable_cleanup(true);
         }
-        for sub in ["fixtures/manifests", "fixtures/dbc", "scenarios"] {
+        for sub in [
+            "fixtures/manifests",
+            "fixtures/dbc",
+            "fixtures/traces",
+            "scenarios",
+        ] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        for sub in ["fixtures/manifests", "fixtures/dbc"] {
+        for sub in ["fixtures/manifests", "fixtures/dbc", "fixtures/traces"] {
             for e in std::fs::read_dir(repo().join(sub)).expect("fixtures").flatten() {
                 std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).expect("copy");
             }
