@@ -33,6 +33,12 @@ fn relative(project_dir: &Path, path: Option<&Path>) -> String {
     }
 }
 
+/// Directory name for an environment column (`board:rpi4` → `board-rpi4`): where its traces and logs go,
+/// and the file name of a reference saved from it.
+pub fn env_dir(env: &str) -> String {
+    env.replace([':', '/'], "-")
+}
+
 impl std::fmt::Display for ScenarioId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.feature, self.line)

@@ -174,7 +174,7 @@ pub fn save(report_dir: &Path, env: &str, out: &Path) -> Result<PathBuf, Referen
             available: available.into_iter().collect::<Vec<_>>().join(", "),
         });
     }
-    let stem = crate::world::env_dir(env);
+    let stem = crate::record::env_dir(env);
     let file = if out.extension().is_some_and(|e| e == "json") {
         out.to_path_buf()
     } else {

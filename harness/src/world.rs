@@ -810,10 +810,7 @@ fn rel(base: &Path, path: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).display().to_string()
 }
 
-/// Directory name for an environment column (`board:rpi4` → `board-rpi4`).
-pub fn env_dir(env: &str) -> String {
-    env.replace([':', '/'], "-")
-}
+pub use crate::record::env_dir;
 
 /// File-name slug of a scenario: `<feature stem>-L<line>-<name>`.
 pub fn slug(id: &ScenarioId, name: &str) -> String {
