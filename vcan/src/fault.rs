@@ -32,9 +32,10 @@ use crate::frame::{CanId, Frame};
 pub const CAN_ERR_BUSOFF: u32 = 0x40;
 /// Linux `CAN_ERR_RESTARTED`: the controller restarted.
 pub const CAN_ERR_RESTARTED: u32 = 0x100;
-/// Frames a generator emits at most per [`FaultEngine::advance`] when it is behind (each with its own
-/// due time); older missed periods are skipped.
-pub const GENERATOR_BURST: u32 = 64;
+/// Frames a generator emits at most per [`FaultEngine::advance`] when it is behind, each with its own due
+/// time, so a hub woken late (the host busy) still puts every frame on the bus in bus time: 65,536 frames
+/// are ~8.8 s of back-to-back 8-byte frames at 1 Mbit/s. Only a hub stalled for longer skips periods.
+pub const GENERATOR_BURST: u32 = 65_536;
 /// How long a reorder holds a frame at most.
 pub const REORDER_HOLD_MAX: Duration = Duration::from_millis(100);
 
@@ -591,8 +592,8 @@ impl<K: Clone> FaultEngine<K> {
     }
 
     /// Does everything due at `now_ns`: faults whose duration is over end, reorders release frames held
-    /// too long, delayed frames come due, generators emit (a generator that fell behind emits at most
-    /// [`GENERATOR_BURST`] frames per call and skips older missed periods).
+    /// too long, delayed frames come due, generators emit (a generator that fell behind catches up, at most
+    /// [`GENERATOR_BURST`] frames per call; only older missed periods are skipped).
     pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Output<K>>) {
         let hold = REORDER_HOLD_MAX.as_nanos() as u64;
         let mut i = 0;
@@ -984,6 +985,30 @@ mod tests {
             assert!(!err.0.is_empty(), "{kind:?}");
         }
         assert!(e.reports().is_empty());
+    }
+
+    #[test]
+    fn a_generator_woken_late_catches_up_in_bus_time() {
+        // A babbler at 1,000 frames/s on an ideal bus, and the engine advanced only after 500 ms (a busy
+        // host): every period is emitted, each at its own due time.
+        let mut e = FaultEngine::<u8>::new(None);
+        let kind = FaultKind::Babble {
+            id: CanId::Standard(0x7FF),
+            data: vec![0xFF],
+            rate: Some(1000.0),
+        };
+        e.add(fault(kind, FrameSelector::all(), 0), 0).unwrap();
+        let mut out = Vec::new();
+        e.advance(500_000_000, &mut out);
+        let due: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Frame { at_ns, .. } => Some(*at_ns),
+                _ => None,
+            })
+            .collect();
+        assert!((500..=501).contains(&due.len()), "{} frames", due.len());
+        assert!(due.windows(2).all(|w| w[1] - w[0] == 1_000_000), "one every 1 ms");
     }
 
     #[test]

@@ -140,7 +140,7 @@ const FIRST_CONN: usize = 4;
 pub const TX_QUEUE_FRAMES: usize = 1024;
 /// Frames a virtual node (bus load, babbler) keeps queued at most; a generator that loses arbitration
 /// skips frames instead of piling them up.
-const VIRTUAL_TX_QUEUE: usize = crate::fault::GENERATOR_BURST as usize;
+const VIRTUAL_TX_QUEUE: usize = 64;
 /// Bytes read from one connection per turn: large, so a busy sender is drained in few syscalls, and one
 /// turn per connection per loop keeps senders fair.
 const READ_CHUNK: usize = 128 * 1024;
@@ -828,17 +828,24 @@ impl HubThread {
     fn apply(&mut self, out: &mut Vec<Output<usize>>, now: u64) {
         for output in out.drain(..) {
             match output {
-                Output::Frame { from, frame, at_ns } => match &mut self.bus {
-                    Some(bus) => {
-                        if matches!(from, Origin::Virtual(name) if name != "hub")
-                            && bus.queued(&from) >= VIRTUAL_TX_QUEUE
-                        {
-                            continue;
-                        }
-                        bus.submit(from, frame, at_ns);
+                Output::Frame { from, frame, at_ns } => {
+                    let generated = matches!(from, Origin::Virtual(name) if name != "hub");
+                    if generated && self.bus.is_some() {
+                        // Bus time first: a generator catching up after a late wake has its earlier frames
+                        // carried before the next one is due, as on a wire, instead of piling them up. Up to
+                        // just before its due time, so that it is in the arbitration that starts then.
+                        self.run_bus(at_ns.min(now).saturating_sub(1));
                     }
-                    None => self.deliver(origin_node(&from), &frame, at_ns),
-                },
+                    match &mut self.bus {
+                        Some(bus) => {
+                            if generated && bus.queued(&from) >= VIRTUAL_TX_QUEUE {
+                                continue;
+                            }
+                            bus.submit(from, frame, at_ns);
+                        }
+                        None => self.deliver(origin_node(&from), &frame, at_ns),
+                    }
+                }
                 Output::Cut {
                     node,
                     bus_off,
