@@ -547,6 +547,9 @@ fn distribution_plot(row: &TimingRow, envs: &[String], drifted: bool) -> String 
 
 /// Per DBC signal: its value over time, environments overlaid (first repeat of each), signals of ids
 /// that drifted marked. Collapsed in a `<details>`.
+/// One environment's series of one signal: (palette index, (ms, value) change points, scenario end in ms).
+type SignalSeries<'a> = (usize, &'a Vec<(f64, f64)>, f64);
+
 fn signal_plots_of(s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) -> String {
     // The first repeat of each environment.
     let mut firsts: Vec<&ScenarioRun> = Vec::new();
@@ -572,11 +575,17 @@ fn signal_plots_of(s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) -
     if keys.is_empty() {
         return String::new();
     }
+    // The time axis spans the scenarios: a value holds until the next change or the scenario's end.
     let max_t = firsts
         .iter()
-        .flat_map(|r| r.buses.iter())
-        .flat_map(|b| b.signals.values())
-        .flat_map(|v| v.last().map(|(t, _)| *t))
+        .map(|r| r.duration_ms)
+        .chain(
+            firsts
+                .iter()
+                .flat_map(|r| r.buses.iter())
+                .flat_map(|b| b.signals.values())
+                .flat_map(|v| v.last().map(|(t, _)| *t)),
+        )
         .fold(0.0_f64, f64::max)
         .max(1.0);
     let drifted = |bus: &str, id: &str| {
@@ -604,22 +613,22 @@ fn signal_plots_of(s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) -
         let message = key.split('.').next().unwrap_or(key);
         let id = ids.get(&(bus.clone(), message.to_string()));
         let mark = id.is_some_and(|id| drifted(bus, id));
-        let series: Vec<(usize, &Vec<(f64, f64)>)> = firsts
+        let series: Vec<SignalSeries<'_>> = firsts
             .iter()
             .filter_map(|r| {
                 let b = r.buses.iter().find(|b| &b.name == bus)?;
                 let v = b.signals.get(key)?;
                 let e = envs.iter().position(|e| *e == r.env).unwrap_or(0);
-                Some((e, v))
+                Some((e, v, r.duration_ms))
             })
             .collect();
         let lo = series
             .iter()
-            .flat_map(|(_, v)| v.iter().map(|p| p.1))
+            .flat_map(|(_, v, _)| v.iter().map(|p| p.1))
             .fold(f64::INFINITY, f64::min);
         let hi = series
             .iter()
-            .flat_map(|(_, v)| v.iter().map(|p| p.1))
+            .flat_map(|(_, v, _)| v.iter().map(|p| p.1))
             .fold(f64::NEG_INFINITY, f64::max);
         if !lo.is_finite() || !hi.is_finite() {
             continue;
@@ -650,8 +659,8 @@ fn signal_plots_of(s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) -
             y(hi) + 4.0,
             y(lo)
         );
-        for (e, v) in &series {
-            // A step plot: a value holds until the next change.
+        for (e, v, end) in &series {
+            // A step plot: a value holds until the next change, the last one until the scenario's end.
             let mut path = String::new();
             for (k, (t, val)) in v.iter().enumerate() {
                 if k == 0 {
@@ -660,6 +669,8 @@ fn signal_plots_of(s: &ScenarioParity, runs: &[&ScenarioRun], envs: &[String]) -
                     let _ = write!(path, "H{:.1}V{:.1}", x(*t), y(*val));
                 }
             }
+            let last_t = v.last().map_or(0.0, |p| p.0);
+            let _ = write!(path, "H{:.1}", x(end.max(last_t)));
             let _ = write!(
                 out,
                 "<path d=\"{path}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" stroke-opacity=\"0.8\"/>",
