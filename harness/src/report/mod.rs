@@ -5,11 +5,14 @@
 //! * `parity.json`: the whole [`RunReport`], including every record; what `parity merge` reads back;
 //! * `summary.md` and `summary.html`: the scenario × environment matrix, drifts, failures, timing tables and
 //!   plots (the HTML is self-contained, with inline SVG);
+//! * `cucumber-<env>.json`: Cucumber JSON per environment ([`cucumber`]), for cucumber-html-reporter,
+//!   Jenkins, Allure, Xray;
 //! * `traces/<env>/*.log` (candump) and `logs/<env>/…` are written during the run.
 //!
 //! [`terminal`] renders the matrix for the end of a run on the terminal.
 
 mod common;
+pub mod cucumber;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -47,7 +50,17 @@ pub fn write_all(report: &RunReport, dir: &Path) -> std::io::Result<ReportFiles>
     )?;
     std::fs::write(&files.markdown, markdown::render(report))?;
     std::fs::write(&files.html, html::render(report))?;
+    for env in &report.environments {
+        let doc = cucumber::render(report, &env.name);
+        let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(cucumber_file(&env.name)), text)?;
+    }
     Ok(files)
+}
+
+/// The Cucumber JSON file of an environment: `cucumber-<env>.json` (`board:rpi4` → `cucumber-board-rpi4.json`).
+pub fn cucumber_file(env: &str) -> String {
+    format!("cucumber-{}.json", crate::record::env_dir(env))
 }
 
 /// Reads a `parity.json` back.
