@@ -550,6 +550,24 @@ pub fn write_candump(
     out.flush()
 }
 
+/// Writes a tape as a Vector ASC trace (python-can's `ASCWriter` layout, [`vcan::asc`]), for CANalyzer,
+/// python-can and cantools users.
+pub fn write_asc(path: &Path, interface: &str, frames: &[TracedFrame]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut writer = vcan::asc::AscWriter::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    for f in frames {
+        writer.write(&TraceRecord {
+            timestamp_ns: f.timestamp_ns,
+            interface: interface.to_string(),
+            frame: f.frame.clone(),
+        })?;
+    }
+    let mut out = writer.finish()?;
+    std::io::Write::flush(&mut out)
+}
+
 fn write_note(out: &mut impl std::io::Write, note: &TraceNote) -> std::io::Result<()> {
     let text = note.text.replace(['\n', '\r'], " ");
     writeln!(

@@ -166,6 +166,9 @@ pub fn merge(
                 if let Some(t) = &b.trace_file {
                     b.trace_file = Some(format!("{prefix}/{t}"));
                 }
+                if let Some(t) = &b.asc_file {
+                    b.asc_file = Some(format!("{prefix}/{t}"));
+                }
             }
             for w in &mut r.workloads {
                 if let Some(l) = &w.log_file {

@@ -124,6 +124,9 @@ pub struct BusRun {
     pub frames: u64,
     /// candump log, relative to the report directory.
     pub trace_file: Option<String>,
+    /// The same trace as Vector ASC (python-can's `ASCWriter` layout), relative to the report directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asc_file: Option<String>,
     /// Nodes that lost frames (empty when nothing was lost).
     pub drops: Vec<NodeDrops>,
     /// Per CAN id (`0x3A0`): the sequence of distinct consecutive payloads (hex), after masking the

@@ -213,6 +213,10 @@ pub fn save(report_dir: &Path, env: &str, out: &Path) -> Result<PathBuf, Referen
                 }
             };
         }
+        for bus in &mut run.buses {
+            // The candump copy is the reference's trace; the ASC rendering of it stays with the run.
+            bus.asc_file = None;
+        }
         for w in &mut run.workloads {
             w.log_file = None;
         }

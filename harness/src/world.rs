@@ -680,6 +680,8 @@ impl ScenarioWorld {
                     .join(&env_dir)
                     .join(format!("{}.{}.log", self.slug, b.name));
                 let written = write_candump(&trace, &b.name, &b.frames, &b.notes).is_ok();
+                let asc = trace.with_extension("asc");
+                let asc_written = crate::bus::write_asc(&asc, &b.name, &b.frames).is_ok();
                 let observed = normalise::observed(&b.frames, end_ns);
                 let mut run = bus_run(
                     b,
@@ -688,6 +690,7 @@ impl ScenarioWorld {
                     &pass.fixtures,
                     &pass.config,
                 );
+                run.asc_file = asc_written.then(|| rel(&pass.settings.report_dir, &asc));
                 (run.signals, run.signal_ids) =
                     normalise::signal_series(&observed, &pass.fixtures, self.started_ns);
                 run.timeline = observed
@@ -856,6 +859,7 @@ fn bus_run(
         name: b.name.clone(),
         frames: b.frames.len() as u64,
         trace_file,
+        asc_file: None,
         drops,
         sequences,
         counts,
