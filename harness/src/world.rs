@@ -612,15 +612,14 @@ impl ScenarioWorld {
         self.faults_applied += 1;
         let run_seed = self.pass.as_ref().map_or(0, |p| p.settings.seed);
         let id = self.id.as_ref().map(ToString::to_string).unwrap_or_default();
-        // FNV-1a over the scenario id, then splitmix64 of (seed, id hash, index).
+        // FNV-1a over the scenario id, mixed with the run's seed and the index by the faults' own PRNG.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in id.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        let mut z = run_seed ^ h.rotate_left(17) ^ u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        vcan::fault::splitmix64(
+            run_seed ^ h.rotate_left(17) ^ u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )
     }
 
     /// Where a step is, for messages.
