@@ -51,6 +51,7 @@ fn main() {
             reference: None,
             seed: 1,
             repeat: 1,
+            bridges: Default::default(),
         };
         let started = Instant::now();
         let outcome = match runtime.block_on(runner::run(options, Journal::new())) {

@@ -161,6 +161,8 @@ pub struct ScenarioBus {
     fault_log: Mutex<Vec<vcan::fault::FaultReport>>,
     recorder: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicU64>,
+    /// The third-party bridges on this bus (none on an attached bus).
+    bridges: crate::bridges::BusBridges,
 }
 
 /// What is left of a bus after the scenario.
@@ -175,6 +177,8 @@ pub struct BusSummary {
     pub faults: Vec<vcan::fault::FaultReport>,
     /// The bus's last bitrate, if it had one.
     pub timing: Option<String>,
+    /// The third-party bridges on the bus, with their nodes on it.
+    pub bridges: Vec<vcan::bridge::BridgeReport>,
 }
 
 /// `500 kbit/s, 2 Mbit/s data phase, worst-case stuffing`.
@@ -202,12 +206,14 @@ pub fn describe_timing(t: &vcan::bustime::BusTiming) -> String {
 
 impl ScenarioBus {
     /// Starts an embedded hub for bus `name` with its socket in `dir`, optionally also on TCP at `tcp_ip`
-    /// and with a bitrate (`timing`; `None`: an ideal bus), and joins the recorder and injector.
+    /// and with a bitrate (`timing`; `None`: an ideal bus), joins the recorder and injector, and puts the
+    /// run's bridges for this bus in place.
     pub fn start(
         name: &str,
         dir: &Path,
         tcp_ip: Option<IpAddr>,
         timing: Option<vcan::bustime::BusTiming>,
+        bridges: &crate::bridges::RunBridges,
     ) -> Result<ScenarioBus, InfraError> {
         let bus_err = |reason: String| InfraError::Bus {
             bus: name.to_string(),
@@ -238,7 +244,12 @@ impl ScenarioBus {
             unix_path: Some(unix_path.clone()),
             tcp_addr,
         };
-        Self::join(name, Endpoint::Unix(unix_path), Some(hub), info)
+        let endpoint = Endpoint::Unix(unix_path);
+        let mut bus = Self::join(name, endpoint.clone(), Some(hub), info)?;
+        bus.bridges = bridges
+            .attach(name, &endpoint)
+            .map_err(|e| bus_err(e.to_string()))?;
+        Ok(bus)
     }
 
     /// Joins an existing bus (a bench adapter such as `socketcan:can0`, or a remote hub).
@@ -296,6 +307,7 @@ impl ScenarioBus {
             fault_log: Mutex::new(Vec::new()),
             recorder: Some(recorder),
             stop,
+            bridges: crate::bridges::BusBridges::none(name),
         })
     }
 
@@ -445,7 +457,9 @@ impl ScenarioBus {
             Some(hub) => self.end_faults(hub, "fault ended with the scenario"),
             None => Vec::new(),
         };
+        let bridge_reports = self.bridges.stop();
         let stats = self.hub.take().map(Hub::shutdown);
+        let bridges = crate::bridges::bus_reports(bridge_reports, stats.as_ref());
         let mut notes = self.notes.lock().map(|n| n.clone()).unwrap_or_default();
         notes.sort_by_key(|n| n.timestamp_ns);
         BusSummary {
@@ -456,6 +470,7 @@ impl ScenarioBus {
             notes,
             faults,
             timing: self.timing.lock().ok().and_then(|t| t.clone()),
+            bridges,
         }
     }
 }
@@ -607,7 +622,14 @@ mod tests {
         }
         attached.finish();
 
-        let own = ScenarioBus::start("vehicle", dir.path(), None, None).unwrap();
+        let own = ScenarioBus::start(
+            "vehicle",
+            dir.path(),
+            None,
+            None,
+            &crate::bridges::RunBridges::none(),
+        )
+        .unwrap();
         own.add_fault(fault.clone()).unwrap();
         assert_eq!(own.clear_faults().unwrap().len(), 1);
         own.add_fault(fault).unwrap();

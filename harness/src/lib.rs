@@ -38,6 +38,7 @@
 //! | [`init`] | `agl-parity init`: a starter project |
 //! | [`suite`] | the scenario suite as a `harness = false` test target of any crate |
 
+pub mod bridges;
 pub mod bus;
 pub mod cargo;
 pub mod cleanup;

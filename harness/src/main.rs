@@ -99,6 +99,16 @@ enum Command {
         /// seed used, and the same seed reproduces a run's faults exactly.
         #[arg(long, env = "AGL_PARITY_SEED")]
         seed: Option<u64>,
+        /// Serve every scenario bus to socketcand clients (python-can, SavvyCAN, Kayak) on this port or
+        /// `ip:port` (loopback unless the project file's `bridges.socketcand.allow_remote`); clients
+        /// `< open BUS >` by the bus's name. Scenarios then run one at a time.
+        #[arg(long, value_name = "PORT|IP:PORT")]
+        socketcand: Option<String>,
+        /// What goes to stdout at the end: the terminal matrix, or LAVA test-shell signals (one
+        /// `<LAVA_SIGNAL_TESTCASE …>` per scenario × environment, figure and verdict). The report files
+        /// are written either way.
+        #[arg(long, value_enum, default_value = "terminal")]
+        format: OutputFormat,
     },
     /// Recorded references: one environment's records kept as the yardstick of later runs.
     Reference {
@@ -156,6 +166,24 @@ enum Command {
         /// CAN FD data-phase bitrate (bit/s), with --bitrate.
         #[arg(long, requires = "bitrate")]
         data_bitrate: Option<u32>,
+        /// The bus's name: what socketcand clients open (`< open NAME >`) and logs show.
+        #[arg(long, default_value = "vcan0")]
+        name: String,
+        /// Serve the bus to socketcand clients on this port or `ip:port` (loopback only unless
+        /// --allow-remote).
+        #[arg(long, value_name = "PORT|IP:PORT")]
+        socketcand: Option<String>,
+        /// Let --socketcand listen on a non-loopback address (socketcand has no authentication).
+        #[arg(long, requires = "socketcand")]
+        allow_remote: bool,
+        /// Make an slcan (LAWICEL) adapter of the bus on a pseudo-terminal linked at PATH
+        /// (python-can `interface="slcan"`, `slcand`).
+        #[arg(long, value_name = "PATH")]
+        slcan: Option<PathBuf>,
+        /// Bridge the bus over UDP to a cannelloni peer (another hub, cannelloni, CANdevStudio):
+        /// LOCAL=REMOTE, e.g. 127.0.0.1:20000=192.0.2.7:20000.
+        #[arg(long, value_name = "LOCAL=REMOTE")]
+        cannelloni: Option<String>,
     },
     /// Show which environments this machine can host, and how to fix what is missing.
     Doctor {
@@ -247,12 +275,30 @@ fn main() -> ExitCode {
             reference,
             seed,
             repeat,
+            socketcand,
+            format,
         } => {
             let project = match load_project() {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            let defaults = RunOptions::new(&project);
+            let mut defaults = RunOptions::new(&project);
+            if let Some(listen) = socketcand {
+                match agl_parity::bridges::SocketcandSetting::parse_listen(&listen) {
+                    Ok(listen) => {
+                        let previous = defaults.bridges.socketcand.take();
+                        defaults.bridges.socketcand = Some(agl_parity::bridges::SocketcandSetting {
+                            listen,
+                            buses: previous.as_ref().and_then(|p| p.buses.clone()),
+                            allow_remote: previous.is_some_and(|p| p.allow_remote),
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("error: --socketcand: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             let options = RunOptions {
                 scenario_paths: if paths.is_empty() {
                     defaults.scenario_paths.clone()
@@ -276,7 +322,7 @@ fn main() -> ExitCode {
                 repeat,
                 ..defaults
             };
-            runtime.block_on(run(options))
+            runtime.block_on(run(options, format))
         }
         Command::Hub {
             unix,
@@ -286,13 +332,35 @@ fn main() -> ExitCode {
             block,
             bitrate,
             data_bitrate,
+            name,
+            socketcand,
+            allow_remote,
+            slcan,
+            cannelloni,
         } => {
             let timing = bitrate.map(|nominal| agl_parity::config::BusTimingConfig {
                 bitrate: nominal,
                 data_bitrate,
                 stuffing: Default::default(),
             });
-            runtime.block_on(hub(unix, tcp, record, queue, block, timing))
+            let bridges = match hub_bridges(&name, socketcand, allow_remote, slcan, cannelloni) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = HubOptions {
+                name,
+                unix,
+                tcp,
+                record,
+                queue,
+                block,
+                timing,
+                bridges,
+            };
+            runtime.block_on(hub(options))
         }
         Command::Doctor { clean, lab } => match load_project() {
             Ok(p) => {
@@ -328,7 +396,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(options: RunOptions) -> ExitCode {
+/// What `run` prints on stdout when it ends.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Terminal,
+    Lava,
+}
+
+async fn run(options: RunOptions, format: OutputFormat) -> ExitCode {
     let journal = runner::Journal::new();
     let started = Instant::now();
     let interrupt = options.interrupt.clone();
@@ -372,10 +447,13 @@ async fn run(options: RunOptions) -> ExitCode {
             (report, dir)
         }
     };
-    print!(
-        "{}",
-        report::terminal::render(&report, report::terminal::stdout_color())
-    );
+    match format {
+        OutputFormat::Terminal => print!(
+            "{}",
+            report::terminal::render(&report, report::terminal::stdout_color())
+        ),
+        OutputFormat::Lava => print!("{}", report::lava::render(&report)),
+    }
     match report::write_all(&report, &dir) {
         Ok(files) => eprintln!(
             "report: {} (also {}, {})",
@@ -401,15 +479,71 @@ async fn run(options: RunOptions) -> ExitCode {
     }
 }
 
-async fn hub(
+/// What `agl-parity hub` serves.
+struct HubOptions {
+    name: String,
     unix: Option<PathBuf>,
     tcp: Option<std::net::SocketAddr>,
     record: Option<PathBuf>,
     queue: usize,
     block: bool,
     timing: Option<agl_parity::config::BusTimingConfig>,
-) -> ExitCode {
+    bridges: agl_parity::bridges::BridgeSettings,
+}
+
+/// The hub command's bridge flags as bridge settings for its one bus.
+fn hub_bridges(
+    bus: &str,
+    socketcand: Option<String>,
+    allow_remote: bool,
+    slcan: Option<PathBuf>,
+    cannelloni: Option<String>,
+) -> Result<agl_parity::bridges::BridgeSettings, String> {
+    use agl_parity::bridges::{BridgeSettings, CannelloniSetting, SocketcandSetting};
+    let mut settings = BridgeSettings::default();
+    if let Some(listen) = socketcand {
+        settings.socketcand = Some(SocketcandSetting {
+            listen: SocketcandSetting::parse_listen(&listen).map_err(|e| format!("--socketcand: {e}"))?,
+            buses: None,
+            allow_remote,
+        });
+    }
+    if let Some(path) = slcan {
+        settings.slcan.insert(bus.to_string(), path);
+    }
+    if let Some(link) = cannelloni {
+        let (local, remote) = link
+            .split_once('=')
+            .ok_or_else(|| format!("--cannelloni: `{link}` is not LOCAL=REMOTE (ip:port=ip:port)"))?;
+        let addr = |a: &str, which: &str| {
+            a.trim()
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("--cannelloni: the {which} address `{a}` is not a numeric ip:port"))
+        };
+        settings.cannelloni.insert(
+            bus.to_string(),
+            CannelloniSetting {
+                local: addr(local, "local")?,
+                remote: addr(remote, "remote")?,
+                batch_ms: None,
+            },
+        );
+    }
+    Ok(settings)
+}
+
+async fn hub(options: HubOptions) -> ExitCode {
     use vcan::hub::{Backpressure, Hub, HubConfig};
+    let HubOptions {
+        name,
+        unix,
+        tcp,
+        record,
+        queue,
+        block,
+        timing,
+        bridges,
+    } = options;
     if let Some(rate) = timing
         .iter()
         .flat_map(|t| [Some(t.bitrate), t.data_bitrate])
@@ -423,12 +557,32 @@ async fn hub(
         );
         return ExitCode::from(2);
     }
-    if unix.is_none() && tcp.is_none() {
-        eprintln!("error: give --unix PATH and/or --tcp ADDR");
-        return ExitCode::from(2);
-    }
+    // Bridges join the bus through a socket; with none given, a private one in a temporary directory.
+    let private_dir = match (&unix, &tcp, bridges.is_empty()) {
+        (None, None, true) => {
+            eprintln!("error: give --unix PATH and/or --tcp ADDR (or a bridge: --socketcand, --slcan, --cannelloni)");
+            return ExitCode::from(2);
+        }
+        // A run directory of the state root: removed at exit, and by the next run if this one is killed.
+        (None, None, false) => {
+            let root = agl_parity::cleanup::state_root();
+            agl_parity::cleanup::sweep(&root);
+            match agl_parity::cleanup::RunGuard::register(&root, &format!("hub-{}", std::process::id())) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot make a directory for the bus socket in {}: {e}",
+                        root.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let unix = unix.or_else(|| private_dir.as_ref().map(|d| d.dir().join("bus.sock")));
     let config = HubConfig {
-        name: "hub".into(),
+        name: name.clone(),
         unix_path: unix,
         tcp_addr: tcp,
         queue_frames: queue,
@@ -453,6 +607,33 @@ async fn hub(
         .map(|e| e.to_string())
         .collect();
     println!("bus ready: {}", endpoints.join(" "));
+    let run_bridges = match agl_parity::bridges::RunBridges::start(bridges) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut bus_bridges = match endpoints
+        .first()
+        .map(|ep| ep.parse::<vcan::Endpoint>().map_err(|e| e.to_string()))
+    {
+        Some(Ok(ep)) => match run_bridges.attach(&name, &ep) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => agl_parity::bridges::BusBridges::none(&name),
+    };
+    for line in run_bridges.describe() {
+        println!("bridge ready: {line}");
+    }
     let recorder = match (&record, endpoints.first()) {
         (Some(path), Some(ep)) => match ep
             .parse()
@@ -485,8 +666,15 @@ async fn hub(
             Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
         }
     }
+    let bridge_reports = bus_bridges.stop();
+    run_bridges.stop();
     let stats = hub.shutdown();
     println!("{} frames on the bus, {} dropped", stats.frames, stats.dropped);
+    for report in &bridge_reports {
+        for line in report.lines() {
+            println!("  bridge node {line}");
+        }
+    }
     for n in stats.nodes {
         println!(
             "  node {} {:<20} sent {:>8}  delivered {:>8}  dropped {:>6}",

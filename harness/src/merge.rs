@@ -92,6 +92,7 @@ pub fn merge(
         dirs.extend(found);
     }
     let mut merged = RunReport {
+        schema_version: crate::parity::SCHEMA_VERSION,
         run_id: out
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -267,6 +268,7 @@ mod tests {
             })
             .collect();
         let report = RunReport {
+            schema_version: crate::parity::SCHEMA_VERSION,
             run_id: run_id.into(),
             started_at: format!("2026-11-0{}T00:00:00Z", run_id.len() % 9),
             duration_ms: 100.0,

@@ -12,6 +12,10 @@
 //! parity: scenarios/parity.yaml       # parity settings
 //! reports: reports
 //! lab: bench-lab.yaml                 # optional lab inventory (same as --lab)
+//! bridges:                            # optional: third-party tools on the scenario buses (crate::bridges)
+//!   socketcand: 29536                 #   a socketcand server for every bus (same as `run --socketcand`)
+//!   slcan: {body: /tmp/slcan-body}    #   an slcan adapter on a pty, per bus
+//!   cannelloni: {vehicle: {local: 127.0.0.1:20000, remote: 127.0.0.1:20001}}
 //! workloads:                          # sources, the first that provides an image's binary wins
 //!   - dir: build/bin                  # executables named after the image's last path component
 //!   - build: "make -C src"            # run once per run in the project root (sh -c) ...
@@ -68,6 +72,8 @@ pub struct Project {
     pub lab: Option<PathBuf>,
     /// Workload sources, in order of preference.
     pub workloads: Vec<SourceSpec>,
+    /// Third-party tools on the scenario buses (socketcand, slcan, cannelloni).
+    pub bridges: crate::bridges::BridgeSettings,
 }
 
 /// One place workloads come from, as the project file states it (paths joined with the project root).
@@ -121,6 +127,7 @@ struct RawProject {
     reports: Option<PathBuf>,
     lab: Option<PathBuf>,
     workloads: Option<Vec<RawSource>>,
+    bridges: Option<crate::bridges::BridgeSettings>,
 }
 
 /// A workload source before its paths are joined with the root; validated while it is deserialised, so
@@ -254,6 +261,7 @@ impl Project {
                 Some(sources) => sources.into_iter().map(|s| s.0.rooted(root)).collect(),
                 None => defaults.workloads,
             },
+            bridges: raw.bridges.unwrap_or_default().rooted(root),
         })
     }
 
@@ -269,6 +277,7 @@ impl Project {
             reports: root.join("reports"),
             lab: None,
             workloads: default_workloads(root),
+            bridges: Default::default(),
         }
     }
 

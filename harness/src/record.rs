@@ -153,6 +153,10 @@ pub struct BusRun {
     /// The CAN id (`3A0`) of each message of `signals`, so that plots can mark ids that drifted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub signal_ids: BTreeMap<String, String>,
+    /// The third-party bridges on the bus (socketcand, slcan, cannelloni: [`crate::bridges`]), each with
+    /// every node it joined to the bus and what crossed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<vcan::bridge::BridgeReport>,
 }
 
 /// Points kept per signal of a [`BusRun`].

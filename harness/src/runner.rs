@@ -68,6 +68,10 @@ pub struct RunOptions {
     /// Every scenario runs this many times per environment (`--repeat N`, one cucumber pass after
     /// another), so that parity can tell noise from drift ([`crate::parity`]). At least 1.
     pub repeat: u32,
+    /// Third-party tools on the scenario buses (the project file's `bridges:`, `--socketcand`). With any,
+    /// scenarios run one at a time and environments one after another: a bridge's port or path is per bus
+    /// name.
+    pub bridges: crate::bridges::BridgeSettings,
 }
 
 impl RunOptions {
@@ -94,6 +98,7 @@ impl RunOptions {
             reference: None,
             seed: fresh_seed(),
             repeat: repeat_from_env(),
+            bridges: project.bridges.clone(),
         }
     }
 }
@@ -322,7 +327,20 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     journal
         .open(&report_dir.join("records.jsonl"))
         .map_err(|e| RunError::Setup(format!("{}: {e}", report_dir.display())))?;
+    let bridges = Arc::new(
+        crate::bridges::RunBridges::start(options.bridges.clone())
+            .map_err(|e| RunError::Setup(e.to_string()))?,
+    );
+    for line in bridges.describe() {
+        eprintln!("bridge: {line}");
+    }
+    if !bridges.is_empty() && (options.concurrency > 1 || options.parallel_environments) {
+        eprintln!(
+            "bridge: scenarios run one at a time (a bridge's port or path belongs to one bus at a time)"
+        );
+    }
     let settings = Arc::new(PassSettings {
+        bridges: Arc::clone(&bridges),
         project_dir: options.project_dir.clone(),
         report_dir: report_dir.clone(),
         step_timeout: options.step_timeout,
@@ -364,7 +382,7 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         name_re: name_re.as_ref(),
         lab: lab.as_deref(),
     };
-    if options.parallel_environments {
+    if options.parallel_environments && bridges.is_empty() {
         let passes = environments.iter().map(|e| run_environment(&shared, e));
         for result in futures::future::join_all(passes).await {
             result?;
@@ -375,6 +393,11 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         }
     }
     drop(progress);
+    if let Some(r) = bridges.stop() {
+        for line in r.lines() {
+            tracing::info!("bridge node {line}");
+        }
+    }
     let mut report = assemble(
         &run_id,
         started_at,
@@ -548,6 +571,11 @@ async fn run_environment(s: &PassShared<'_>, env_name: &str) -> Result<(), RunEr
         Some(max) => options.concurrency.min(max),
         None => options.concurrency,
     };
+    let concurrency = if s.settings.bridges.is_empty() {
+        concurrency
+    } else {
+        1
+    };
     // What the environment spends beside its workloads, sampled while its scenarios run. With columns in
     // parallel the run's processes cannot be told apart by column, so nothing is sampled then.
     let sampler = (!options.parallel_environments).then(|| footprint_sampler(s.run_ctx.run_id.clone()));
@@ -648,6 +676,7 @@ fn assemble(
     let mut runs = journal.runs();
     runs.sort_by(|a, b| (&a.id, &a.env, a.repeat).cmp(&(&b.id, &b.env, b.repeat)));
     RunReport {
+        schema_version: crate::parity::SCHEMA_VERSION,
         run_id: run_id.to_string(),
         started_at,
         duration_ms: elapsed.as_secs_f64() * 1000.0,

@@ -44,6 +44,8 @@ pub struct PassSettings {
     pub seed: u64,
     /// The recorded reference of `--reference` and its file, whose traces a step can replay.
     pub reference: Option<(Arc<crate::reference::Reference>, PathBuf)>,
+    /// The run's third-party bridges (socketcand server; slcan and cannelloni per bus).
+    pub bridges: Arc<crate::bridges::RunBridges>,
 }
 
 /// What every scenario of one environment pass shares; the run-wide settings are in [`PassSettings`].
@@ -449,7 +451,13 @@ impl ScenarioWorld {
                         .buses
                         .get(&name)
                         .map(crate::config::BusTimingConfig::timing);
-                    let bus = ScenarioBus::start(&name, &self.scratch, pass.env.bus_listen_ip(), timing)?;
+                    let bus = ScenarioBus::start(
+                        &name,
+                        &self.scratch,
+                        pass.env.bus_listen_ip(),
+                        timing,
+                        &pass.settings.bridges,
+                    )?;
                     if timing.is_some() {
                         bus.timed(timing);
                     }
@@ -868,6 +876,7 @@ fn bus_run(
         timing: b.timing.clone(),
         signals: BTreeMap::new(),
         signal_ids: BTreeMap::new(),
+        bridges: b.bridges.clone(),
     }
 }
 

@@ -26,6 +26,9 @@
 //! * [`raw`]: Linux's `CAN_RAW` socket semantics (options, filters, `struct can_frame` layout, addresses,
 //!   control messages) for programs given SocketCAN without a kernel: the VMM and [`emu`].
 //! * [`emu`]: SocketCAN for unmodified host and container processes by seccomp user notification.
+//! * [`bridge`]: what the protocol bridges (crates `vcan-socketcand`, `vcan-slcan`, `vcan-cannelloni`)
+//!   share: bridge nodes named `<protocol>:<peer>`, their counters and reports, the [`bridge::Bridge`]
+//!   trait and a stop signal.
 //! * [`errno`]: Linux errno values as syscalls return them.
 //! * [`callmem`]: what socket calls read from and write into their caller's memory (`msghdr`, addresses,
 //!   received frames), for the VMM and [`emu`].
@@ -34,12 +37,13 @@
 //! and [`BusError`]); the endpoint types; `wire`; the backends `kernel` and `client`; `hub` (which
 //! re-exports the client's statistics query and the wire's statistics types); `endpoint` (which picks a
 //! backend) on top. `candump` and `dbc` only use `frame`; `asc` uses `candump`'s record; `bustime` uses
-//! `bittiming`; `fault` uses `bustime`; `hub` drives both. Errors are typed per module: [`FrameError`],
+//! `bittiming`; `fault` uses `bustime`; `hub` drives both; `bridge` uses `client`. Errors are typed per module: [`FrameError`],
 //! [`BusError`], [`wire::DecodeError`] and [`wire::EncodeError`], [`kernel::RawFrameError`],
 //! [`candump::TraceError`], [`dbc::DbcError`].
 
 pub mod asc;
 pub mod bittiming;
+pub mod bridge;
 pub mod bustime;
 pub mod callmem;
 pub mod candump;

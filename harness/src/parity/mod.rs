@@ -789,9 +789,21 @@ pub struct EnvSummary {
     pub footprint: Option<crate::footprint::Footprint>,
 }
 
-/// Everything a run produced; serialised as `parity.json`.
+/// The version of the `parity.json` format written by this build: the `schema_version` of a
+/// [`RunReport`], described by `reports/schema/parity-v<N>.schema.json` (JSON Schema 2020-12).
+pub const SCHEMA_VERSION: u32 = 1;
+
+fn schema_v1() -> u32 {
+    1
+}
+
+/// Everything a run produced; serialised as `parity.json` (format: [`SCHEMA_VERSION`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The `parity.json` format version ([`SCHEMA_VERSION`] when written by this build); files written
+    /// before the field existed load as version 1, the format they have.
+    #[serde(default = "schema_v1")]
+    pub schema_version: u32,
     pub run_id: String,
     pub started_at: String,
     pub duration_ms: f64,

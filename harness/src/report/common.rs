@@ -73,6 +73,11 @@ pub fn fault_lines<'a>(s: &ScenarioParity, runs: impl IntoIterator<Item = &'a Sc
             if let Some(t) = &b.timing {
                 out.push(format!("{}: bus {} at {t}", r.env, b.name));
             }
+            for bridge in &b.bridges {
+                for line in bridge.lines() {
+                    out.push(format!("{}: bus {}: bridge node {line}", r.env, b.name));
+                }
+            }
             for f in &b.faults {
                 out.push(format!(
                     "{}: bus {}: {} — matched {}, affected {}",

@@ -2,19 +2,24 @@
 //!
 //! * `junit.xml`: one testcase per scenario × environment (environment as a property), plus a `parity`
 //!   suite with one testcase per scenario verdict;
-//! * `parity.json`: the whole [`RunReport`], including every record; what `parity merge` reads back;
+//! * `parity.json`: the whole [`RunReport`], including every record; what `parity merge` reads back. Its
+//!   format is versioned (`schema_version`, [`crate::parity::SCHEMA_VERSION`]) and described by the JSON
+//!   Schema `reports/schema/parity-v1.schema.json` (draft 2020-12; `tests/report_schema.rs` checks real runs
+//!   against it), which changes with every field added to the report;
 //! * `summary.md` and `summary.html`: the scenario × environment matrix, drifts, failures, timing tables and
 //!   plots (the HTML is self-contained, with inline SVG);
 //! * `cucumber-<env>.json`: Cucumber JSON per environment ([`cucumber`]), for cucumber-html-reporter,
 //!   Jenkins, Allure, Xray;
 //! * `traces/<env>/*.log` (candump) and `logs/<env>/…` are written during the run.
 //!
-//! [`terminal`] renders the matrix for the end of a run on the terminal.
+//! [`terminal`] renders the matrix for the end of a run on the terminal; [`lava`] the same results as LAVA
+//! test-shell signals instead (`run --format lava`, for AGL's LAVA lab).
 
 mod common;
 pub mod cucumber;
 pub mod html;
 pub mod junit;
+pub mod lava;
 pub mod markdown;
 pub mod terminal;
 
@@ -170,6 +175,7 @@ mod tests {
             })
             .collect();
         RunReport {
+            schema_version: parity::SCHEMA_VERSION,
             run_id: "r".into(),
             started_at: String::new(),
             duration_ms: 1.0,

@@ -95,6 +95,7 @@ impl TestProject {
             reference: None,
             seed: 1,
             repeat: 1,
+            bridges: Default::default(),
         }
     }
 
