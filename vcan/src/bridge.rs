@@ -185,6 +185,15 @@ impl BridgeNodes {
         node
     }
 
+    /// The bridge's report: its protocol, its address and every node's counters.
+    pub fn report(&self, protocol: &str, address: String) -> BridgeReport {
+        BridgeReport {
+            protocol: protocol.to_string(),
+            address,
+            nodes: self.reports(),
+        }
+    }
+
     pub fn reports(&self) -> Vec<BridgeNodeReport> {
         self.0
             .lock()

@@ -208,11 +208,7 @@ impl Bridge for CannelloniBridge {
     }
 
     fn report(&self) -> BridgeReport {
-        BridgeReport {
-            protocol: PROTOCOL.to_string(),
-            address: self.address(),
-            nodes: self.nodes.reports(),
-        }
+        self.nodes.report(PROTOCOL, self.address())
     }
 
     fn stop(&mut self) -> BridgeReport {

@@ -192,11 +192,7 @@ impl Bridge for SlcanPort {
     }
 
     fn report(&self) -> BridgeReport {
-        BridgeReport {
-            protocol: PROTOCOL.to_string(),
-            address: self.address(),
-            nodes: self.nodes.reports(),
-        }
+        self.nodes.report(PROTOCOL, self.address())
     }
 
     fn stop(&mut self) -> BridgeReport {

@@ -233,11 +233,7 @@ impl Bridge for SocketcandServer {
     }
 
     fn report(&self) -> BridgeReport {
-        BridgeReport {
-            protocol: PROTOCOL.to_string(),
-            address: self.address(),
-            nodes: self.shared.nodes.reports(),
-        }
+        self.shared.nodes.report(PROTOCOL, self.address())
     }
 
     fn stop(&mut self) -> BridgeReport {
