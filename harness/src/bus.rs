@@ -531,8 +531,10 @@ fn record(socket: &mut dyn CanSocket, tape: &Tape, stop: &AtomicU64) {
     }
 }
 
-/// Writes a tape as a candump `-l` log with the bus name as interface; `notes` become comment lines
-/// (`# fault: …`) between the frames, at their time (`canplayer` and the trace reader skip them).
+/// Writes a tape as a candump `-l` log with the bus name as interface, exactly as `candump -l` writes one
+/// (python-can's `CanutilsLogReader`, `log2asc` and `canplayer` read it; none of them takes comment lines).
+/// `notes` (faults, replays) go beside it, into [`notes_path`], one `# fault: … (secs.usecs)` line each
+/// in time order.
 pub fn write_candump(
     path: &Path,
     interface: &str,
@@ -544,11 +546,7 @@ pub fn write_candump(
         std::fs::create_dir_all(dir)?;
     }
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut pending = notes.iter().peekable();
     for f in frames {
-        while let Some(n) = pending.next_if(|n| n.timestamp_ns <= f.timestamp_ns) {
-            write_note(&mut out, n)?;
-        }
         out.write_all(
             vcan::candump::format_record(&TraceRecord {
                 timestamp_ns: f.timestamp_ns,
@@ -559,10 +557,20 @@ pub fn write_candump(
         )?;
         out.write_all(b"\n")?;
     }
-    for n in pending {
-        write_note(&mut out, n)?;
+    out.flush()?;
+    if !notes.is_empty() {
+        let mut side = std::io::BufWriter::new(std::fs::File::create(notes_path(path))?);
+        for n in notes {
+            write_note(&mut side, n)?;
+        }
+        side.flush()?;
     }
-    out.flush()
+    Ok(())
+}
+
+/// Where the notes of the candump trace at `trace` are written: `x.vehicle.log` → `x.vehicle.notes`.
+pub fn notes_path(trace: &Path) -> PathBuf {
+    trace.with_extension("notes")
 }
 
 /// Writes a tape as a Vector ASC trace (python-can's `ASCWriter` layout, [`vcan::asc`]), for CANalyzer,
@@ -660,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn notes_are_comment_lines_between_the_frames_at_their_time() {
+    fn notes_go_beside_the_trace_which_stays_plain_candump() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.log");
         let frame = |ts: u64, text: &str| TracedFrame {
@@ -680,9 +688,11 @@ mod tests {
         )
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[1], "# fault: drop all frames (1.500000)", "{text}");
-        let read: Vec<_> = vcan::candump::TraceReader::new(text.as_bytes(), "t.log").collect();
-        assert_eq!(read.len(), 2, "comment lines are skipped by readers");
+        assert_eq!(
+            text, "(1.000000) vehicle 123#01\n(2.000000) vehicle 123#02\n",
+            "only frames, as candump writes them"
+        );
+        let notes = std::fs::read_to_string(notes_path(&path)).unwrap();
+        assert_eq!(notes, "# fault: drop all frames (1.500000)\n");
     }
 }

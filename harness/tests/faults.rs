@@ -39,9 +39,11 @@ fn survivors(out: &agl_parity::runner::RunOutcome) -> (BTreeSet<String>, String)
     let r = record(out, "a third of the counter frames are lost");
     assert_eq!(r.outcome, Outcome::Passed, "{:?}", r.message);
     let bus = &r.buses[0];
-    let text =
-        std::fs::read_to_string(out.report_dir.join(bus.trace_file.as_ref().expect("trace"))).expect("trace");
-    let seen = text
+    let trace = out.report_dir.join(bus.trace_file.as_ref().expect("trace"));
+    let frames = std::fs::read_to_string(&trace).expect("trace");
+    let notes = std::fs::read_to_string(agl_parity::bus::notes_path(&trace)).expect("the trace's notes");
+    let text = format!("{frames}{notes}");
+    let seen = frames
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2))
         .filter_map(|f| f.strip_prefix("123#"))
@@ -212,15 +214,13 @@ fn a_reference_saved_from_a_board_run_is_a_column_of_a_native_run() {
         .find(|r| r.name == "a recorded warm-up" && r.env == "native")
         .expect("native record");
     assert_eq!(r.outcome, Outcome::Passed, "{:?}", r.message);
-    let trace = std::fs::read_to_string(
-        replayed
-            .report_dir
-            .join(r.buses[0].trace_file.as_ref().expect("trace")),
-    )
-    .expect("trace");
+    let trace = replayed
+        .report_dir
+        .join(r.buses[0].trace_file.as_ref().expect("trace"));
+    let notes = std::fs::read_to_string(agl_parity::bus::notes_path(&trace)).expect("the trace's notes");
     assert!(
-        trace.contains("# replay: 11 frames of the reference board:ref-board"),
-        "{trace}"
+        notes.contains("# replay: 11 frames of the reference board:ref-board"),
+        "{notes}"
     );
     p.write("scenarios/reference.feature", REFERENCE);
 

@@ -5,6 +5,11 @@
 //! delivered, in that one global order, to every other node whose filters accept it (and back to the sender
 //! when it asked for its own frames), like the kernel's `vcan`.
 //!
+//! A node is on the bus from the moment the hub handles its hello: it gets every frame ordered after
+//! that (so every frame sent once its `HubClient::connect` has returned) and none ordered before. A
+//! burst that starts while another node is still joining reaches that node only from some frame on;
+//! `delivered` below `sent` with no drops, and nothing left queued, is this, not a stall.
+//!
 //! Backpressure is explicit. Each node has a bounded outbound queue. With [`Backpressure::Drop`] a full
 //! queue drops the frame *for that node only* and counts it in [`NodeStats::dropped`]; with
 //! [`Backpressure::Block`] the hub stops reading from senders until the slow node drains (flow control:

@@ -5,7 +5,7 @@
 //! every environment (all join the scenario's hub). Each step applies one fault from now on, for the
 //! duration it names or until the scenario ends (when every fault is undone with the bus); random faults
 //! take a seed derived from the run's `--seed`, the scenario and the fault's place in it. Each fault is a
-//! `# fault:` line of the bus's trace and an entry of the bus's record (matched and affected frames). On a
+//! `# fault:` line of the bus's trace notes (`<trace>.notes`) and an entry of the bus's record (matched and affected frames). On a
 //! bus that is a real adapter (a bench's `socketcan:can0`) there is no hub to act in: the scenario is
 //! *unsupported here* in that column.
 //!

@@ -156,32 +156,40 @@ fn two_hubs_linked_both_ways_carry_every_frame_in_order() {
     const N: u32 = 1000;
     let sent_a: Vec<Frame> = (0..N).map(mixed).collect();
     let sent_b: Vec<Frame> = (0..N).map(|i| mixed(i + 7)).collect();
-    let mut node_a = bus_a.node("node-a");
-    let mut node_b = bus_b.node("node-b");
+    let node_a = bus_a.node("node-a");
+    let node_b = bus_b.node("node-b");
     let started = Instant::now();
-    // One direction after the other: a node that sends a burst while frames are being delivered to it
-    // can stall in the hub under heavy CPU load (a hub issue, reproducible without any bridge), and that
-    // must not make this test flaky. The bridges themselves are idle in the other direction meanwhile.
-    let transfer = |from: &mut HubClient, to: &mut HubClient, frames: &[Frame], what: &str| {
-        for (k, chunk) in frames.chunks(50).enumerate() {
-            if k % 2 == 0 {
-                from.send_batch(chunk).unwrap();
-            } else {
-                for frame in chunk {
-                    from.send(frame).unwrap();
+    // Both directions at once: each node sends its burst (half in batches, half frame by frame) and then
+    // takes the other's, so each bridge carries traffic both ways at the same time.
+    let burst = |mut node: HubClient, frames: Vec<Frame>, expect: usize| {
+        std::thread::spawn(move || {
+            for (k, chunk) in frames.chunks(50).enumerate() {
+                if k % 2 == 0 {
+                    node.send_batch(chunk).unwrap();
+                } else {
+                    for frame in chunk {
+                        node.send(frame).unwrap();
+                    }
                 }
             }
-        }
-        let mut got = Vec::new();
-        while got.len() < frames.len() {
-            match to.recv(Some(WAIT)).unwrap() {
-                Some(received) => got.push(received.frame),
-                None => break,
+            let mut got = Vec::new();
+            while got.len() < expect {
+                match node.recv(Some(WAIT)).unwrap() {
+                    Some(received) => got.push(received.frame),
+                    None => break,
+                }
             }
-        }
+            got
+        })
+    };
+    let on_a = burst(node_a, sent_a.clone(), sent_b.len());
+    let on_b = burst(node_b, sent_b.clone(), sent_a.len());
+    // What each node received.
+    let (got_a, got_b) = (on_a.join().unwrap(), on_b.join().unwrap());
+    for (got, sent, what) in [(&got_b, &sent_a, "A → B"), (&got_a, &sent_b, "B → A")] {
         assert_eq!(
             got.len(),
-            frames.len(),
+            sent.len(),
             "{what}: {:#?}\n{:#?}\n{:#?}\n{:#?}\nafter {:?}",
             bridge_a.report(),
             bridge_b.report(),
@@ -189,10 +197,8 @@ fn two_hubs_linked_both_ways_carry_every_frame_in_order() {
             bus_b.hub.stats(),
             started.elapsed()
         );
-        assert_eq!(got, frames, "{what}");
-    };
-    transfer(&mut node_a, &mut node_b, &sent_a, "A → B");
-    transfer(&mut node_b, &mut node_a, &sent_b, "B → A");
+        assert_eq!(got, sent, "{what}");
+    }
 
     let report_a = bridge_a.stop();
     let report_b = bridge_b.stop();
