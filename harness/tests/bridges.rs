@@ -346,6 +346,10 @@ fn python_can_joins_a_scenario_bus_over_socketcand_in_every_column() {
             "{socketcand:?}"
         );
         assert!(socketcand.iter().any(|n| n.to_bus >= 5), "{socketcand:?}");
+        common::schema::assert_valid(
+            "a run with socketcand clients",
+            &common::schema::parity_json(&dirs[0]),
+        );
         let summary = std::fs::read_to_string(dirs[0].join("summary.md")).unwrap();
         assert!(summary.contains("bridge node socketcand:127.0.0.1:"), "{summary}");
     }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::TestProject;
 use serde_json::Value;
+
+use common::schema::{assert_valid, mismatches, parity_json, schema};
+use common::TestProject;
 
 const HEARTBEAT: &str = r#"Feature: HVAC heartbeat
 
@@ -27,36 +27,6 @@ const FAULTED: &str = r#"Feature: Faults
     And "HvacStatus" frames are delayed by 5 ms
     Then within 2 s "HvacStatus" is seen
 "#;
-
-fn schema() -> Value {
-    let path = common::repo().join("reports/schema/parity-v1.schema.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every mismatch of `instance` as `<JSON pointer>: <what>`.
-fn mismatches(schema: &Value, instance: &Value) -> Vec<String> {
-    let validator = jsonschema::draft202012::new(schema).expect("the schema is a valid 2020-12 schema");
-    validator
-        .iter_errors(instance)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect()
-}
-
-fn parity_json(dir: &Path) -> Value {
-    let path = dir.join("parity.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn assert_valid(what: &str, instance: &Value) {
-    let found = mismatches(&schema(), instance);
-    assert!(
-        found.is_empty(),
-        "{what}: parity.json does not match reports/schema/parity-v1.schema.json:\n{}",
-        found.join("\n")
-    );
-}
 
 #[test]
 fn the_schema_is_versioned_like_the_reports_the_harness_writes() {

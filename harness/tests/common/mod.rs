@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod board;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
