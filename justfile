@@ -62,3 +62,7 @@ lab-up:
 # Stop and remove the simulated boards of `lab-up`.
 lab-down:
     cargo run --release -p agl-parity -- lab-sim down --dir target/lab-sim
+
+# Every fuzz target (cargo fuzz, nightly) for SECONDS each; .ci/run runs the short form.
+fuzz seconds="300":
+    fuzz/run.sh {{seconds}}
