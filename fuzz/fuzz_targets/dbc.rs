@@ -4,7 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(db) = vcan::dbc::Database::parse(text, "fuzz.dbc") {
         for payload in [&[0u8; 8][..], &[0xFF; 8], &[0x55; 64]] {
             if let Ok(frame) = vcan::Frame::data(vcan::CanId::Standard(0x123), &payload[..8]) {
