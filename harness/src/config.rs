@@ -5,7 +5,7 @@
 //! default_bus: vehicle            # bus that steps use when they name none
 //! mask_signals:                   # signals that legitimately differ between runs (alive counters, clocks)
 //!   - HvacStatus.AliveCounter
-//! ignore_ids: []                  # CAN ids left out of frame-sequence comparison entirely
+//! ignore_ids: []                  # CAN ids left out of frame-sequence comparison entirely (hex: 3A0, 18FF0010)
 //! timing_tolerance: 0.25          # relative shift of a measured period, beyond the environments' own noise, that is a drift
 //! buses:                          # optional: buses with a bitrate behave like physical ones (no entry: ideal)
 //!   vehicle:
@@ -17,6 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::fixtures::Fixtures;
 
 /// The slowest and fastest bitrates a bus may be given (bit/s).
 pub const MIN_BITRATE: u32 = 1_000;
@@ -83,6 +85,27 @@ impl BusTimingConfig {
     }
 }
 
+/// An `ignore_ids` entry: a hex CAN id as candump writes it (`3A0`, `0x3A0`: up to three digits, a
+/// standard id; more: an extended id).
+fn parse_ignored_id(text: &str) -> Result<vcan::CanId, String> {
+    let digits = text.trim();
+    let digits = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+        .unwrap_or(digits);
+    let bad = || format!("`{text}` is not a hex CAN id (e.g. 0x3A0, 18FF0010)");
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let id = u32::from_str_radix(digits, 16).map_err(|_| bad())?;
+    let id = if digits.len() <= 3 {
+        vcan::CanId::standard(id)
+    } else {
+        vcan::CanId::extended(id)
+    };
+    id.map_err(|e| format!("`{text}`: {e}"))
+}
+
 fn default_bus() -> String {
     "vehicle".into()
 }
@@ -119,11 +142,21 @@ impl ParityConfig {
             reason: e.to_string(),
         })?;
         let de = serde_yaml::Deserializer::from_str(&text);
-        let config: ParityConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
-            path: path.to_path_buf(),
-            field: e.path().to_string(),
-            reason: e.inner().to_string(),
-        })?;
+        let mut config: ParityConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
+                path: path.to_path_buf(),
+                field: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
+        // Written as the recordings name ids (`3A0`, `18FF0010`), so that `0x20` matches `020`.
+        for (i, entry) in config.ignore_ids.iter_mut().enumerate() {
+            let id = parse_ignored_id(entry).map_err(|reason| ConfigError::Field {
+                path: path.to_path_buf(),
+                field: format!("ignore_ids[{i}]"),
+                reason,
+            })?;
+            *entry = id.to_string();
+        }
         for m in &config.mask_signals {
             if m.split_once('.')
                 .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
@@ -158,6 +191,67 @@ impl ParityConfig {
         Ok(config)
     }
 
+    /// Checks the settings against the project's manifests and DBC (`path` names `parity.yaml` in what
+    /// it says). A `mask_signals` entry naming no signal of the DBC databases is an error; when some DBC
+    /// file could not be read it may be in that one, so it is a warning instead. A `default_bus` that no
+    /// manifest's workload joins is a warning: steps that name no bus use it, and there they reach no
+    /// workload. Returns the warnings.
+    pub fn check_against(&self, path: &Path, fixtures: &Fixtures) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        for (i, mask) in self.mask_signals.iter().enumerate() {
+            let Some((message, signal)) = mask.split_once('.') else {
+                continue; // `load` refuses these
+            };
+            let missing = match fixtures.message(message) {
+                Err(_) => format!("no DBC message `{message}`"),
+                Ok(m) if m.signal(signal).is_err() => format!(
+                    "message `{message}` has no signal `{signal}` (signals: {})",
+                    m.signals
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Ok(_) => continue,
+            };
+            let searched = fixtures
+                .dbc_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if fixtures.dbc_errors.is_empty() {
+                return Err(ConfigError::UnknownSignal {
+                    path: path.to_path_buf(),
+                    index: i,
+                    mask: mask.clone(),
+                    reason: format!("{missing} in {searched}"),
+                });
+            }
+            warnings.push(format!(
+                "{}: mask_signals[{i}]: `{mask}`: {missing} in the DBC files that could be read ({})",
+                path.display(),
+                fixtures.dbc_errors.join("; ")
+            ));
+        }
+        let mut joined: Vec<&str> = fixtures
+            .workloads
+            .values()
+            .flat_map(|w| w.buses.iter().map(String::as_str))
+            .collect();
+        joined.sort_unstable();
+        joined.dedup();
+        if !joined.is_empty() && !joined.contains(&self.default_bus.as_str()) {
+            warnings.push(format!(
+                "{}: default_bus: no manifest's workload joins bus `{}` (they join: {}); steps that name no bus use it and reach no workload there",
+                path.display(),
+                self.default_bus,
+                joined.join(", ")
+            ));
+        }
+        Ok(warnings)
+    }
+
     /// Masked signals of message `message`.
     pub fn masked_signals<'a>(&'a self, message: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.mask_signals.iter().filter_map(move |m| {
@@ -181,6 +275,13 @@ pub enum ConfigError {
     },
     #[error("{}: mask_signals: `{mask}` is not `Message.Signal`", .path.display())]
     Mask { path: PathBuf, mask: String },
+    #[error("{}: mask_signals[{index}]: `{mask}` names no DBC signal: {reason}", .path.display())]
+    UnknownSignal {
+        path: PathBuf,
+        index: usize,
+        mask: String,
+        reason: String,
+    },
     #[error("{}: timing_tolerance: must be between 0 and 10", .path.display())]
     Tolerance { path: PathBuf },
 }

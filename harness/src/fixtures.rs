@@ -23,6 +23,9 @@ pub struct Fixtures {
     pub workloads: BTreeMap<String, WorkloadSpec>,
     /// Manifest files that could not be read, with their errors.
     pub manifest_errors: Vec<String>,
+    /// Workload names defined more than once (by pod name): every place, `file#document`. Such a name is
+    /// not deployed (which definition is meant is not known); a scenario using it gets the places.
+    pub duplicates: BTreeMap<String, Vec<String>>,
     /// Objects of the manifests that no environment deploys (Service, Namespace, ...).
     pub not_deployed: Vec<crate::manifest::OtherObject>,
     pub databases: Vec<Database>,
@@ -49,17 +52,26 @@ impl Fixtures {
         fx.manifest_errors
             .extend(set.errors.iter().map(|e| e.to_string()));
         fx.not_deployed = set.others;
+        let place = |pod: &WorkloadSpec| format!("{} document {}", pod.source.display(), pod.document);
         for pod in set.workloads {
             if let Some(previous) = fx.workloads.get(&pod.name) {
-                fx.manifest_errors.push(format!(
-                    "{}: workload `{}` is also defined in {}",
-                    pod.source.display(),
-                    pod.name,
-                    previous.source.display()
-                ));
+                let places = fx
+                    .duplicates
+                    .entry(pod.name.clone())
+                    .or_insert_with(|| vec![place(previous)]);
+                places.push(place(&pod));
                 continue;
             }
             fx.workloads.insert(pod.name.clone(), pod);
+        }
+        for (name, places) in &fx.duplicates {
+            fx.workloads.remove(name);
+            let e = FixtureError::Duplicate {
+                name: name.clone(),
+                places: places.clone(),
+            };
+            tracing::warn!("{e}");
+            fx.manifest_errors.push(e.to_string());
         }
         for path in files_with_extension(dbc, &["dbc"], &mut fx.dbc_errors) {
             match Database::load(&path) {
@@ -72,6 +84,12 @@ impl Fixtures {
 
     /// The pod named `name`, or an error that names the manifests that could not be read.
     pub fn workload(&self, name: &str) -> Result<&WorkloadSpec, FixtureError> {
+        if let Some(places) = self.duplicates.get(name) {
+            return Err(FixtureError::Duplicate {
+                name: name.to_string(),
+                places: places.clone(),
+            });
+        }
         self.workloads.get(name).ok_or_else(|| FixtureError::NoWorkload {
             name: name.to_string(),
             searched: self.manifest_paths.clone(),
@@ -174,6 +192,8 @@ pub enum FixtureError {
         known: Vec<String>,
         unreadable: Vec<String>,
     },
+    #[error("workload `{name}` is defined {} times: in {} (workload names must be unique across a project's manifests)", .places.len(), .places.join(" and in "))]
+    Duplicate { name: String, places: Vec<String> },
     #[error("no DBC message named `{name}` in {}{}", display_paths(.searched), unreadable_lines("DBC", .unreadable))]
     NoMessage {
         name: String,

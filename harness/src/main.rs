@@ -313,7 +313,8 @@ fn main() -> ExitCode {
                 step_timeout: Duration::from_secs(step_timeout),
                 ready_timeout: Duration::from_secs(ready_timeout),
                 progress: !no_progress,
-                prebuilt_workloads: workloads,
+                // Absolute: workloads run with their own working directory (the manifest's workingDir).
+                prebuilt_workloads: workloads.map(|dir| std::path::absolute(&dir).unwrap_or(dir)),
                 lab: lab.or_else(|| defaults.lab.clone()),
                 parallel_environments: parallel,
                 can_transport,
@@ -592,6 +593,7 @@ async fn hub(options: HubOptions) -> ExitCode {
             Backpressure::Drop
         },
         timing: timing.map(|t| t.timing()),
+        ..HubConfig::default()
     };
     let hub = match Hub::start(config) {
         Ok(h) => h,

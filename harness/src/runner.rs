@@ -354,6 +354,16 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let feature_set = FeatureSet::load(&options.scenario_paths);
     let fixtures = Arc::new(Fixtures::from_paths(&project.manifests, &project.dbc));
+    // The parity settings against the project's DBC and manifests (a mask naming no signal, a default bus
+    // no workload joins): said loudly, and the run goes on (such a setting only does nothing).
+    let config_warnings = match config.check_against(&project.parity, &fixtures) {
+        Ok(warnings) => warnings,
+        Err(e) => vec![e.to_string()],
+    };
+    for w in &config_warnings {
+        tracing::warn!("{w}");
+        eprintln!("warning: {w}");
+    }
     let config = Arc::new(config);
     let run_ctx = RunContext {
         run_id: run_id.clone(),

@@ -2,7 +2,9 @@
 //!
 //! Parsing is done by the `can-dbc` crate; encoding and decoding (Intel little-endian and Motorola
 //! big-endian bit layouts, signed and unsigned raw values, factor and offset, min/max range checks) is done
-//! here. Errors name the DBC file and, for syntax errors, the line.
+//! here. Errors name the DBC file and, where there is one, the line (`can-dbc` keeps no positions: the
+//! `BO_` and `SG_` lines of a message that cannot be used are found in the text). An empty file, and two
+//! messages with one id, are errors too.
 //!
 //! Bit layouts follow the DBC convention:
 //! * Intel (`@1`, little-endian): the start bit is the signal's least significant bit; bit `n` of the
@@ -40,6 +42,15 @@ pub enum DbcError {
     },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
+    /// A definition that parses but cannot be used, at its line.
+    #[error("{path}:{line}: {reason}")]
+    Located {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{path}: the DBC file is empty")]
+    Empty { path: String },
     #[error("no message named `{0}` in the DBC")]
     UnknownMessage(String),
     #[error("message `{message}` has no signal named `{signal}`")]
@@ -118,14 +129,21 @@ impl Database {
 
     /// Parses DBC text; `path` is only used in errors.
     pub fn parse(text: &str, path: &str) -> Result<Database, DbcError> {
+        if text.trim_start_matches('\u{feff}').trim().is_empty() {
+            return Err(DbcError::Empty {
+                path: path.to_string(),
+            });
+        }
         let dbc = can_dbc::Dbc::try_from(text).map_err(|e| convert_error(e, text, path))?;
         check_raw_ids(text, path)?;
+        let lines = SourceLines::new(text);
         let messages = dbc
             .messages
             .iter()
             .filter(|m| m.name != INDEPENDENT_SIGNALS)
-            .map(|m| convert_message(m, path))
+            .map(|m| convert_message(m, path, &lines))
             .collect::<Result<Vec<_>, _>>()?;
+        check_unique_ids(&messages, path, &lines)?;
         Ok(Database {
             path: path.to_string(),
             messages,
@@ -226,6 +244,83 @@ fn check_raw_ids(text: &str, path: &str) -> Result<(), DbcError> {
     Ok(())
 }
 
+/// Where messages and signals are defined in the text (`can-dbc` keeps no positions): the `BO_` line of
+/// each message name and the `SG_` lines that follow it.
+struct SourceLines<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> SourceLines<'a> {
+    fn new(text: &'a str) -> SourceLines<'a> {
+        SourceLines {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// The 1-based line of `BO_ <id> <message>:`.
+    fn message(&self, message: &str) -> Option<usize> {
+        self.lines
+            .iter()
+            .position(|l| {
+                let mut words = l.split_whitespace();
+                words.next() == Some("BO_")
+                    && words.next().is_some()
+                    && words
+                        .next()
+                        .is_some_and(|name| name.trim_end_matches(':') == message)
+            })
+            .map(|i| i + 1)
+    }
+
+    /// The 1-based line of `SG_ <signal> ...` in the block of `message`, else the message's line.
+    fn signal(&self, message: &str, signal: &str) -> Option<usize> {
+        let bo = self.message(message)?;
+        let found = self.lines[bo..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || l.trim_start().starts_with("SG_"))
+            .position(|l| l.split_whitespace().nth(1) == Some(signal));
+        Some(found.map_or(bo, |i| bo + i + 1))
+    }
+}
+
+/// An error at `line` if known, else naming only the file.
+fn at_line(path: &str, line: Option<usize>, reason: String) -> DbcError {
+    match line {
+        Some(line) => DbcError::Located {
+            path: path.to_string(),
+            line,
+            reason,
+        },
+        None => DbcError::Invalid {
+            path: path.to_string(),
+            reason,
+        },
+    }
+}
+
+/// Two messages with one id: a frame could not be told which it is.
+fn check_unique_ids(messages: &[MessageDef], path: &str, lines: &SourceLines<'_>) -> Result<(), DbcError> {
+    let mut seen: BTreeMap<CanId, &MessageDef> = BTreeMap::new();
+    for m in messages {
+        if let Some(first) = seen.get(&m.id) {
+            let first_at = lines
+                .message(&first.name)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
+            return Err(at_line(
+                path,
+                lines.message(&m.name),
+                format!(
+                    "message `{}` has id 0x{}, which message `{}`{first_at} already has (ids must be unique)",
+                    m.name, m.id, first.name
+                ),
+            ));
+        }
+        seen.insert(m.id, m);
+    }
+    Ok(())
+}
+
 fn numeric(v: &NumericValue) -> f64 {
     match *v {
         NumericValue::Uint(u) => u as f64,
@@ -234,11 +329,13 @@ fn numeric(v: &NumericValue) -> f64 {
     }
 }
 
-fn convert_message(m: &can_dbc::Message, path: &str) -> Result<MessageDef, DbcError> {
-    let invalid = |reason: String| DbcError::Invalid {
-        path: path.to_string(),
-        reason,
-    };
+fn convert_message(
+    m: &can_dbc::Message,
+    path: &str,
+    lines: &SourceLines<'_>,
+) -> Result<MessageDef, DbcError> {
+    let invalid = |reason: String| at_line(path, lines.message(&m.name), reason);
+    let invalid_signal = |signal: &str, reason: String| at_line(path, lines.signal(&m.name, signal), reason);
     let id = match m.id {
         MessageId::Standard(raw) => CanId::standard(u32::from(raw)),
         MessageId::Extended(raw) => CanId::extended(raw),
@@ -269,10 +366,13 @@ fn convert_message(m: &can_dbc::Message, path: &str) -> Result<MessageDef, DbcEr
             unit: s.unit.clone(),
         };
         if def.size == 0 || def.size > 64 {
-            return Err(invalid(format!(
-                "signal `{}.{}` is {} bits wide (1-64 allowed)",
-                m.name, s.name, s.size
-            )));
+            return Err(invalid_signal(
+                &s.name,
+                format!(
+                    "signal `{}.{}` is {} bits wide (1-64 allowed)",
+                    m.name, s.name, s.size
+                ),
+            ));
         }
         match def.positions() {
             Some(positions)
@@ -280,19 +380,22 @@ fn convert_message(m: &can_dbc::Message, path: &str) -> Result<MessageDef, DbcEr
                     .iter()
                     .all(|&p| (p as usize) < size * 8) => {}
             _ => {
-                return Err(invalid(format!(
-                    "signal `{}.{}` (start bit {}, {} bits, {}) does not fit in the {}-byte message",
-                    m.name,
-                    s.name,
-                    s.start_bit,
-                    s.size,
-                    if def.byte_order == ByteOrder::LittleEndian {
-                        "Intel"
-                    } else {
-                        "Motorola"
-                    },
-                    size
-                )))
+                return Err(invalid_signal(
+                    &s.name,
+                    format!(
+                        "signal `{}.{}` (start bit {}, {} bits, {}) does not fit in the {}-byte message",
+                        m.name,
+                        s.name,
+                        s.start_bit,
+                        s.size,
+                        if def.byte_order == ByteOrder::LittleEndian {
+                            "Intel"
+                        } else {
+                            "Motorola"
+                        },
+                        size
+                    ),
+                ))
             }
         }
         signals.push(def);
@@ -724,18 +827,18 @@ BO_ 512 Big: 12 ECU1
     fn invalid_layouts_are_rejected_at_load() {
         let outside = "VERSION \"\"\n\nBU_: A\n\nBO_ 256 Msg: 2 A\n SG_ Sig : 12|8@1+ (1,0) [0|255] \"\" A\n";
         assert!(
-            matches!(Database::parse(outside, "o.dbc"), Err(DbcError::Invalid { reason, .. }) if reason.contains("does not fit"))
+            matches!(Database::parse(outside, "o.dbc"), Err(DbcError::Located { line: 6, reason, .. }) if reason.contains("does not fit"))
         );
         let be_outside =
             "VERSION \"\"\n\nBU_: A\n\nBO_ 256 Msg: 1 A\n SG_ Sig : 3|8@0+ (1,0) [0|255] \"\" A\n";
         assert!(matches!(
             Database::parse(be_outside, "o.dbc"),
-            Err(DbcError::Invalid { .. })
+            Err(DbcError::Located { line: 6, .. })
         ));
         let wide = "VERSION \"\"\n\nBU_: A\n\nBO_ 256 Msg: 8 A\n SG_ Sig : 0|65@1+ (1,0) [0|255] \"\" A\n";
         assert!(matches!(
             Database::parse(wide, "o.dbc"),
-            Err(DbcError::Invalid { .. })
+            Err(DbcError::Located { line: 6, .. })
         ));
         let std_too_big = "VERSION \"\"\n\nBU_: A\n\nBO_ 4096 Msg: 8 A\n";
         assert!(matches!(
@@ -751,7 +854,7 @@ BO_ 512 Big: 12 ECU1
         let odd_size = "VERSION \"\"\n\nBU_: A\n\nBO_ 256 Msg: 9 A\n";
         assert!(matches!(
             Database::parse(odd_size, "o.dbc"),
-            Err(DbcError::Invalid { .. })
+            Err(DbcError::Located { line: 5, .. })
         ));
     }
 

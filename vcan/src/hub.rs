@@ -8,7 +8,9 @@
 //! A node is on the bus from the moment the hub handles its hello: it gets every frame ordered after
 //! that (so every frame sent once its `HubClient::connect` has returned) and none ordered before. A
 //! burst that starts while another node is still joining reaches that node only from some frame on;
-//! `delivered` below `sent` with no drops, and nothing left queued, is this, not a stall.
+//! `delivered` below `sent` with no drops, and nothing left queued, is this, not a stall. A connection
+//! that has not completed its hello within [`HubConfig::handshake_timeout`] (10 s by default) is closed,
+//! with a warning naming the peer, and counted ([`Hub::handshake_timeouts`]).
 //!
 //! Backpressure is explicit. Each node has a bounded outbound queue. With [`Backpressure::Drop`] a full
 //! queue drops the frame *for that node only* and counts it in [`NodeStats::dropped`]; with
@@ -50,10 +52,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
@@ -97,7 +100,13 @@ pub struct HubConfig {
     /// The bus's bitrate: with one, frames queue per node, arbitrate and take their wire time (see
     /// [`crate::bustime`]); `None`: an ideal bus that delivers every frame at once.
     pub timing: Option<BusTiming>,
+    /// How long a new connection may take to complete its hello; one that has not by then is closed
+    /// (logged with its peer, counted in [`Hub::handshake_timeouts`]). `None`: no deadline.
+    pub handshake_timeout: Option<Duration>,
 }
+
+/// The default [`HubConfig::handshake_timeout`].
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -108,6 +117,7 @@ impl Default for HubConfig {
             queue_frames: 65_536,
             backpressure: Backpressure::Drop,
             timing: None,
+            handshake_timeout: Some(HANDSHAKE_TIMEOUT),
         }
     }
 }
@@ -122,6 +132,8 @@ pub struct Hub {
     thread: Option<JoinHandle<HubStats>>,
     /// The counters the hub thread left when it ended (used if it ended unexpectedly).
     last: Arc<Mutex<Option<HubStats>>>,
+    /// Connections closed for not completing their handshake in time.
+    handshake_timeouts: Arc<AtomicU64>,
 }
 
 enum Request {
@@ -225,6 +237,7 @@ impl Hub {
         };
         let (tx, rx) = mpsc::channel();
         let last = Arc::new(Mutex::new(None));
+        let handshake_timeouts = Arc::new(AtomicU64::new(0));
         let name = config.name.clone();
         let unix_path = config.unix_path.clone();
         let mut state = HubThread {
@@ -246,6 +259,8 @@ impl Hub {
             names: Vec::new(),
             outputs: Vec::new(),
             tx_blocked: false,
+            handshakes: VecDeque::new(),
+            handshake_timeouts: Arc::clone(&handshake_timeouts),
             config,
         };
         let thread_last = Arc::clone(&last);
@@ -268,6 +283,7 @@ impl Hub {
             waker,
             thread: Some(thread),
             last,
+            handshake_timeouts,
         })
     }
 
@@ -290,6 +306,12 @@ impl Hub {
     ///
     /// The snapshot is taken by the hub thread between two frames, so it is consistent with what nodes have
     /// received: every frame a node has read is counted.
+    /// Connections closed so far because they did not complete their hello within
+    /// [`HubConfig::handshake_timeout`].
+    pub fn handshake_timeouts(&self) -> u64 {
+        self.handshake_timeouts.load(Ordering::Relaxed)
+    }
+
     pub fn stats(&self) -> HubStats {
         let (tx, rx) = mpsc::sync_channel(1);
         if self.requests.send(Request::Stats(tx)).is_ok() && self.waker.wake().is_ok() {
@@ -556,6 +578,8 @@ struct NodeConfig {
 }
 
 struct Conn {
+    /// The hub's accept count when it was accepted: tells this connection from a later one in its slot.
+    serial: u64,
     stream: Stream,
     decoder: Decoder,
     role: ConnRole,
@@ -600,6 +624,8 @@ enum CloseReason {
     Error(BusError),
     Refused,
     Shutdown,
+    /// No hello within the handshake deadline.
+    HandshakeTimeout(Duration),
 }
 
 struct HubThread {
@@ -627,6 +653,10 @@ struct HubThread {
     outputs: Vec<Output<usize>>,
     /// Some connection has `tx_full` set.
     tx_blocked: bool,
+    /// Handshake deadlines of accepted connections, in accept order (so in deadline order): deadline,
+    /// slot, serial. Entries of connections that said hello or left are dropped when they reach the front.
+    handshakes: VecDeque<(Instant, usize, u64)>,
+    handshake_timeouts: Arc<AtomicU64>,
 }
 
 impl HubThread {
@@ -638,7 +668,10 @@ impl HubThread {
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.timed_wait()
+                match (self.timed_wait(), self.handshake_wait()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -676,9 +709,50 @@ impl HubThread {
                 self.advance_time();
             }
             self.process_input();
+            self.expire_handshakes();
             self.flush_all();
         }
         self.finish()
+    }
+
+    /// Whether the connection in `slot` is still the one accepted as `serial`, without its hello.
+    fn awaits_hello(&self, slot: usize, serial: u64) -> bool {
+        matches!(self.conns.get(slot), Some(Some(c)) if c.serial == serial && matches!(c.role, ConnRole::AwaitingHello))
+    }
+
+    /// Time until the next handshake deadline (`None`: no connection is waiting, or the bus is paused and
+    /// reads nothing, so no connection can be blamed for its silence).
+    fn handshake_wait(&mut self) -> Option<Duration> {
+        while let Some(&(_, slot, serial)) = self.handshakes.front() {
+            if self.awaits_hello(slot, serial) {
+                break;
+            }
+            self.handshakes.pop_front();
+        }
+        if self.paused() {
+            return None;
+        }
+        let (deadline, _, _) = self.handshakes.front()?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Closes the connections whose handshake deadline passed without a hello.
+    fn expire_handshakes(&mut self) {
+        if self.paused() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(&(deadline, slot, serial)) = self.handshakes.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if self.awaits_hello(slot, serial) {
+                let timeout = self.config.handshake_timeout.unwrap_or_default();
+                self.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.close(slot, CloseReason::HandshakeTimeout(timeout));
+            }
+        }
     }
 
     /// True if some connection has input the hub could process right now without waiting for an event.
@@ -996,7 +1070,16 @@ impl HubThread {
             return;
         }
         let peer = format!("{} connection #{} ({kind})", self.config.name, self.accepted);
+        // A deadline too far to represent is none.
+        if let Some(deadline) = self
+            .config
+            .handshake_timeout
+            .and_then(|t| Instant::now().checked_add(t))
+        {
+            self.handshakes.push_back((deadline, index, self.accepted));
+        }
         let conn = Conn {
+            serial: self.accepted,
             stream,
             decoder: Decoder::new(peer),
             role: ConnRole::AwaitingHello,
@@ -1044,6 +1127,12 @@ impl HubThread {
             CloseReason::Shutdown => {
                 tracing::debug!(bus = %self.config.name, node = %who, "closing at shutdown")
             }
+            CloseReason::HandshakeTimeout(timeout) => tracing::warn!(
+                bus = %self.config.name,
+                peer = %who,
+                timeout_ms = timeout.as_millis() as u64,
+                "closing a connection that sent no hello within the handshake deadline"
+            ),
         }
         if let ConnRole::Node(node) = &conn.role {
             if let Some(stats) = self.nodes.get_mut(node.index) {

@@ -29,6 +29,7 @@ fn bus_with(queue_frames: usize, backpressure: Backpressure) -> Bus {
         queue_frames,
         backpressure,
         timing: None,
+        ..HubConfig::default()
     })
     .unwrap();
     Bus { hub, _dir: dir, path }

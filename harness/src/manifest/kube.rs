@@ -456,15 +456,20 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
     // A controller's own annotations apply to its pods unless the template overrides them.
     let mut annotations = w.meta.annotations.clone().unwrap_or_default();
     annotations.extend(w.template_meta.annotations.clone().unwrap_or_default());
-    let annotations_field = if w.prefix == "spec" {
-        "metadata.annotations"
-    } else {
-        "spec.template.metadata.annotations"
+    // The field path of an annotation: where the document sets it (the template's wins), or where a pod's
+    // annotations go when it is not set.
+    let annotation_field = |key: &str| -> String {
+        let set_in = |meta: &ObjectMeta| meta.annotations.as_ref().is_some_and(|a| a.contains_key(key));
+        if w.prefix == "spec" || (!set_in(&w.template_meta) && set_in(&w.meta)) {
+            format!("metadata.annotations.{key}")
+        } else {
+            format!("spec.template.metadata.annotations.{key}")
+        }
     };
     for key in annotations.keys() {
         if key.starts_with(ANNOTATION_PREFIX) && !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
             return Err(err(
-                &format!("{annotations_field}.{key}"),
+                &annotation_field(key),
                 format!("unknown annotation (supported: {})", KNOWN_ANNOTATIONS.join(", ")),
             ));
         }
@@ -532,20 +537,16 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
     let mut init_containers = Vec::new();
     for (i, c) in pod.init_containers.iter().flatten().enumerate() {
         let field = format!("{prefix}.initContainers[{i}]");
-        let spec = convert_container(c, &field, &context, true, &mut device_buses, &err)?;
+        let mut spec = convert_container(c, &field, &context, true, &mut device_buses, &err)?;
+        spec.location = format!("{}: document {}: {field}", w.path.display(), w.doc);
         init_containers.push(spec);
     }
     let mut containers = Vec::new();
     for (i, c) in pod.containers.iter().enumerate() {
         let field = format!("{prefix}.containers[{i}]");
-        containers.push(convert_container(
-            c,
-            &field,
-            &context,
-            false,
-            &mut device_buses,
-            &err,
-        )?);
+        let mut spec = convert_container(c, &field, &context, false, &mut device_buses, &err)?;
+        spec.location = format!("{}: document {}: {field}", w.path.display(), w.doc);
+        containers.push(spec);
     }
     let mut names: Vec<&str> = init_containers
         .iter()
@@ -560,7 +561,7 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
         ));
     }
 
-    let buses_field = format!("{annotations_field}.{ANNOTATION_BUSES}");
+    let buses_field = annotation_field(ANNOTATION_BUSES);
     let mut buses: Vec<String> = match annotations.get(ANNOTATION_BUSES) {
         Some(list) => list
             .split(',')
@@ -587,7 +588,7 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
         check_name(bus).map_err(|r| err(&buses_field, format!("bus name `{bus}`: {r}")))?;
     }
 
-    let interfaces_field = format!("{annotations_field}.{ANNOTATION_INTERFACES}");
+    let interfaces_field = annotation_field(ANNOTATION_INTERFACES);
     let interfaces = interface_names(
         &buses,
         &annotated,
@@ -595,7 +596,7 @@ pub(super) fn resolve(w: &PendingWorkload, data: &DataObjects) -> Result<Workloa
     )
     .map_err(|r| err(&interfaces_field, r))?;
 
-    let ready_field = format!("{annotations_field}.{ANNOTATION_READY_FRAME}");
+    let ready_field = annotation_field(ANNOTATION_READY_FRAME);
     let ready_frame = match annotations.get(ANNOTATION_READY_FRAME) {
         Some(text) => Some(parse_can_id(text).map_err(|r| err(&ready_field, r.to_string()))?),
         None => None,
@@ -968,6 +969,7 @@ fn convert_container(
         mounts,
         security,
         sidecar,
+        location: String::new(),
     })
 }
 

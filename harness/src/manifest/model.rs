@@ -47,7 +47,11 @@ impl RestartPolicy {
     }
 }
 
-/// A container image reference, `repository[:tag]`.
+/// A container image reference, `repository[:tag]` or `repository@sha256:<hex>`.
+///
+/// A reference by digest keeps its digest in `tag` as `sha256-<hex>` (a valid local tag, which the
+/// environments that build images tag them with); [`ImageRef::digest`] gives it back and `Display` writes
+/// the reference as the manifest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageRef {
     pub repository: String,
@@ -59,11 +63,24 @@ impl ImageRef {
     pub fn binary_name(&self) -> &str {
         self.repository.rsplit('/').next().unwrap_or(&self.repository)
     }
+
+    /// `sha256:<hex>` (or `sha512:`) for a reference by digest.
+    pub fn digest(&self) -> Option<String> {
+        ["sha256", "sha512"].iter().find_map(|algorithm| {
+            let hex = self.tag.strip_prefix(algorithm)?.strip_prefix('-')?;
+            let len = if *algorithm == "sha256" { 64 } else { 128 };
+            (hex.len() == len && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| format!("{algorithm}:{hex}"))
+        })
+    }
 }
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.repository, self.tag)
+        match self.digest() {
+            Some(digest) => write!(f, "{}@{digest}", self.repository),
+            None => write!(f, "{}:{}", self.repository, self.tag),
+        }
     }
 }
 
@@ -147,6 +164,10 @@ pub struct ContainerSpec {
     /// An init container with `restartPolicy: Always`: a native sidecar, started in the init sequence and
     /// kept running beside the app containers.
     pub sidecar: bool,
+    /// Where the manifest defines this container, for errors about its fields found later (an image no
+    /// source provides, a `command[0]` the image does not hold): `<file>: document <n>:
+    /// spec.template.spec.containers[<i>]`; the field name follows after a `.`.
+    pub location: String,
 }
 
 /// How readiness of a pod is decided.

@@ -21,8 +21,8 @@ pub enum ValueError {
     CanIdRange(String),
     #[error("`{0}` is not an image reference")]
     NotImage(String),
-    #[error("digest references are not supported: images are built locally (use repository:tag)")]
-    Digest,
+    #[error("`{0}` is not an image digest (`sha256:` and 64 lowercase hex digits, or `sha512:` and 128)")]
+    Digest(String),
     #[error("`{0}` is not a valid name (lowercase letters, digits and `-`, at most 63)")]
     NotName(String),
 }
@@ -88,20 +88,42 @@ pub fn parse_image(text: &str) -> Result<ImageRef, ValueError> {
     if text.is_empty() || text.contains(char::is_whitespace) {
         return Err(ValueError::NotImage(text.to_string()));
     }
-    if text.contains('@') {
-        return Err(ValueError::Digest);
-    }
-    let (repository, tag) = match text.rsplit_once(':') {
+    // `repository[:tag]@algorithm:hex`: the digest names the image; a tag beside it is informational.
+    let (name, digest) = match text.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (text, None),
+    };
+    let (repository, tag) = match name.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (text, "latest"),
+        _ => (name, "latest"),
     };
     if repository.is_empty() || tag.is_empty() {
         return Err(ValueError::NotImage(text.to_string()));
     }
+    let tag = match digest {
+        Some(digest) => digest_tag(digest).ok_or_else(|| ValueError::Digest(digest.to_string()))?,
+        None => tag.to_string(),
+    };
     Ok(ImageRef {
         repository: repository.to_string(),
-        tag: tag.to_string(),
+        tag,
     })
+}
+
+/// The local tag standing for a digest (`sha256:<hex>` → `sha256-<hex>`, a valid tag; see
+/// [`ImageRef::digest`]), if `digest` is one.
+fn digest_tag(digest: &str) -> Option<String> {
+    let (algorithm, hex) = digest.split_once(':')?;
+    let len = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return None,
+    };
+    let hex_ok = hex.len() == len
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    hex_ok.then(|| format!("{algorithm}-{hex}"))
 }
 
 /// A Kubernetes DNS label: lowercase alphanumerics and `-`, 1-63 characters.

@@ -21,7 +21,7 @@ pub fn steps() -> Vec<StepDef> {
         ),
         StepDef::new(
             Expectation,
-            format!(r#"^"(\w+)" is sent every (\d+(?:\.\d+)?) ms(?: ± ?(\d+(?:\.\d+)?) ?%)?{ON_BUS}$"#),
+            format!(r#"^"(\w+)" is sent every (\d+(?:\.\d+)?) ms(?: ± ?(-?\d+(?:\.\d+)?) ?%)?{ON_BUS}$"#),
             r#""HvacStatus" is sent every 100 ms ± 20%"#,
             step_fn!(periodic),
         ),
@@ -61,9 +61,16 @@ async fn periodic(w: &mut ScenarioWorld, a: &StepArgs) -> StepResult {
         .map_err(|_| StepFailure::fail("period is not a number"))?;
     let tolerance = match a.opt(2) {
         Some(t) => {
-            t.parse::<f64>()
-                .map_err(|_| StepFailure::fail("tolerance is not a number"))?
-                / 100.0
+            let value = t.parse::<f64>().map_err(|_| {
+                StepFailure::fail(format!("bad value `± {t}%`: the tolerance is not a number"))
+            })?;
+            if value < 0.0 {
+                return Err(StepFailure::fail(format!(
+                    "bad value `± {t}%`: a tolerance cannot be negative (write `± {}%`)",
+                    -value
+                )));
+            }
+            value / 100.0
         }
         None => 0.2,
     };
