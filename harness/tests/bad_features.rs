@@ -5,23 +5,11 @@ mod common;
 
 use agl_parity::record::Outcome;
 use agl_parity::runner::RunOutcome;
-use common::{record, TestProject};
+use common::{assert_report_written, record, TestProject};
 
 /// A scenario that needs no workload and passes.
 const GOOD: &str =
     "Feature: good\n  Scenario: a healthy scenario still passes\n    Then the bus is silent for 10 ms\n";
-
-fn assert_report_written(outcome: &RunOutcome) {
-    for f in [
-        "junit.xml",
-        "parity.json",
-        "summary.md",
-        "summary.html",
-        "records.jsonl",
-    ] {
-        assert!(outcome.report_dir.join(f).is_file(), "{f} written");
-    }
-}
 
 fn assert_passed(outcome: &RunOutcome, name: &str) {
     let r = record(outcome, name);

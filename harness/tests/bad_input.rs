@@ -5,7 +5,7 @@ mod common;
 
 use agl_parity::parity::Verdict;
 use agl_parity::record::Outcome;
-use common::{record, TestProject};
+use common::{assert_report_written, record, TestProject};
 
 const GOOD: &str = r#"
 Feature: good
@@ -14,18 +14,6 @@ Feature: good
     When "LockRequest" is sent with Command=1
     Then within 300 ms "DoorLockState" has Locked=1
 "#;
-
-fn assert_report_written(outcome: &agl_parity::runner::RunOutcome) {
-    for f in [
-        "junit.xml",
-        "parity.json",
-        "summary.md",
-        "summary.html",
-        "records.jsonl",
-    ] {
-        assert!(outcome.report_dir.join(f).is_file(), "{f} written");
-    }
-}
 
 #[test]
 fn malformed_feature_file_is_reported_with_file_and_line() {

@@ -10,7 +10,7 @@ use agl_parity::config::ParityConfig;
 use agl_parity::fixtures::Fixtures;
 use agl_parity::manifest;
 use agl_parity::record::Outcome;
-use common::{record, TestProject};
+use common::{assert_report_written, record, TestProject};
 use vcan::dbc::Database;
 
 const GOOD: &str = r#"
@@ -22,18 +22,6 @@ Feature: good
 "#;
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn assert_report_written(outcome: &agl_parity::runner::RunOutcome) {
-    for f in [
-        "junit.xml",
-        "parity.json",
-        "summary.md",
-        "summary.html",
-        "records.jsonl",
-    ] {
-        assert!(outcome.report_dir.join(f).is_file(), "{f} written");
-    }
-}
 
 fn repo_file(rel: &str) -> String {
     std::fs::read_to_string(common::repo().join(rel)).unwrap()

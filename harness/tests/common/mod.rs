@@ -284,3 +284,16 @@ pub fn spawn_long_run(
     let _ = child.wait();
     panic!("the run on {env} made nothing to clean up within 120 s");
 }
+
+/// Asserts that every report file of the run was written (also when some input was bad).
+pub fn assert_report_written(outcome: &RunOutcome) {
+    for f in [
+        "junit.xml",
+        "parity.json",
+        "summary.md",
+        "summary.html",
+        "records.jsonl",
+    ] {
+        assert!(outcome.report_dir.join(f).is_file(), "{f} written");
+    }
+}
