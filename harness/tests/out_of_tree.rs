@@ -749,6 +749,14 @@ name = "parity"
 harness = false
 
 [workspace]
+
+# The same debug settings as this workspace (the team's choice in real life): with them the team's build
+# reuses the harness artifacts already in the target directory instead of building a second copy.
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+debug = false
 "#;
 
 const TEAM_TEST_TARGET: &str = r#"fn main() -> std::process::ExitCode {
