@@ -360,8 +360,8 @@ pub async fn run(options: RunOptions, journal: Arc<Journal>) -> Result<RunOutcom
         Ok(warnings) => warnings,
         Err(e) => vec![e.to_string()],
     };
+    // Once, on stderr (the CLI's log goes there too: a `tracing::warn!` as well would print it twice).
     for w in &config_warnings {
-        tracing::warn!("{w}");
         eprintln!("warning: {w}");
     }
     let config = Arc::new(config);

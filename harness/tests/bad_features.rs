@@ -5,16 +5,11 @@ mod common;
 
 use agl_parity::record::Outcome;
 use agl_parity::runner::RunOutcome;
-use common::{assert_report_written, record, TestProject};
+use common::{assert_passed, assert_report_written, message_of, TestProject};
 
 /// A scenario that needs no workload and passes.
 const GOOD: &str =
     "Feature: good\n  Scenario: a healthy scenario still passes\n    Then the bus is silent for 10 ms\n";
-
-fn assert_passed(outcome: &RunOutcome, name: &str) {
-    let r = record(outcome, name);
-    assert_eq!(r.outcome, Outcome::Passed, "{name}: {:?}", r.message);
-}
 
 /// The feature errors of `file`, as `file:line: message`.
 fn errors_of(outcome: &RunOutcome, file: &str) -> Vec<String> {
@@ -209,9 +204,7 @@ fn negative_timing_tolerance_is_a_bad_value_not_an_undefined_step() {
         "Feature: timing\n  Scenario: a negative tolerance\n    Then \"HvacStatus\" is sent every 100 ms ± -25%\n",
     );
     let out = p.run();
-    let r = record(&out, "a negative tolerance");
-    assert_eq!(r.outcome, Outcome::Failed);
-    let msg = r.message.as_deref().unwrap_or_default();
+    let msg = message_of(&out, "a negative tolerance", Outcome::Failed);
     assert!(msg.contains("bad value `± -25%`"), "{msg}");
     assert!(!msg.contains("undefined step"), "{msg}");
     assert_passed(&out, "a healthy scenario still passes");

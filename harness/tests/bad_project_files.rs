@@ -10,7 +10,7 @@ use agl_parity::config::ParityConfig;
 use agl_parity::fixtures::Fixtures;
 use agl_parity::manifest;
 use agl_parity::record::Outcome;
-use common::{assert_report_written, record, TestProject};
+use common::{assert_passed, assert_report_written, message_of, TestProject};
 use vcan::dbc::Database;
 
 const GOOD: &str = r#"
@@ -75,18 +75,13 @@ fn the_same_workload_name_in_two_files_is_an_infra_error_naming_both_files() {
         "Feature: h\n  Scenario: uses the twice-defined workload\n    Given the \"hvac\" workload is running\n",
     );
     let out = p.run();
-    let r = record(&out, "uses the twice-defined workload");
-    assert_eq!(r.outcome, Outcome::InfraError);
-    let msg = r.message.as_deref().unwrap();
+    let msg = message_of(&out, "uses the twice-defined workload", Outcome::InfraError);
     assert!(msg.contains("workload `hvac` is defined 2 times"), "{msg}");
     assert!(
         msg.contains("hvac.yaml document 1") && msg.contains("team-b/hvac-copy.yaml document 1"),
         "{msg}"
     );
-    assert_eq!(
-        record(&out, "a healthy scenario still passes").outcome,
-        Outcome::Passed
-    );
+    assert_passed(&out, "a healthy scenario still passes");
     assert_report_written(&out);
 }
 
@@ -130,8 +125,7 @@ fn a_workload_with_an_image_by_digest_runs() {
     p.write("fixtures/manifests/body-control.yaml", &bcm);
     p.write("scenarios/good.feature", GOOD);
     let out = p.run();
-    let r = record(&out, "a healthy scenario still passes");
-    assert_eq!(r.outcome, Outcome::Passed, "{:?}", r.message);
+    assert_passed(&out, "a healthy scenario still passes");
     assert_report_written(&out);
 }
 
@@ -269,9 +263,7 @@ fn a_duplicate_id_in_the_project_dbc_fails_signal_scenarios_and_raw_frames_still
         "Feature: s\n  Scenario: speaks in signals\n    Given the \"body-control\" workload is running\n    When \"LockRequest\" is sent with Command=1\n\n  Scenario: speaks in raw frames\n    Given the \"body-control\" workload is running\n    When the frame 120#01 is sent\n    Then within 300 ms the frame 321#04 is seen\n",
     );
     let out = p.run();
-    let r = record(&out, "speaks in signals");
-    assert_eq!(r.outcome, Outcome::InfraError);
-    let msg = r.message.as_deref().unwrap();
+    let msg = message_of(&out, "speaks in signals", Outcome::InfraError);
     assert!(
         msg.contains("agl-vehicle.dbc:")
             && msg.contains(
@@ -279,7 +271,7 @@ fn a_duplicate_id_in_the_project_dbc_fails_signal_scenarios_and_raw_frames_still
             ),
         "{msg}"
     );
-    assert_eq!(record(&out, "speaks in raw frames").outcome, Outcome::Passed);
+    assert_passed(&out, "speaks in raw frames");
     assert_report_written(&out);
 }
 

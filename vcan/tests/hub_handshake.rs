@@ -2,11 +2,13 @@
 //! peer and counted; nodes that did join are not affected. (Own test binary: it installs a process-wide
 //! tracing subscriber to see the hub thread's warning.)
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::logs;
 use vcan::client::HubClient;
 use vcan::hub::{Hub, HubConfig, HANDSHAKE_TIMEOUT};
 use vcan::wire::{self, Hello, Role};
@@ -14,37 +16,6 @@ use vcan::{CanId, CanSocket, Endpoint, Frame, OpenOptions};
 
 /// Only a failure waits this long.
 const LIMIT: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The log of this test process (every test's hubs).
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .init();
-        captured
-    })
-}
 
 fn start(name: &str, dir: &tempfile::TempDir, timeout: Option<Duration>) -> Hub {
     logs();
@@ -142,8 +113,7 @@ fn silent_and_half_hello_connections_are_closed_at_the_deadline_and_counted() {
     assert_eq!(hub.handshake_timeouts(), 2);
     drop(hub);
 
-    let logs = logs().0.lock().unwrap().clone();
-    let logs = String::from_utf8_lossy(&logs);
+    let logs = logs().text();
     let warnings: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("hsbus") && l.contains("handshake deadline"))

@@ -1,37 +1,18 @@
 //! The hub's log when it disconnects a node for garbage bytes names the node (own test binary, because it
 //! installs a process-wide tracing subscriber to see the hub thread's events).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vcan::hub::{Hub, HubConfig};
 use vcan::wire::{self, Hello, Role};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn garbage_is_logged_as_a_warning_naming_the_node() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    let captured = common::logs();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("logs.sock");
@@ -66,7 +47,7 @@ fn garbage_is_logged_as_a_warning_naming_the_node() {
     assert!(!stats.nodes[0].connected);
     drop(hub);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let line = logs
         .lines()
         .find(|l| l.contains("WARN") && l.contains("disconnecting node"))

@@ -285,6 +285,24 @@ pub fn spawn_long_run(
     panic!("the run on {env} made nothing to clean up within 120 s");
 }
 
+/// Asserts that scenario `name` passed.
+pub fn assert_passed(outcome: &RunOutcome, name: &str) {
+    let r = record(outcome, name);
+    assert_eq!(
+        r.outcome,
+        agl_parity::record::Outcome::Passed,
+        "{name}: {:?}",
+        r.message
+    );
+}
+
+/// The message of scenario `name`, which must have ended with `expected`.
+pub fn message_of<'a>(outcome: &'a RunOutcome, name: &str, expected: agl_parity::record::Outcome) -> &'a str {
+    let r = record(outcome, name);
+    assert_eq!(r.outcome, expected, "{name}: {:?}", r.message);
+    r.message.as_deref().unwrap_or_default()
+}
+
 /// Asserts that every report file of the run was written (also when some input was bad).
 pub fn assert_report_written(outcome: &RunOutcome) {
     for f in [
